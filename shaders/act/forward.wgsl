@@ -1,0 +1,22 @@
+// y = act(x), elementwise. ACT selects the activation (see common/act.wgsl).
+//!include common/grid.wgsl
+//!include common/act.wgsl
+
+override ACT: u32 = 2u;
+
+struct Params {
+    n: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read_write> y: array<f32>;
+
+@compute @workgroup_size(256)
+fn act_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+               @builtin(local_invocation_index) lid: u32) {
+    let i = linear_group(wid, nwg) * 256u + lid;
+    if (i < p.n) {
+        y[i] = act_f(ACT, x[i]);
+    }
+}

@@ -1,0 +1,25 @@
+// Per-sample, per-channel scale on NHWC: y[n, p, c] = x[n, p, c] * s[n, c]
+// (the squeeze-excitation gate). Also its data gradient: dx = dy * s.
+//!include common/grid.wgsl
+
+struct Params {
+    n: u32,     // total elements N*P*C
+    hw: u32,    // P = H*W
+    c: u32,     // channels
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read> s: array<f32>;
+@group(0) @binding(3) var<storage, read_write> y: array<f32>;
+
+@compute @workgroup_size(256)
+fn channel_scale(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                 @builtin(local_invocation_index) lid: u32) {
+    let i = linear_group(wid, nwg) * 256u + lid;
+    if (i < p.n) {
+        let c = i % p.c;
+        let n = i / (p.hw * p.c);
+        y[i] = x[i] * s[n * p.c + c];
+    }
+}

@@ -1,0 +1,23 @@
+// Residual add with a per-sample branch scale (drop-connect): y[n, j] = a[n, j] + s[n] * b[n, j],
+// tensors viewed as [N, per] with per = H*W*C.
+//!include common/grid.wgsl
+
+struct Params {
+    n: u32,
+    per: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> a: array<f32>;
+@group(0) @binding(2) var<storage, read> b: array<f32>;
+@group(0) @binding(3) var<storage, read> s: array<f32>;
+@group(0) @binding(4) var<storage, read_write> y: array<f32>;
+
+@compute @workgroup_size(256)
+fn residual_add(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                @builtin(local_invocation_index) lid: u32) {
+    let i = linear_group(wid, nwg) * 256u + lid;
+    if (i < p.n) {
+        y[i] = a[i] + s[i / p.per] * b[i];
+    }
+}

@@ -1,0 +1,22 @@
+// y[r, j] = x[r, j] * s[r / div], tensors viewed as [rows, per]. Used for the residual
+// branch gradient (db = dy * s[n]) and any per-sample scaling.
+//!include common/grid.wgsl
+
+struct Params {
+    n: u32,
+    per: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read> s: array<f32>;
+@group(0) @binding(3) var<storage, read_write> y: array<f32>;
+
+@compute @workgroup_size(256)
+fn scale_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_index) lid: u32) {
+    let i = linear_group(wid, nwg) * 256u + lid;
+    if (i < p.n) {
+        y[i] = x[i] * s[i / p.per];
+    }
+}

@@ -1,0 +1,24 @@
+// Gradient of a sum/mean over the middle axis: dx[o, m, i] = scale * dy[o, i].
+//!include common/grid.wgsl
+
+struct Params {
+    n: u32,   // O * M * I
+    m: u32,
+    i: u32,
+    scale: f32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> dy: array<f32>;
+@group(0) @binding(2) var<storage, read_write> dx: array<f32>;
+
+@compute @workgroup_size(256)
+fn broadcast(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+             @builtin(local_invocation_index) lid: u32) {
+    let j = linear_group(wid, nwg) * 256u + lid;
+    if (j < p.n) {
+        let i = j % p.i;
+        let o = j / (p.m * p.i);
+        dx[j] = dy[o * p.i + i] * p.scale;
+    }
+}

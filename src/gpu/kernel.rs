@@ -1,0 +1,241 @@
+//! WGSL sources, kernel definitions and the pipeline cache.
+//!
+//! Every `.wgsl` file under `shaders/` is embedded at build time. A line
+//! `//!include <path>` pulls in another file (shared helpers such as the linearised grid
+//! index). Pipelines are built lazily, once per (shader, entry point, override constants),
+//! with an explicit bind-group layout: binding 0 is the uniform parameter block, bindings
+//! 1.. are storage buffers in the order of [`KernelDef::bindings`].
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use super::context::Gpu;
+use crate::error::{Error, Result};
+
+include!(concat!(env!("OUT_DIR"), "/shader_files.rs"));
+
+/// Raw text of a shader file (before includes are expanded).
+pub fn raw_source(path: &str) -> Option<&'static str> {
+    SHADER_FILES
+        .iter()
+        .find(|(p, _)| *p == path)
+        .map(|(_, s)| *s)
+}
+
+/// Source of a shader with `//!include` lines expanded (recursively, once per file).
+pub fn shader_source(path: &str) -> Result<String> {
+    let mut seen = Vec::new();
+    let mut out = String::new();
+    expand(path, &mut seen, &mut out)?;
+    Ok(out)
+}
+
+fn expand(path: &str, seen: &mut Vec<String>, out: &mut String) -> Result<()> {
+    if seen.iter().any(|s| s == path) {
+        return Ok(());
+    }
+    seen.push(path.to_string());
+    let src = raw_source(path).ok_or_else(|| Error::Shader {
+        shader: path.into(),
+        msg: "no such file under shaders/".into(),
+    })?;
+    for line in src.lines() {
+        if let Some(inc) = line.trim().strip_prefix("//!include ") {
+            expand(inc.trim(), seen, out)?;
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    Ok(())
+}
+
+/// How a kernel uses one storage binding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// `var<storage, read>`
+    Read,
+    /// `var<storage, read_write>`
+    ReadWrite,
+}
+
+/// A compute entry point and the storage bindings it takes (binding 1, 2, ... in order).
+#[derive(Debug)]
+pub struct KernelDef {
+    /// Path under shaders/.
+    pub shader: &'static str,
+    /// Entry point name.
+    pub entry: &'static str,
+    /// Storage bindings after the uniform block.
+    pub bindings: &'static [Access],
+    /// Every value effnet passes for each `override` constant. Pipelines refuse other
+    /// values, and the portability test translates every combination, so what runs is
+    /// exactly what is tested.
+    pub overrides: &'static [(&'static str, &'static [f64])],
+}
+
+impl KernelDef {
+    /// Every combination of override values this kernel is built with.
+    pub fn override_combinations(&self) -> Vec<Vec<(&'static str, f64)>> {
+        let mut combos: Vec<Vec<(&'static str, f64)>> = vec![Vec::new()];
+        for (name, values) in self.overrides {
+            combos = combos
+                .into_iter()
+                .flat_map(|c| {
+                    values.iter().map(move |v| {
+                        let mut c = c.clone();
+                        c.push((*name, *v));
+                        c
+                    })
+                })
+                .collect();
+        }
+        combos
+    }
+
+    fn check_constants(&self, constants: &[(&str, f64)]) -> Result<()> {
+        for (k, v) in constants {
+            let ok = self
+                .overrides
+                .iter()
+                .any(|(name, values)| name == k && values.contains(v));
+            if !ok {
+                return Err(Error::Shader {
+                    shader: format!("{}::{}", self.shader, self.entry),
+                    msg: format!(
+                        "override {k} = {v} is not among the values declared in its KernelDef \
+                         (add it there so the portability test covers it)"
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A built pipeline with its layout.
+#[derive(Clone, Debug)]
+pub struct Pipeline {
+    pub(crate) pipeline: wgpu::ComputePipeline,
+    pub(crate) layout: wgpu::BindGroupLayout,
+    pub(crate) label: &'static str,
+}
+
+type Key = (&'static str, &'static str, Vec<(String, u64)>);
+
+/// Lazily built pipelines keyed by shader, entry and override constants.
+#[derive(Default)]
+pub(crate) struct PipelineCache {
+    map: Mutex<HashMap<Key, Pipeline>>,
+    modules: Mutex<HashMap<&'static str, wgpu::ShaderModule>>,
+}
+
+/// Size of the uniform block bound at binding 0 of every kernel, bytes.
+pub const PARAMS_BYTES: u64 = 256;
+
+impl Gpu {
+    /// The pipeline for `def` with the given override constants, built on first use.
+    pub fn pipeline(&self, def: &'static KernelDef, constants: &[(&str, f64)]) -> Result<Pipeline> {
+        def.check_constants(constants)?;
+        let mut key_consts: Vec<(String, u64)> = constants
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_bits()))
+            .collect();
+        key_consts.sort();
+        let key = (def.shader, def.entry, key_consts);
+        if let Some(p) = self.pipelines.map.lock().unwrap().get(&key) {
+            return Ok(p.clone());
+        }
+        let module = self.module(def.shader)?;
+        let mut entries = vec![wgpu::BindGroupLayoutEntry {
+            binding: 0,
+            visibility: wgpu::ShaderStages::COMPUTE,
+            ty: wgpu::BindingType::Buffer {
+                ty: wgpu::BufferBindingType::Uniform,
+                has_dynamic_offset: false,
+                min_binding_size: None,
+            },
+            count: None,
+        }];
+        for (i, a) in def.bindings.iter().enumerate() {
+            entries.push(wgpu::BindGroupLayoutEntry {
+                binding: i as u32 + 1,
+                visibility: wgpu::ShaderStages::COMPUTE,
+                ty: wgpu::BindingType::Buffer {
+                    ty: wgpu::BufferBindingType::Storage {
+                        read_only: *a == Access::Read,
+                    },
+                    has_dynamic_offset: false,
+                    min_binding_size: None,
+                },
+                count: None,
+            });
+        }
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let layout = self
+            .device
+            .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                label: Some(def.entry),
+                entries: &entries,
+            });
+        let pl = self
+            .device
+            .create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                label: Some(def.entry),
+                bind_group_layouts: &[Some(&layout)],
+                immediate_size: 0,
+            });
+        let pipeline = self
+            .device
+            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(def.entry),
+                layout: Some(&pl),
+                module: &module,
+                entry_point: Some(def.entry),
+                compilation_options: wgpu::PipelineCompilationOptions {
+                    constants,
+                    zero_initialize_workgroup_memory: false,
+                },
+                cache: None,
+            });
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(Error::Shader {
+                shader: format!("{}::{}", def.shader, def.entry),
+                msg: e.to_string(),
+            });
+        }
+        let p = Pipeline {
+            pipeline,
+            layout,
+            label: def.entry,
+        };
+        self.pipelines.map.lock().unwrap().insert(key, p.clone());
+        Ok(p)
+    }
+
+    fn module(&self, shader: &'static str) -> Result<wgpu::ShaderModule> {
+        if let Some(m) = self.pipelines.modules.lock().unwrap().get(shader) {
+            return Ok(m.clone());
+        }
+        let src = shader_source(shader)?;
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let m = self
+            .device
+            .create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(shader),
+                source: wgpu::ShaderSource::Wgsl(src.into()),
+            });
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(Error::Shader {
+                shader: shader.into(),
+                msg: e.to_string(),
+            });
+        }
+        self.pipelines
+            .modules
+            .lock()
+            .unwrap()
+            .insert(shader, m.clone());
+        Ok(m)
+    }
+}

@@ -1,0 +1,124 @@
+//! The `effnet` command line.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use effnet::{selftest, Gpu, GpuOptions};
+
+#[derive(Parser)]
+#[command(name = "effnet", version, about = "Train EfficientNet variants on any GPU with WGSL compute shaders")]
+struct Cli {
+    /// Adapter to use: a case-insensitive substring of its name (see `effnet info`).
+    #[arg(long, global = true, env = "EFFNET_ADAPTER")]
+    adapter: Option<String>,
+    /// Backend(s): vulkan, metal, dx12, gl (comma separated).
+    #[arg(long, global = true, env = "WGPU_BACKEND")]
+    backend: Option<String>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// List adapters, and show the chosen one with its limits and features.
+    Info {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check every op's GPU forward and backward against the CPU reference.
+    Selftest {
+        /// Only ops whose name contains this.
+        #[arg(long)]
+        op: Option<String>,
+        /// Print JSON lines.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn run(cli: Cli) -> effnet::Result<bool> {
+    let opts = GpuOptions {
+        adapter: cli.adapter,
+        backend: cli.backend,
+    };
+    match cli.cmd {
+        Cmd::Info { json } => {
+            let gpu = Gpu::new(&opts)?;
+            let rep = gpu.report()?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rep).expect("serializable"));
+            } else {
+                println!("adapters:");
+                for a in &rep.adapters {
+                    println!("  {} [{}; {}; {}]", a.name, a.backend, a.device_type, a.driver);
+                }
+                println!("chosen: {} ({})", rep.chosen.name, rep.chosen.backend);
+                let l = &rep.limits;
+                println!("limits:");
+                println!(
+                    "  max_storage_buffer_binding_size {} MiB",
+                    l.max_storage_buffer_binding_size >> 20
+                );
+                println!("  max_buffer_size {} MiB", l.max_buffer_size >> 20);
+                println!(
+                    "  max_storage_buffers_per_shader_stage {}",
+                    l.max_storage_buffers_per_shader_stage
+                );
+                println!(
+                    "  max_compute_workgroups_per_dimension {}",
+                    l.max_compute_workgroups_per_dimension
+                );
+                println!(
+                    "  max_compute_workgroup_storage_size {} KiB",
+                    l.max_compute_workgroup_storage_size >> 10
+                );
+                println!(
+                    "  max_compute_invocations_per_workgroup {}",
+                    l.max_compute_invocations_per_workgroup
+                );
+                println!("  subgroup size {}..{}", l.subgroup_size.0, l.subgroup_size.1);
+                let f = rep.features;
+                println!(
+                    "features: timestamp_query {}, subgroup {}, shader_f16 {}",
+                    f.timestamp_query, f.subgroup, f.shader_f16
+                );
+            }
+            Ok(true)
+        }
+        Cmd::Selftest { op, json } => {
+            let gpu = Gpu::new(&opts)?;
+            if !json {
+                println!("selftest on {} ({:?})", gpu.info.name, gpu.info.backend);
+            }
+            let results = selftest::run(&gpu, op.as_deref(), |r| {
+                if json {
+                    println!("{}", serde_json::to_string(r).expect("serializable"));
+                } else {
+                    println!("{}", selftest::format_line(r));
+                }
+            })?;
+            let failed = results.iter().filter(|r| !r.pass).count();
+            if results.is_empty() {
+                eprintln!("no op matches {:?}", op.unwrap_or_default());
+                return Ok(false);
+            }
+            if !json {
+                println!("{} passed, {} failed", results.len() - failed, failed);
+            }
+            Ok(failed == 0)
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("effnet: {e}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,5 @@
+//! Small shared utilities.
+
+pub mod rng;
+
+pub use rng::Rng;

@@ -1,0 +1,36 @@
+//! Shared test helpers: one device per test binary, on the adapter picked by
+//! `EFFNET_ADAPTER` / `WGPU_BACKEND` (CI pins lavapipe).
+#![allow(dead_code)]
+
+use std::sync::OnceLock;
+
+use effnet::{Gpu, GpuOptions};
+
+/// The shared device.
+pub fn gpu() -> &'static Gpu {
+    static GPU: OnceLock<Gpu> = OnceLock::new();
+    GPU.get_or_init(|| match Gpu::new(&GpuOptions::from_env()) {
+        Ok(g) => g,
+        Err(e) => panic!("tests need a GPU adapter: {e}"),
+    })
+}
+
+/// Assert every check of the cases whose names contain `filter` passes.
+pub fn assert_cases_pass(filter: &str) {
+    let gpu = gpu();
+    let mut n = 0;
+    let mut failures = Vec::new();
+    for case in effnet::ops::cases() {
+        if !case.name().contains(filter) {
+            continue;
+        }
+        for r in effnet::ops::check(gpu, case.as_ref(), effnet::selftest::SEED).expect("gpu run") {
+            n += 1;
+            if !r.pass {
+                failures.push(effnet::selftest::format_line(&r));
+            }
+        }
+    }
+    assert!(n > 0, "no case matches {filter}");
+    assert!(failures.is_empty(), "failed checks:\n{}", failures.join("\n"));
+}

@@ -1,0 +1,134 @@
+//! The GPU runtime: grids past one dimension, arenas, readback, recorder batching, errors.
+mod common;
+
+use effnet::gpu::{Arena, Grid, Recorder};
+use effnet::ops::act::{self, Act};
+use effnet::{Gpu, GpuOptions};
+
+#[test]
+fn grid_linearisation_dims() {
+    assert_eq!(Grid::Linear(10).dims(65535), (10, 1, 1));
+    assert_eq!(Grid::Linear(65536).dims(65535), (65535, 2, 1));
+    assert_eq!(Grid::Linear(100).dims(7), (7, 15, 1));
+    assert_eq!(Grid::Linear(0).dims(7), (0, 0, 0));
+}
+
+#[test]
+fn folded_grid_covers_every_element() {
+    // A private device whose grid cap is lowered to 3 workgroups per dimension, so a
+    // 10,000-element activation needs a 3 x 14 grid.
+    let gpu = Gpu::new(&GpuOptions::from_env()).unwrap();
+    gpu.set_grid_dim_cap(3);
+    let n = 10_000;
+    let x: Vec<f32> = (0..n).map(|i| i as f32 - 5000.0).collect();
+    let xt = gpu.upload(&x, &[n]).unwrap();
+    let yt = gpu.zeros(&[n]).unwrap();
+    let mut rec = Recorder::new(&gpu);
+    act::forward(&mut rec, Act::Relu, &xt, &yt).unwrap();
+    rec.submit().unwrap().wait(&gpu).unwrap();
+    let y = gpu.read(&yt).unwrap();
+    for (a, b) in x.iter().zip(&y) {
+        assert_eq!(a.max(0.0), *b);
+    }
+}
+
+#[test]
+fn tensor_larger_than_one_grid_dimension() {
+    // 65,536 workgroups of 256: past the 65,535 per-dimension limit of every adapter.
+    let gpu = common::gpu();
+    let n = 65_536 * 256 + 17;
+    let x: Vec<f32> = (0..n).map(|i| ((i % 7) as f32) - 3.0).collect();
+    let xt = gpu.upload(&x, &[n]).unwrap();
+    let yt = gpu.zeros(&[n]).unwrap();
+    let mut rec = Recorder::new(gpu);
+    act::forward(&mut rec, Act::Relu, &xt, &yt).unwrap();
+    rec.submit().unwrap().wait(gpu).unwrap();
+    let y = gpu.read(&yt).unwrap();
+    assert_eq!(y[n - 1], x[n - 1].max(0.0));
+    assert!(x.iter().zip(&y).all(|(a, b)| a.max(0.0) == *b));
+}
+
+#[test]
+fn arena_packs_aligned_and_roundtrips() {
+    let gpu = common::gpu();
+    let shapes = vec![vec![3, 3], vec![5], vec![2, 2, 2], vec![1]];
+    let arena = Arena::new(gpu, &shapes).unwrap();
+    let align = gpu.limits.min_storage_buffer_offset_alignment as u64;
+    for (t, s) in arena.tensors.iter().zip(&shapes) {
+        assert_eq!(t.shape(), &s[..]);
+    }
+    for (k, t) in arena.tensors.iter().enumerate() {
+        let v: Vec<f32> = (0..t.len()).map(|i| (k * 100 + i) as f32).collect();
+        gpu.write_f32(t, &v).unwrap();
+    }
+    for (k, t) in arena.tensors.iter().enumerate() {
+        let v = gpu.read(t).unwrap();
+        assert_eq!(v, (0..t.len()).map(|i| (k * 100 + i) as f32).collect::<Vec<_>>());
+    }
+    assert!(arena.tensors.iter().all(|t| format!("{t:?}").contains("offset")));
+    let _ = align;
+}
+
+#[test]
+fn many_dispatches_one_submit_and_async_readback() {
+    // 600 dispatches cross several uniform pages; the chain x -> relu -> ... must hold.
+    let gpu = common::gpu();
+    let x: Vec<f32> = (0..1000).map(|i| i as f32 - 500.0).collect();
+    let a = gpu.upload(&x, &[1000]).unwrap();
+    let b = gpu.zeros(&[1000]).unwrap();
+    let mut rec = Recorder::new(gpu);
+    for k in 0..600 {
+        let (src, dst) = if k % 2 == 0 { (&a, &b) } else { (&b, &a) };
+        act::forward(&mut rec, Act::Relu, src, dst).unwrap();
+    }
+    assert_eq!(rec.dispatch_count(), 600);
+    rec.submit().unwrap();
+    let rb = gpu.read_async(&a).unwrap();
+    let y = rb.wait(gpu).unwrap();
+    assert!(x.iter().zip(&y).all(|(p, q)| p.max(0.0) == *q));
+}
+
+#[test]
+fn profiling_reports_each_dispatch() {
+    let gpu = common::gpu();
+    if !gpu.features.timestamp_query {
+        return;
+    }
+    let x = gpu.upload(&[1.0; 64], &[64]).unwrap();
+    let y = gpu.zeros(&[64]).unwrap();
+    let mut rec = Recorder::new(gpu).with_profiling(true);
+    rec.set_tag("layer0");
+    act::forward(&mut rec, Act::Silu, &x, &y).unwrap();
+    act::forward(&mut rec, Act::Relu, &y, &x).unwrap();
+    let t = rec.submit().unwrap().timings(gpu).unwrap();
+    assert_eq!(t.len(), 2);
+    assert_eq!(t[0].label, "act_forward");
+    assert_eq!(t[0].tag, "layer0");
+    assert!(t.iter().all(|k| k.ns >= 0.0));
+}
+
+#[test]
+fn user_errors_are_clear() {
+    let gpu = common::gpu();
+    // Shape mismatch.
+    let e = gpu.upload(&[1.0, 2.0, 3.0], &[2, 2]).unwrap_err();
+    assert!(e.to_string().contains("do not fill shape"), "{e}");
+    // A tensor over the adapter's binding limit.
+    let too_big = (gpu.max_binding_bytes() / 4 + 1) as usize;
+    let e = gpu.zeros(&[too_big]).unwrap_err();
+    assert!(e.to_string().contains("Reduce the batch size"), "{e}");
+    // Unknown adapter.
+    let e = Gpu::new(&GpuOptions {
+        adapter: Some("no-such-adapter-xyz".into()),
+        backend: None,
+    })
+    .unwrap_err();
+    assert!(e.to_string().contains("no adapter name contains"), "{e}");
+    // Unknown backend.
+    let e = Gpu::new(&GpuOptions {
+        adapter: None,
+        backend: Some("nonsense".into()),
+    })
+    .unwrap_err();
+    assert!(e.to_string().contains("unknown backend"), "{e}");
+}

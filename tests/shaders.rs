@@ -1,0 +1,123 @@
+//! Every WGSL file is parsed and validated by naga (no GPU needed), and every kernel, with
+//! every combination of override constants effnet uses, is translated by naga's SPIR-V
+//! (Vulkan), MSL (Metal) and HLSL (DX12) back ends. A failure names the shader, entry
+//! point, constants and back end.
+
+use effnet::gpu::{shader_source, KernelDef, SHADER_FILES};
+
+fn validate(path: &str) -> (naga::Module, naga::valid::ModuleInfo) {
+    let src = shader_source(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let module = naga::front::wgsl::parse_str(&src)
+        .unwrap_or_else(|e| panic!("{path}: WGSL parse error:\n{}", e.emit_to_string(&src)));
+    // Validate with no optional capabilities: effnet's base path must not need any.
+    let info = naga::valid::Validator::new(
+        naga::valid::ValidationFlags::all(),
+        naga::valid::Capabilities::empty(),
+    )
+    .validate(&module)
+    .unwrap_or_else(|e| panic!("{path}: naga validation error:\n{}", e.emit_to_string(&src)));
+    (module, info)
+}
+
+#[test]
+fn every_wgsl_file_parses_and_validates() {
+    let disk: Vec<String> = walk(std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/shaders")));
+    assert!(!disk.is_empty());
+    let embedded: Vec<&str> = SHADER_FILES.iter().map(|(p, _)| *p).collect();
+    for f in &disk {
+        assert!(embedded.contains(&f.as_str()), "{f} is not embedded (rebuild)");
+        validate(f);
+    }
+}
+
+fn walk(dir: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let root = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/shaders"));
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "wgsl") {
+                out.push(p.strip_prefix(root).unwrap().to_string_lossy().replace('\\', "/"));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn every_kernel_file_is_dispatched_somewhere() {
+    let used: Vec<&str> = effnet::ops::kernels().iter().map(|k| k.shader).collect();
+    for (path, _) in SHADER_FILES {
+        if path.starts_with("common/") {
+            continue;
+        }
+        assert!(used.contains(path), "{path} has no KernelDef: dead shader?");
+    }
+}
+
+fn translate(def: &KernelDef, consts: &[(&str, f64)]) -> Result<(), String> {
+    let (module, info) = validate(def.shader);
+    let mut pc = naga::back::PipelineConstants::default();
+    for (k, v) in consts {
+        pc.insert(k.to_string(), *v);
+    }
+    let ep = (naga::ShaderStage::Compute, def.entry);
+    let (m, i) = naga::back::pipeline_constants::process_overrides(&module, &info, Some(ep), &pc)
+        .map_err(|e| format!("override processing: {e}"))?;
+
+    // SPIR-V (Vulkan)
+    let spv_opts = naga::back::spv::Options::default();
+    let spv_pipe = naga::back::spv::PipelineOptions {
+        shader_stage: naga::ShaderStage::Compute,
+        entry_point: def.entry.to_string(),
+    };
+    naga::back::spv::write_vec(&m, &i, &spv_opts, Some(&spv_pipe))
+        .map_err(|e| format!("SPIR-V: {e}"))?;
+
+    // MSL (Metal)
+    let msl_opts = naga::back::msl::Options {
+        lang_version: (2, 1),
+        fake_missing_bindings: true,
+        ..Default::default()
+    };
+    let msl_pipe = naga::back::msl::PipelineOptions {
+        entry_point: Some((naga::ShaderStage::Compute, def.entry.to_string())),
+        ..Default::default()
+    };
+    naga::back::msl::write_string(&m, &i, &msl_opts, &msl_pipe).map_err(|e| format!("MSL: {e}"))?;
+
+    // HLSL (DX12)
+    let hlsl_opts = naga::back::hlsl::Options {
+        shader_model: naga::back::hlsl::ShaderModel::V6_0,
+        fake_missing_bindings: true,
+        ..Default::default()
+    };
+    let hlsl_pipe = naga::back::hlsl::PipelineOptions {
+        entry_point: Some((naga::ShaderStage::Compute, def.entry.to_string())),
+    };
+    let mut out = String::new();
+    naga::back::hlsl::Writer::new(&mut out, &hlsl_opts, &hlsl_pipe)
+        .write(&m, &i, None)
+        .map_err(|e| format!("HLSL: {e}"))?;
+    Ok(())
+}
+
+#[test]
+fn every_kernel_translates_to_spirv_msl_hlsl() {
+    let mut failures = Vec::new();
+    let mut n = 0;
+    for def in effnet::ops::kernels() {
+        for combo in def.override_combinations() {
+            n += 1;
+            if let Err(e) = translate(def, &combo) {
+                failures.push(format!("{}::{} {:?}: {e}", def.shader, def.entry, combo));
+            }
+        }
+    }
+    assert!(n > 0);
+    assert!(failures.is_empty(), "translation failures:\n{}", failures.join("\n"));
+}
