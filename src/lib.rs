@@ -22,3 +22,5 @@ pub mod util;
 
 pub use error::{Error, Result};
 pub use gpu::{Gpu, GpuOptions, Recorder, Tensor};
+pub mod models;
+pub mod data;

@@ -26,6 +26,23 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Print a model's layer table with parameters and multiply-accumulates.
+    Model {
+        /// Preset: b0..b7 or b0-g16..b7-g16.
+        preset: String,
+        /// Input resolution (default: the preset's native one).
+        #[arg(long)]
+        image_size: Option<usize>,
+        /// Normalization: bn, gn, ln, ln-pn, gn-pn.
+        #[arg(long, default_value = "bn")]
+        norm: String,
+        /// Output classes.
+        #[arg(long, default_value_t = 1000)]
+        classes: usize,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Check every op's GPU forward and backward against the CPU reference.
     Selftest {
         /// Only ops whose name contains this.
@@ -82,6 +99,46 @@ fn run(cli: Cli) -> effnet::Result<bool> {
                 println!(
                     "features: timestamp_query {}, subgroup {}, shader_f16 {}",
                     f.timestamp_query, f.subgroup, f.shader_f16
+                );
+            }
+            Ok(true)
+        }
+        Cmd::Model {
+            preset,
+            image_size,
+            norm,
+            classes,
+            json,
+        } => {
+            let mut cfg = effnet::models::ModelConfig::preset(&preset)?;
+            cfg.norm = effnet::models::NormChoice::parse(&norm)?;
+            cfg.classes = classes;
+            cfg.validate()?;
+            let image = image_size.unwrap_or(cfg.resolution);
+            let rows = effnet::models::layer_table(&cfg, image);
+            let (params, macs) = effnet::models::totals(&cfg, image);
+            if json {
+                let v = serde_json::json!({
+                    "config": cfg, "image_size": image, "params": params, "macs": macs, "layers": rows
+                });
+                println!("{}", serde_json::to_string_pretty(&v).expect("serializable"));
+            } else {
+                println!("{} ({}) at {image}x{image}", cfg.name, cfg.norm.name());
+                println!("{:<26} {:<22} {:>16} {:>10} {:>12}", "layer", "kind", "output HxWxC", "params", "MACs");
+                for r in &rows {
+                    println!(
+                        "{:<26} {:<22} {:>16} {:>10} {:>12}",
+                        r.name,
+                        r.kind,
+                        format!("{}x{}x{}", r.out[0], r.out[1], r.out[2]),
+                        r.params,
+                        r.macs
+                    );
+                }
+                println!(
+                    "total: {:.2}M parameters, {:.3}G MACs per image",
+                    params as f64 / 1e6,
+                    macs as f64 / 1e9
                 );
             }
             Ok(true)

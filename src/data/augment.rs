@@ -1,0 +1,143 @@
+//! Image preprocessing: crops, flips and bilinear resizing of u8 HWC images into
+//! normalized f32 HWC tensors at the training resolution.
+
+use crate::util::Rng;
+
+/// How one image is turned into a network input.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Transform {
+    /// Small images: zero-pad by `pad`, random crop back to the original size, random
+    /// horizontal flip, resize to the output size.
+    PadCropFlip {
+        /// Padding in source pixels.
+        pad: usize,
+    },
+    /// Large images: Inception-style random-resized crop (area fraction in `area`,
+    /// aspect ratio in [3/4, 4/3]) and random flip, resized to the output size.
+    RandomResizedCrop {
+        /// Minimum area fraction.
+        min_area: f64,
+    },
+    /// Evaluation: central crop of `crop` of the shorter side (1.0 = whole image) resized
+    /// to the output size; deterministic.
+    Eval {
+        /// Fraction of the shorter side kept.
+        crop: f64,
+    },
+}
+
+/// A crop rectangle in source pixels (floating point for sub-pixel resizing).
+#[derive(Clone, Copy, Debug)]
+struct Rect {
+    y0: f64,
+    x0: f64,
+    h: f64,
+    w: f64,
+}
+
+/// Bilinear sample of `src` (u8 HWC, h x w x c) over `rect` into an `out` x `out` image,
+/// normalized per channel; `flip` mirrors horizontally. Pixels outside the source are 0
+/// (before normalization), which implements zero padding.
+#[allow(clippy::too_many_arguments)]
+fn resample(
+    src: &[u8],
+    h: usize,
+    w: usize,
+    c: usize,
+    rect: Rect,
+    flip: bool,
+    out: usize,
+    mean: &[f32],
+    std: &[f32],
+    dst: &mut [f32],
+) {
+    let sy = rect.h / out as f64;
+    let sx = rect.w / out as f64;
+    let px = |y: isize, x: isize, ch: usize| -> f64 {
+        if y < 0 || x < 0 || y >= h as isize || x >= w as isize {
+            0.0
+        } else {
+            src[(y as usize * w + x as usize) * c + ch] as f64
+        }
+    };
+    for oy in 0..out {
+        let fy = rect.y0 + (oy as f64 + 0.5) * sy - 0.5;
+        let y0 = fy.floor();
+        let ty = fy - y0;
+        for ox in 0..out {
+            let oxx = if flip { out - 1 - ox } else { ox };
+            let fx = rect.x0 + (oxx as f64 + 0.5) * sx - 0.5;
+            let x0 = fx.floor();
+            let tx = fx - x0;
+            let (yi, xi) = (y0 as isize, x0 as isize);
+            for ch in 0..c {
+                let v = (1.0 - ty) * ((1.0 - tx) * px(yi, xi, ch) + tx * px(yi, xi + 1, ch))
+                    + ty * ((1.0 - tx) * px(yi + 1, xi, ch) + tx * px(yi + 1, xi + 1, ch));
+                dst[(oy * out + ox) * c + ch] = ((v / 255.0) as f32 - mean[ch]) / std[ch];
+            }
+        }
+    }
+}
+
+/// Apply `t` to one image. `dst` has `out * out * c` floats.
+#[allow(clippy::too_many_arguments)]
+pub fn apply(
+    t: Transform,
+    src: &[u8],
+    h: usize,
+    w: usize,
+    c: usize,
+    out: usize,
+    mean: &[f32],
+    std: &[f32],
+    rng: &mut Rng,
+    dst: &mut [f32],
+) {
+    let (rect, flip) = match t {
+        Transform::PadCropFlip { pad } => {
+            let dy = rng.below(2 * pad + 1) as f64 - pad as f64;
+            let dx = rng.below(2 * pad + 1) as f64 - pad as f64;
+            let flip = rng.uniform() < 0.5;
+            (
+                Rect {
+                    y0: dy,
+                    x0: dx,
+                    h: h as f64,
+                    w: w as f64,
+                },
+                flip,
+            )
+        }
+        Transform::RandomResizedCrop { min_area } => {
+            let area = (h * w) as f64;
+            let mut rect = None;
+            for _ in 0..10 {
+                let a = area * (min_area + (1.0 - min_area) * rng.uniform());
+                let logr = (0.75f64).ln() + ((4.0f64 / 3.0).ln() - (0.75f64).ln()) * rng.uniform();
+                let r = logr.exp();
+                let cw = (a * r).sqrt();
+                let ch = (a / r).sqrt();
+                if cw <= w as f64 && ch <= h as f64 {
+                    let y0 = rng.uniform() * (h as f64 - ch);
+                    let x0 = rng.uniform() * (w as f64 - cw);
+                    rect = Some(Rect { y0, x0, h: ch, w: cw });
+                    break;
+                }
+            }
+            let rect = rect.unwrap_or_else(|| center(h, w, 1.0));
+            (rect, rng.uniform() < 0.5)
+        }
+        Transform::Eval { crop } => (center(h, w, crop), false),
+    };
+    resample(src, h, w, c, rect, flip, out, mean, std, dst);
+}
+
+fn center(h: usize, w: usize, crop: f64) -> Rect {
+    let s = h.min(w) as f64 * crop;
+    Rect {
+        y0: (h as f64 - s) / 2.0,
+        x0: (w as f64 - s) / 2.0,
+        h: s,
+        w: s,
+    }
+}

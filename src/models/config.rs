@@ -1,0 +1,396 @@
+//! EfficientNet architecture descriptions (SPEC §A-§C): the B0 stage table, compound
+//! width/depth scaling with round-to-8, G16 group convolutions with expansion 4, and the
+//! normalization choice. Pure description: layer list, parameter and MAC counts.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// Normalization used after every convolution.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NormChoice {
+    /// BatchNorm (batch statistics in training, running statistics in evaluation).
+    Bn,
+    /// GroupNorm with `groups` groups per layer (`min(C, groups)`; the paper uses 4).
+    Gn,
+    /// LayerNorm (GroupNorm with one group).
+    Ln,
+    /// LayerNorm + Proxy-normalized activations (the paper's G16-LN+PN).
+    LnPn,
+    /// GroupNorm + Proxy-normalized activations.
+    GnPn,
+}
+
+impl NormChoice {
+    /// Parse `bn`, `gn`, `ln`, `ln-pn`, `gn-pn`.
+    pub fn parse(s: &str) -> Result<Self> {
+        Ok(match s {
+            "bn" => Self::Bn,
+            "gn" => Self::Gn,
+            "ln" => Self::Ln,
+            "ln-pn" | "lnpn" => Self::LnPn,
+            "gn-pn" | "gnpn" => Self::GnPn,
+            _ => {
+                return Err(Error::Config(format!(
+                    "unknown norm '{s}': use bn, gn, ln, ln-pn or gn-pn"
+                )))
+            }
+        })
+    }
+
+    /// Name as parsed.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Bn => "bn",
+            Self::Gn => "gn",
+            Self::Ln => "ln",
+            Self::LnPn => "ln-pn",
+            Self::GnPn => "gn-pn",
+        }
+    }
+
+    /// True for the proxy-normalized variants.
+    pub fn proxy(self) -> bool {
+        matches!(self, Self::LnPn | Self::GnPn)
+    }
+}
+
+/// One stage of the B0 table: (kernel, stride, output channels, repeats, expansion).
+#[derive(Clone, Copy, Debug)]
+struct StageDef {
+    k: usize,
+    stride: usize,
+    cout: usize,
+    repeats: usize,
+    expand: usize,
+}
+
+const B0_STAGES: [StageDef; 7] = [
+    StageDef { k: 3, stride: 1, cout: 16, repeats: 1, expand: 1 },
+    StageDef { k: 3, stride: 2, cout: 24, repeats: 2, expand: 6 },
+    StageDef { k: 5, stride: 2, cout: 40, repeats: 2, expand: 6 },
+    StageDef { k: 3, stride: 2, cout: 80, repeats: 3, expand: 6 },
+    StageDef { k: 5, stride: 1, cout: 112, repeats: 3, expand: 6 },
+    StageDef { k: 5, stride: 2, cout: 192, repeats: 4, expand: 6 },
+    StageDef { k: 3, stride: 1, cout: 320, repeats: 1, expand: 6 },
+];
+
+/// (width, depth, resolution, dropout) for B0..B7.
+const SCALING: [(f64, f64, usize, f64); 8] = [
+    (1.0, 1.0, 224, 0.2),
+    (1.0, 1.1, 240, 0.2),
+    (1.1, 1.2, 260, 0.3),
+    (1.2, 1.4, 300, 0.3),
+    (1.4, 1.8, 380, 0.4),
+    (1.6, 2.2, 456, 0.4),
+    (1.8, 2.6, 528, 0.5),
+    (2.0, 3.1, 600, 0.5),
+];
+
+/// `round_filters`: scale by the width multiplier, round to a multiple of 8 (at least 8),
+/// and never go more than 10% below the scaled value.
+pub fn round_filters(c: usize, width: f64) -> usize {
+    let v = c as f64 * width;
+    let mut n = (((v + 4.0) / 8.0).floor() as usize * 8).max(8);
+    if (n as f64) < 0.9 * v {
+        n += 8;
+    }
+    n
+}
+
+/// `round_repeats`: ceil(depth * repeats).
+pub fn round_repeats(r: usize, depth: f64) -> usize {
+    (depth * r as f64 - 1e-9).ceil() as usize
+}
+
+/// A full model configuration.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelConfig {
+    /// Preset name (`b0`, `b0-g16`, ...), for display.
+    pub name: String,
+    /// Width multiplier.
+    pub width: f64,
+    /// Depth multiplier.
+    pub depth: f64,
+    /// Native resolution of the preset.
+    pub resolution: usize,
+    /// Dropout before the classifier.
+    pub dropout: f64,
+    /// Channels per group of the spatial convolutions (1 = depthwise, 16 = G16).
+    pub group_size: usize,
+    /// Expansion ratio of the MBConv6 stages (6 for G1, 4 for G16).
+    pub expand: usize,
+    /// Normalization.
+    pub norm: NormChoice,
+    /// Groups for GroupNorm variants.
+    pub gn_groups: usize,
+    /// Norm epsilon.
+    pub norm_eps: f64,
+    /// Output classes.
+    pub classes: usize,
+    /// Input channels.
+    pub in_channels: usize,
+    /// Final drop-connect rate (rises linearly over blocks from 0).
+    pub drop_connect: f64,
+    /// Squeeze-excitation ratio on the block input width.
+    pub se_ratio: f64,
+    /// Head width before scaling (1280 in B0).
+    pub head: usize,
+}
+
+impl ModelConfig {
+    /// A preset: `b0`..`b7` (depthwise, expansion 6) or `b0-g16`..`b7-g16` (16 channels
+    /// per group, expansion 4). Norm defaults to BN.
+    pub fn preset(name: &str) -> Result<Self> {
+        let (base, g16) = match name.strip_suffix("-g16") {
+            Some(b) => (b, true),
+            None => (name, false),
+        };
+        let idx = base
+            .strip_prefix('b')
+            .and_then(|d| d.parse::<usize>().ok())
+            .filter(|&d| d < 8)
+            .ok_or_else(|| {
+                Error::Config(format!(
+                    "unknown model '{name}': use b0..b7 or b0-g16..b7-g16"
+                ))
+            })?;
+        let (width, depth, resolution, dropout) = SCALING[idx];
+        Ok(Self {
+            name: name.to_string(),
+            width,
+            depth,
+            resolution,
+            dropout,
+            group_size: if g16 { 16 } else { 1 },
+            expand: if g16 { 4 } else { 6 },
+            norm: NormChoice::Bn,
+            gn_groups: 4,
+            norm_eps: 1e-3,
+            classes: 1000,
+            in_channels: 3,
+            drop_connect: 0.2,
+            se_ratio: 0.25,
+            head: 1280,
+        })
+    }
+
+    /// The concrete layer plan of this configuration.
+    pub fn blocks(&self) -> Vec<BlockDef> {
+        let stem = round_filters(32, self.width);
+        let mut cin = stem;
+        let total: usize = B0_STAGES
+            .iter()
+            .map(|s| round_repeats(s.repeats, self.depth))
+            .sum();
+        let mut out = Vec::new();
+        let mut idx = 0;
+        for (si, st) in B0_STAGES.iter().enumerate() {
+            let cout = round_filters(st.cout, self.width);
+            let expand = if st.expand == 1 { 1 } else { self.expand };
+            for r in 0..round_repeats(st.repeats, self.depth) {
+                let stride = if r == 0 { st.stride } else { 1 };
+                let mid = cin * expand;
+                let groups = if self.group_size <= 1 {
+                    mid
+                } else {
+                    (mid / self.group_size).max(1)
+                };
+                out.push(BlockDef {
+                    stage: si + 1,
+                    cin,
+                    cout,
+                    mid,
+                    k: st.k,
+                    stride,
+                    expand,
+                    groups,
+                    se_hidden: ((cin as f64 * self.se_ratio) as usize).max(1),
+                    drop_connect: self.drop_connect * idx as f64 / total as f64,
+                    residual: stride == 1 && cin == cout,
+                });
+                idx += 1;
+                cin = cout;
+            }
+        }
+        out
+    }
+
+    /// Stem width.
+    pub fn stem_width(&self) -> usize {
+        round_filters(32, self.width)
+    }
+
+    /// Head width.
+    pub fn head_width(&self) -> usize {
+        round_filters(self.head, self.width)
+    }
+
+    /// Check the configuration can be built.
+    pub fn validate(&self) -> Result<()> {
+        for b in self.blocks() {
+            if b.mid % b.groups != 0 {
+                return Err(Error::Config(format!(
+                    "stage {}: {} channels do not split into {} groups",
+                    b.stage, b.mid, b.groups
+                )));
+            }
+        }
+        if self.classes < 2 {
+            return Err(Error::Config("need at least 2 classes".into()));
+        }
+        Ok(())
+    }
+}
+
+/// One MBConv block, resolved.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct BlockDef {
+    /// Stage (1-based).
+    pub stage: usize,
+    /// Input channels.
+    pub cin: usize,
+    /// Output channels.
+    pub cout: usize,
+    /// Expanded channels (cin * expand).
+    pub mid: usize,
+    /// Spatial kernel.
+    pub k: usize,
+    /// Stride of the spatial conv.
+    pub stride: usize,
+    /// Expansion ratio (1: no expand conv).
+    pub expand: usize,
+    /// Groups of the spatial conv.
+    pub groups: usize,
+    /// Squeeze-excitation hidden width.
+    pub se_hidden: usize,
+    /// Drop-connect rate of this block.
+    pub drop_connect: f64,
+    /// Identity skip (stride 1 and cin == cout).
+    pub residual: bool,
+}
+
+/// One row of `effnet model`'s layer table.
+#[derive(Clone, Debug, Serialize)]
+pub struct LayerRow {
+    /// Layer name (timm-like: `blocks.3.1.conv_dw`).
+    pub name: String,
+    /// Kind (`conv3x3/s2`, `group-conv5x5 g=15`, `se`, `fc`, `norm`).
+    pub kind: String,
+    /// Output shape [H, W, C].
+    pub out: [usize; 3],
+    /// Parameters.
+    pub params: usize,
+    /// Multiply-accumulates per image.
+    pub macs: usize,
+}
+
+/// Parameters of a normalization layer over `c` channels (affine gamma and beta; Proxy
+/// Norm adds its proxy shift and scale).
+fn norm_params(c: usize, proxy: bool) -> usize {
+    if proxy {
+        4 * c
+    } else {
+        2 * c
+    }
+}
+
+/// The layer table at a given input resolution.
+pub fn layer_table(cfg: &ModelConfig, image: usize) -> Vec<LayerRow> {
+    let mut rows = Vec::new();
+    let proxy = cfg.norm.proxy();
+    let mut hw = image.div_ceil(2);
+    let stem = cfg.stem_width();
+    let mut push = |name: String, kind: String, out: [usize; 3], params: usize, macs: usize| {
+        rows.push(LayerRow {
+            name,
+            kind,
+            out,
+            params,
+            macs,
+        })
+    };
+    push(
+        "conv_stem".into(),
+        "conv3x3/s2".into(),
+        [hw, hw, stem],
+        9 * cfg.in_channels * stem,
+        hw * hw * 9 * cfg.in_channels * stem,
+    );
+    push("bn1".into(), "norm+act".into(), [hw, hw, stem], norm_params(stem, proxy), 0);
+    let mut stage_idx = vec![0usize; 8];
+    for b in cfg.blocks() {
+        let j = stage_idx[b.stage];
+        stage_idx[b.stage] += 1;
+        let p = format!("blocks.{}.{}", b.stage - 1, j);
+        if b.expand != 1 {
+            push(
+                format!("{p}.conv_pw"),
+                "conv1x1".into(),
+                [hw, hw, b.mid],
+                b.cin * b.mid,
+                hw * hw * b.cin * b.mid,
+            );
+            push(format!("{p}.bn1"), "norm+act".into(), [hw, hw, b.mid], norm_params(b.mid, proxy), 0);
+        }
+        let ho = (hw - 1) / b.stride + 1;
+        let cpg = b.mid / b.groups;
+        let kind = if cpg == 1 {
+            format!("dwconv{}x{}/s{}", b.k, b.k, b.stride)
+        } else {
+            format!("gconv{}x{}/s{} g={}", b.k, b.k, b.stride, b.groups)
+        };
+        push(
+            format!("{p}.conv_dw"),
+            kind,
+            [ho, ho, b.mid],
+            b.k * b.k * cpg * b.mid,
+            ho * ho * b.k * b.k * cpg * b.mid,
+        );
+        hw = ho;
+        push(format!("{p}.bn2"), "norm+act".into(), [hw, hw, b.mid], norm_params(b.mid, proxy), 0);
+        push(
+            format!("{p}.se"),
+            format!("se {}->{}->{}", b.mid, b.se_hidden, b.mid),
+            [hw, hw, b.mid],
+            2 * b.mid * b.se_hidden + b.se_hidden + b.mid,
+            2 * b.mid * b.se_hidden,
+        );
+        push(
+            format!("{p}.conv_pwl"),
+            "conv1x1".into(),
+            [hw, hw, b.cout],
+            b.mid * b.cout,
+            hw * hw * b.mid * b.cout,
+        );
+        // The projection norm has no activation; with Proxy Norm it is LN with scale only.
+        let pn = if proxy { b.cout } else { 2 * b.cout };
+        push(format!("{p}.bn3"), "norm".into(), [hw, hw, b.cout], pn, 0);
+    }
+    let last = cfg.blocks().last().map(|b| b.cout).unwrap_or(stem);
+    let head = cfg.head_width();
+    push(
+        "conv_head".into(),
+        "conv1x1".into(),
+        [hw, hw, head],
+        last * head,
+        hw * hw * last * head,
+    );
+    push("bn2".into(), "norm+act".into(), [hw, hw, head], norm_params(head, proxy), 0);
+    push(
+        "classifier".into(),
+        "fc".into(),
+        [1, 1, cfg.classes],
+        head * cfg.classes + cfg.classes,
+        head * cfg.classes,
+    );
+    rows
+}
+
+/// Total (parameters, MACs per image) at a resolution.
+pub fn totals(cfg: &ModelConfig, image: usize) -> (usize, usize) {
+    layer_table(cfg, image)
+        .iter()
+        .fold((0, 0), |(p, m), r| (p + r.params, m + r.macs))
+}
