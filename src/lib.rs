@@ -24,3 +24,4 @@ pub use error::{Error, Result};
 pub use gpu::{Gpu, GpuOptions, Recorder, Tensor};
 pub mod models;
 pub mod data;
+pub mod train;

@@ -28,5 +28,6 @@ pub fn kernels() -> Vec<&'static crate::gpu::KernelDef> {
     v.extend_from_slice(elementwise::KERNELS);
     v.extend_from_slice(reduce::KERNELS);
     v.extend_from_slice(loss::KERNELS);
+    v.extend_from_slice(crate::train::optim::KERNELS);
     v
 }

@@ -1,0 +1,20 @@
+// Exponential weight average over an arena chunk: avg = decay * avg + (1 - decay) * w.
+//!include common/grid.wgsl
+
+struct Params {
+    n: u32,
+    decay: f32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> w: array<f32>;
+@group(0) @binding(2) var<storage, read_write> avg: array<f32>;
+
+@compute @workgroup_size(256)
+fn ema_update(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_index) lid: u32) {
+    let i = linear_group(wid, nwg) * 256u + lid;
+    if (i < p.n) {
+        avg[i] = p.decay * avg[i] + (1.0 - p.decay) * w[i];
+    }
+}

@@ -1,0 +1,65 @@
+// One fused optimizer step over a range [start, end) of a parameter arena chunk.
+// ALGO: 0 SGD with momentum, 1 SGD with Nesterov momentum, 2 RMSProp (TensorFlow style:
+// eps inside the square root, momentum on the scaled step), 3 AdamW (decoupled decay).
+// For 0-2, weight decay is L2 added to the gradient.
+//!include common/grid.wgsl
+
+override ALGO: u32 = 0u;
+
+struct Params {
+    start: u32,
+    end: u32,
+    lr: f32,
+    wd: f32,
+    b1: f32,        // momentum (SGD, RMSProp) or beta1 (AdamW)
+    b2: f32,        // RMSProp decay or AdamW beta2
+    eps: f32,
+    c1: f32,        // AdamW 1 / (1 - beta1^t)
+    c2: f32,        // AdamW 1 / (1 - beta2^t)
+    gscale: f32,    // multiplies the gradient (e.g. loss-scale undo)
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read_write> w: array<f32>;
+@group(0) @binding(2) var<storage, read> g: array<f32>;
+@group(0) @binding(3) var<storage, read_write> s1: array<f32>;
+@group(0) @binding(4) var<storage, read_write> s2: array<f32>;
+
+@compute @workgroup_size(256)
+fn optim_update(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                @builtin(local_invocation_index) lid: u32) {
+    let i = p.start + linear_group(wid, nwg) * 256u + lid;
+    if (i >= p.end) {
+        return;
+    }
+    var wi = w[i];
+    var gi = g[i] * p.gscale;
+    switch ALGO {
+        case 0u, 1u: {
+            gi += p.wd * wi;
+            let m = p.b1 * s1[i] + gi;
+            s1[i] = m;
+            var step = m;
+            if (ALGO == 1u) {
+                step = gi + p.b1 * m;
+            }
+            wi -= p.lr * step;
+        }
+        case 2u: {
+            gi += p.wd * wi;
+            let ms = p.b2 * s2[i] + (1.0 - p.b2) * gi * gi;
+            s2[i] = ms;
+            let mom = p.b1 * s1[i] + p.lr * gi / sqrt(ms + p.eps);
+            s1[i] = mom;
+            wi -= mom;
+        }
+        default: {
+            let m = p.b1 * s1[i] + (1.0 - p.b1) * gi;
+            let v = p.b2 * s2[i] + (1.0 - p.b2) * gi * gi;
+            s1[i] = m;
+            s2[i] = v;
+            wi -= p.lr * ((m * p.c1) / (sqrt(v * p.c2) + p.eps) + p.wd * wi);
+        }
+    }
+    w[i] = wi;
+}

@@ -1,0 +1,227 @@
+//! Optimizers as one fused update per parameter-arena chunk and decay segment: SGD
+//! (momentum, Nesterov), RMSProp in TensorFlow's form (SPEC §B.3), and AdamW; plus the
+//! exponential weight average. f64 references for tests.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::gpu::{groups_for, Access, Grid, KernelDef, Recorder, Tensor};
+
+static UPDATE: KernelDef = KernelDef {
+    shader: "optim/update.wgsl",
+    entry: "optim_update",
+    bindings: &[Access::ReadWrite, Access::Read, Access::ReadWrite, Access::ReadWrite],
+    overrides: &[("ALGO", &[0.0, 1.0, 2.0, 3.0])],
+};
+static EMA: KernelDef = KernelDef {
+    shader: "optim/ema.wgsl",
+    entry: "ema_update",
+    bindings: &[Access::Read, Access::ReadWrite],
+    overrides: &[],
+};
+
+/// The kernels of this module (for the portability test).
+pub static KERNELS: &[&KernelDef] = &[&UPDATE, &EMA];
+
+/// Optimizer algorithm and its hyper-parameters (learning rate comes from the schedule).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Optimizer {
+    /// SGD with momentum (optionally Nesterov); L2 weight decay added to the gradient.
+    Sgd {
+        /// Momentum.
+        momentum: f32,
+        /// Nesterov momentum.
+        nesterov: bool,
+    },
+    /// RMSProp as TensorFlow computes it: ms = decay*ms + (1-decay)*g^2,
+    /// mom = momentum*mom + lr*g/sqrt(ms+eps), w -= mom; ms starts at 1 as in TF.
+    Rmsprop {
+        /// Decay of the squared-gradient average.
+        decay: f32,
+        /// Momentum.
+        momentum: f32,
+        /// Epsilon (inside the square root).
+        eps: f32,
+    },
+    /// AdamW with decoupled weight decay.
+    Adamw {
+        /// beta1.
+        beta1: f32,
+        /// beta2.
+        beta2: f32,
+        /// Epsilon.
+        eps: f32,
+    },
+}
+
+impl Optimizer {
+    /// Parse `sgd`, `nesterov`, `rmsprop`, `adamw` with the usual defaults.
+    pub fn parse(s: &str) -> Result<Self> {
+        Ok(match s {
+            "sgd" => Self::Sgd {
+                momentum: 0.9,
+                nesterov: false,
+            },
+            "nesterov" | "sgd-nesterov" => Self::Sgd {
+                momentum: 0.9,
+                nesterov: true,
+            },
+            "rmsprop" => Self::Rmsprop {
+                decay: 0.9,
+                momentum: 0.9,
+                eps: 1e-3,
+            },
+            "adamw" => Self::Adamw {
+                beta1: 0.9,
+                beta2: 0.999,
+                eps: 1e-8,
+            },
+            _ => {
+                return Err(Error::Config(format!(
+                    "unknown optimizer '{s}': use sgd, nesterov, rmsprop or adamw"
+                )))
+            }
+        })
+    }
+
+    /// Initial value of the second state slot (TF's RMSProp starts its mean square at 1).
+    pub fn s2_init(&self) -> f32 {
+        match self {
+            Self::Rmsprop { .. } => 1.0,
+            _ => 0.0,
+        }
+    }
+
+    fn algo(&self) -> f64 {
+        match self {
+            Self::Sgd {
+                nesterov: false, ..
+            } => 0.0,
+            Self::Sgd { nesterov: true, .. } => 1.0,
+            Self::Rmsprop { .. } => 2.0,
+            Self::Adamw { .. } => 3.0,
+        }
+    }
+
+    /// (b1, b2, eps, c1, c2) kernel constants at step `t` (1-based).
+    fn consts(&self, t: u64) -> [f32; 5] {
+        match *self {
+            Self::Sgd { momentum, .. } => [momentum, 0.0, 0.0, 1.0, 1.0],
+            Self::Rmsprop {
+                decay,
+                momentum,
+                eps,
+            } => [momentum, decay, eps, 1.0, 1.0],
+            Self::Adamw { beta1, beta2, eps } => {
+                let c1 = 1.0 / (1.0 - (beta1 as f64).powi(t as i32));
+                let c2 = 1.0 / (1.0 - (beta2 as f64).powi(t as i32));
+                [beta1, beta2, eps, c1 as f32, c2 as f32]
+            }
+        }
+    }
+
+    /// f64 reference of one step on one element: returns (w, s1, s2).
+    pub fn step_ref(&self, w: f64, g: f64, s1: f64, s2: f64, lr: f64, wd: f64, t: u64) -> (f64, f64, f64) {
+        match *self {
+            Self::Sgd { momentum, nesterov } => {
+                let g = g + wd * w;
+                let m = momentum as f64 * s1 + g;
+                let step = if nesterov { g + momentum as f64 * m } else { m };
+                (w - lr * step, m, s2)
+            }
+            Self::Rmsprop {
+                decay,
+                momentum,
+                eps,
+            } => {
+                let g = g + wd * w;
+                let ms = decay as f64 * s2 + (1.0 - decay as f64) * g * g;
+                let mom = momentum as f64 * s1 + lr * g / (ms + eps as f64).sqrt();
+                (w - mom, mom, ms)
+            }
+            Self::Adamw { beta1, beta2, eps } => {
+                let (b1, b2) = (beta1 as f64, beta2 as f64);
+                let m = b1 * s1 + (1.0 - b1) * g;
+                let v = b2 * s2 + (1.0 - b2) * g * g;
+                let mh = m / (1.0 - b1.powi(t as i32));
+                let vh = v / (1.0 - b2.powi(t as i32));
+                (w - lr * (mh / (vh.sqrt() + eps as f64) + wd * w), m, v)
+            }
+        }
+    }
+}
+
+/// A contiguous element range of one arena chunk with its weight decay.
+#[derive(Clone, Debug)]
+pub struct Segment {
+    /// Chunk index in the arenas.
+    pub chunk: usize,
+    /// First element.
+    pub start: usize,
+    /// One past the last element.
+    pub end: usize,
+    /// Weight decay for this range (0 for norm, bias parameters).
+    pub decay: bool,
+}
+
+/// Record one optimizer step over every segment. `w`, `g`, `s1`, `s2` are the chunk
+/// tensors of the parameter, gradient and two state arenas (same layout).
+#[allow(clippy::too_many_arguments)]
+pub fn update(
+    rec: &mut Recorder,
+    opt: &Optimizer,
+    segments: &[Segment],
+    w: &[Tensor],
+    g: &[Tensor],
+    s1: &[Tensor],
+    s2: &[Tensor],
+    lr: f32,
+    wd: f32,
+    step: u64,
+    gscale: f32,
+) -> Result<()> {
+    let [b1, b2, eps, c1, c2] = opt.consts(step.max(1));
+    for s in segments {
+        let n = s.end - s.start;
+        if n == 0 {
+            continue;
+        }
+        let c = s.chunk;
+        let wdv = if s.decay { wd } else { 0.0 };
+        rec.dispatch(
+            &UPDATE,
+            &[("ALGO", opt.algo())],
+            &[
+                s.start as u32,
+                s.end as u32,
+                lr.to_bits(),
+                wdv.to_bits(),
+                b1.to_bits(),
+                b2.to_bits(),
+                eps.to_bits(),
+                c1.to_bits(),
+                c2.to_bits(),
+                gscale.to_bits(),
+            ],
+            &[&w[c], &g[c], &s1[c], &s2[c]],
+            Grid::Linear(groups_for(n, 256)),
+        )?;
+    }
+    Ok(())
+}
+
+/// Record avg = decay * avg + (1 - decay) * w over whole chunks.
+pub fn ema(rec: &mut Recorder, w: &[Tensor], avg: &[Tensor], decay: f32) -> Result<()> {
+    for (wc, ac) in w.iter().zip(avg) {
+        let n = wc.len();
+        rec.dispatch(
+            &EMA,
+            &[],
+            &[n as u32, decay.to_bits()],
+            &[wc, ac],
+            Grid::Linear(groups_for(n, 256)),
+        )?;
+    }
+    Ok(())
+}
