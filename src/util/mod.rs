@@ -1,5 +1,6 @@
 //! Small shared utilities.
 
 pub mod rng;
+pub mod safetensors;
 
 pub use rng::Rng;
