@@ -25,3 +25,4 @@ pub use gpu::{Gpu, GpuOptions, Recorder, Tensor};
 pub mod models;
 pub mod data;
 pub mod train;
+pub mod nn;

@@ -1,5 +1,6 @@
 //! Small shared utilities.
 
+pub mod plot;
 pub mod rng;
 pub mod safetensors;
 

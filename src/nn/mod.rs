@@ -1,0 +1,5 @@
+//! Layers that own parameter slices and saved activations.
+
+pub mod params;
+
+pub use params::{Init, ParamBuilder, ParamDef, ParamId, ParamKind, ParamStore};

@@ -1,0 +1,69 @@
+//! Run metrics: JSON lines per step and per epoch in the run folder.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+
+/// A JSONL writer (appends; flushed every line so a crash loses nothing).
+pub struct MetricsLog {
+    file: std::fs::File,
+    path: PathBuf,
+}
+
+impl MetricsLog {
+    /// Open (append) `dir/name`.
+    pub fn open(dir: &Path, name: &str) -> Result<Self> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::file(dir, format!("cannot create run folder: {e}")))?;
+        let path = dir.join(name);
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| Error::file(&path, format!("cannot open: {e}")))?;
+        Ok(Self { file, path })
+    }
+
+    /// Append one record.
+    pub fn log<T: Serialize>(&mut self, rec: &T) -> Result<()> {
+        let mut line = serde_json::to_vec(rec).expect("serializable");
+        line.push(b'\n');
+        self.file
+            .write_all(&line)
+            .map_err(|e| Error::file(&self.path, format!("cannot write: {e}")))
+    }
+}
+
+/// One training-step record.
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
+pub struct StepRecord {
+    /// Global step (1-based).
+    pub step: u64,
+    /// Epoch (fractional).
+    pub epoch: f64,
+    /// Mean training loss of the step.
+    pub loss: f64,
+    /// Learning rate used.
+    pub lr: f64,
+    /// Images per second (averaged since the last record).
+    pub img_per_s: f64,
+}
+
+/// One evaluation record.
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
+pub struct EvalRecord {
+    /// Step at evaluation.
+    pub step: u64,
+    /// Epoch (fractional).
+    pub epoch: f64,
+    /// Mean test loss.
+    pub loss: f64,
+    /// Top-1 accuracy.
+    pub top1: f64,
+    /// Top-5 accuracy.
+    pub top5: f64,
+    /// Which weights: `ema` or `raw`.
+    pub weights: String,
+}
