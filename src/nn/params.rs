@@ -157,6 +157,40 @@ impl ParamStore {
         })
     }
 
+    /// Optimizer segments covering only the parameters `keep` selects (for fine-tuning a
+    /// subset, e.g. the head); adjacent ranges are merged.
+    pub fn segments_for(&self, keep: impl Fn(&ParamDef) -> bool) -> Vec<Segment> {
+        let mut idx: Vec<usize> = (0..self.defs.len()).filter(|&i| keep(&self.defs[i])).collect();
+        idx.sort_by_key(|&i| self.slot[i]);
+        let mut out: Vec<Segment> = Vec::new();
+        let mut last_slot = usize::MAX;
+        for i in idx {
+            let t = self.w(ParamId(i));
+            let chunk = self
+                .w
+                .chunks
+                .iter()
+                .position(|c| c.buffer == t.buffer)
+                .expect("tensor in a chunk");
+            let start = (t.offset / 4) as usize;
+            let end = start + t.len();
+            let decay = self.defs[i].kind.decayed();
+            let adjacent = last_slot.wrapping_add(1) == self.slot[i];
+            last_slot = self.slot[i];
+            match out.last_mut() {
+                // Merge only neighbours in the arena (only alignment padding in between).
+                Some(s) if adjacent && s.chunk == chunk && s.decay == decay => s.end = end,
+                _ => out.push(Segment {
+                    chunk,
+                    start,
+                    end,
+                    decay,
+                }),
+            }
+        }
+        out
+    }
+
     /// Weight tensor.
     pub fn w(&self, id: ParamId) -> &Tensor {
         &self.w.tensors[self.slot[id.0]]

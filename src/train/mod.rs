@@ -2,5 +2,7 @@
 
 pub mod checkpoint;
 pub mod metrics;
+pub mod model;
 pub mod optim;
 pub mod schedule;
+pub mod trainer;

@@ -1,0 +1,38 @@
+//! What the trainer needs from a model: its parameters, the tensors it reads inputs and
+//! labels from, and recorders for a training step and an evaluation forward pass.
+
+use crate::error::Result;
+use crate::gpu::{Recorder, Tensor};
+use crate::nn::ParamStore;
+use crate::util::Rng;
+
+/// A model the trainer can drive. All buffers are planned at build time for a fixed batch
+/// size; nothing is allocated per step.
+pub trait Trainable {
+    /// Parameters with gradient, optimizer-state and average arenas.
+    fn store(&self) -> &ParamStore;
+    /// Non-parameter state saved in checkpoints (e.g. BatchNorm running statistics).
+    fn state_tensors(&self) -> Vec<(String, Tensor)>;
+    /// Batch size the buffers were planned for.
+    fn batch(&self) -> usize;
+    /// Input tensor [batch, size, size, channels] (the trainer writes images here).
+    fn input(&self) -> &Tensor;
+    /// Label tensor [batch] u32.
+    fn labels(&self) -> &Tensor;
+    /// Per-row loss weights [batch] (1/valid for real rows, 0 for padding).
+    fn loss_weights(&self) -> &Tensor;
+    /// Per-row loss [batch] written by the training step.
+    fn loss_rows(&self) -> &Tensor;
+    /// Logits [batch, classes] written by both passes.
+    fn logits(&self) -> &Tensor;
+    /// Record forward (training mode), loss and backward. `rng` draws dropout and
+    /// drop-connect masks. Backward stops at the first node whose parameters are trained
+    /// when `head_only` (fine-tuning the head).
+    fn record_train_step(&mut self, rec: &mut Recorder, rng: &mut Rng, label_smoothing: f32, head_only: bool) -> Result<()>;
+    /// Record an evaluation forward pass (running statistics, no dropout).
+    fn record_eval(&mut self, rec: &mut Recorder) -> Result<()>;
+    /// Record work that must follow each optimizer update (Proxy Norm statistics).
+    fn record_after_update(&mut self, rec: &mut Recorder) -> Result<()>;
+    /// Names of the parameters trained when fine-tuning the head only.
+    fn is_head_param(&self, name: &str) -> bool;
+}

@@ -1,0 +1,569 @@
+//! The training loop: loader thread -> one recorded, single-submission step (forward,
+//! loss, backward, fused optimizer update, Proxy Norm statistics, weight average) -> loss
+//! read back asynchronously every few steps -> atomic checkpoints, JSONL metrics, an
+//! evaluation per epoch with the weight average, and PNG curves at the end.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use super::checkpoint;
+use super::metrics::{EvalRecord, MetricsLog, StepRecord};
+use super::model::Trainable;
+use super::optim::{self, Optimizer, Segment};
+use super::schedule::{Decay, Schedule};
+use crate::data::{self, Batch, Dataset, Loader, LoaderConfig, Transform};
+use crate::error::{Error, Result};
+use crate::gpu::{Arena, Gpu, Readback, Recorder, Submitted};
+use crate::util::plot::{self, Chart, Series};
+use crate::util::Rng;
+
+/// Which dataset to train on.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DatasetKind {
+    /// Fashion-MNIST IDX files (Debian package dataset-fashion-mnist).
+    FashionMnist,
+    /// CIFAR-10 binary batches.
+    Cifar10,
+    /// Image-folder tree with `train/` and `test/` (or `val/`) sub-folders.
+    Folder,
+}
+
+impl DatasetKind {
+    /// Parse `fashion-mnist`, `cifar10`, `folder`.
+    pub fn parse(s: &str) -> Result<Self> {
+        Ok(match s {
+            "fashion-mnist" | "fashion_mnist" | "mnist" => Self::FashionMnist,
+            "cifar10" | "cifar-10" => Self::Cifar10,
+            "folder" | "imagefolder" => Self::Folder,
+            _ => {
+                return Err(Error::Config(format!(
+                    "unknown dataset '{s}': use fashion-mnist, cifar10 or folder"
+                )))
+            }
+        })
+    }
+}
+
+/// Everything that defines a run (stored in checkpoints).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TrainConfig {
+    /// Dataset.
+    pub dataset: DatasetKind,
+    /// Dataset folder (None: the dataset's default location).
+    pub data_dir: Option<PathBuf>,
+    /// Training resolution.
+    pub image_size: usize,
+    /// Batch size.
+    pub batch: usize,
+    /// Epochs to train.
+    pub epochs: f64,
+    /// Stop after this many steps (None: epochs decide).
+    pub max_steps: Option<usize>,
+    /// Optimizer.
+    pub optimizer: Optimizer,
+    /// Peak learning rate.
+    pub lr: f64,
+    /// Weight decay (L2 for SGD/RMSProp, decoupled for AdamW).
+    pub weight_decay: f64,
+    /// Label smoothing.
+    pub label_smoothing: f64,
+    /// Warm-up epochs.
+    pub warmup_epochs: f64,
+    /// Decay after warm-up.
+    pub decay: Decay,
+    /// Per-step decay of the weight average used for evaluation (0 disables it).
+    pub ema_decay: f64,
+    /// Read the loss back every this many steps.
+    pub log_every: usize,
+    /// Write a checkpoint every this many steps (and at every epoch end).
+    pub checkpoint_every: usize,
+    /// Evaluate every this many epochs (0: only at the end).
+    pub eval_every: f64,
+    /// Evaluate on at most this many test images (None: all).
+    pub eval_limit: Option<usize>,
+    /// Seed of initialization, shuffling, augmentation and dropout.
+    pub seed: u64,
+    /// Train only the head (conv_head, its norm, classifier): the fine-tuning phase.
+    pub head_only: bool,
+    /// Train with evaluation preprocessing (FixRes fine-tuning).
+    pub eval_preprocessing: bool,
+}
+
+/// Result of an evaluation.
+#[derive(Clone, Debug, Serialize)]
+pub struct EvalResult {
+    /// Images evaluated.
+    pub images: usize,
+    /// Mean cross-entropy (no smoothing).
+    pub loss: f64,
+    /// Top-1 accuracy.
+    pub top1: f64,
+    /// Top-5 accuracy.
+    pub top5: f64,
+    /// Confusion matrix [true][predicted].
+    pub confusion: Vec<Vec<usize>>,
+}
+
+/// Load the train and test splits of the configured dataset.
+pub fn load_datasets(cfg: &TrainConfig) -> Result<(Dataset, Dataset)> {
+    match cfg.dataset {
+        DatasetKind::FashionMnist => {
+            let dir = cfg
+                .data_dir
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(data::FASHION_MNIST_DIR));
+            Ok((data::load_idx_dir(&dir, true)?, data::load_idx_dir(&dir, false)?))
+        }
+        DatasetKind::Cifar10 => {
+            let dir = cfg.data_dir.clone().ok_or_else(|| {
+                Error::Config("CIFAR-10 needs --data-dir (the cifar-10-batches-bin folder)".into())
+            })?;
+            Ok((data::load_cifar10(&dir, true)?, data::load_cifar10(&dir, false)?))
+        }
+        DatasetKind::Folder => {
+            let dir = cfg
+                .data_dir
+                .clone()
+                .ok_or_else(|| Error::Config("an image-folder dataset needs --data-dir".into()))?;
+            let test = ["test", "val"]
+                .iter()
+                .map(|s| dir.join(s))
+                .find(|p| p.is_dir())
+                .ok_or_else(|| Error::file(&dir, "needs train/ and test/ (or val/) sub-folders"))?;
+            let train = data::load_folder(&dir.join("train"), cfg.image_size)?;
+            let test = data::load_folder(&test, cfg.image_size)?;
+            if train.classes != test.classes {
+                return Err(Error::file(&dir, "train and test class folders differ"));
+            }
+            Ok((train, test))
+        }
+    }
+}
+
+/// Loader settings for training or evaluation.
+pub fn loader_config(cfg: &TrainConfig, ds: &Dataset, mean: &[f32], std: &[f32], train: bool) -> LoaderConfig {
+    let small = ds.h <= 64 && matches!(ds.pixels, data::Pixels::Memory(_));
+    let transform = if !train || cfg.eval_preprocessing {
+        Transform::Eval {
+            crop: if small { 1.0 } else { 0.875 },
+        }
+    } else if small {
+        Transform::PadCropFlip { pad: ds.h / 8 }
+    } else {
+        Transform::RandomResizedCrop { min_area: 0.08 }
+    };
+    LoaderConfig {
+        batch: cfg.batch,
+        image_size: cfg.image_size,
+        transform,
+        shuffle: train,
+        drop_last: train,
+        seed: cfg.seed,
+        mean: mean.to_vec(),
+        std: std.to_vec(),
+    }
+}
+
+/// Write a batch into the model's input, label and loss-weight tensors.
+pub fn upload_batch(gpu: &Gpu, model: &dyn Trainable, b: &Batch) -> Result<()> {
+    gpu.write_f32(model.input(), &b.images)?;
+    gpu.write_u32(model.labels(), &b.labels)?;
+    let w: Vec<f32> = (0..model.batch())
+        .map(|i| if i < b.valid { 1.0 / b.valid as f32 } else { 0.0 })
+        .collect();
+    gpu.write_f32(model.loss_weights(), &w)
+}
+
+/// Evaluate on `ds` (padded last batch, only real rows counted).
+pub fn evaluate(gpu: &Gpu, model: &mut dyn Trainable, ds: &Dataset, lc: &LoaderConfig, limit: Option<usize>, classes: usize) -> Result<EvalResult> {
+    let n = limit.map_or(ds.len(), |l| l.min(ds.len()));
+    let order: Vec<usize> = (0..n).collect();
+    let batches = n.div_ceil(lc.batch);
+    let mut confusion = vec![vec![0usize; classes]; classes];
+    let (mut loss, mut c1, mut c5) = (0.0f64, 0usize, 0usize);
+    for bi in 0..batches {
+        let b = data::make_batch(ds, lc, &order, 0, bi)?;
+        upload_batch(gpu, model, &b)?;
+        let mut rec = Recorder::new(gpu);
+        model.record_eval(&mut rec)?;
+        rec.submit()?;
+        let logits = gpu.read(model.logits())?;
+        for r in 0..b.valid {
+            let z = &logits[r * classes..(r + 1) * classes];
+            let y = b.labels[r] as usize;
+            let mx = z.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
+            let lse = mx + z.iter().map(|&v| (v as f64 - mx).exp()).sum::<f64>().ln();
+            loss += lse - z[y] as f64;
+            let mut idx: Vec<usize> = (0..classes).collect();
+            idx.sort_by(|&a, &b| z[b].partial_cmp(&z[a]).unwrap_or(std::cmp::Ordering::Equal));
+            c1 += (idx[0] == y) as usize;
+            c5 += idx.iter().take(5).any(|&k| k == y) as usize;
+            confusion[y][idx[0]] += 1;
+        }
+    }
+    Ok(EvalResult {
+        images: n,
+        loss: loss / n.max(1) as f64,
+        top1: c1 as f64 / n.max(1) as f64,
+        top5: c5 as f64 / n.max(1) as f64,
+        confusion,
+    })
+}
+
+/// Swap the weights with their average (call again to swap back).
+pub fn swap_ema(gpu: &Gpu, model: &dyn Trainable, backup: &Arena) -> Result<()> {
+    let s = model.store();
+    let mut rec = Recorder::new(gpu);
+    for ((w, e), b) in s.w.chunks.iter().zip(&s.ema.chunks).zip(&backup.chunks) {
+        rec.copy(w, b)?;
+        rec.copy(e, w)?;
+        rec.copy(b, e)?;
+    }
+    rec.submit()?.wait(gpu)
+}
+
+/// A run's outcome.
+#[derive(Clone, Debug, Serialize)]
+pub struct TrainSummary {
+    /// Steps trained in total (including before a resume).
+    pub steps: u64,
+    /// Last mean training loss read back.
+    pub last_loss: f64,
+    /// Final evaluation (weight average if enabled).
+    pub eval: Option<EvalResult>,
+    /// Training images per second over this session (excluding evaluation).
+    pub img_per_s: f64,
+    /// Wall-clock seconds spent training in this session (excluding evaluation).
+    pub train_seconds: f64,
+    /// Seconds from start to the end of the first step (start-up latency).
+    pub first_step_seconds: f64,
+}
+
+struct Pending {
+    step: u64,
+    rb: Readback,
+    valid: usize,
+}
+
+/// Checkpoint file of a run folder.
+pub fn checkpoint_path(run_dir: &Path) -> PathBuf {
+    run_dir.join("checkpoint.safetensors")
+}
+
+/// Train `model` per `cfg`, in `run_dir`. `model_meta` (the model configuration as JSON)
+/// goes into checkpoints. With `resume`, continues from the run folder's checkpoint.
+#[allow(clippy::too_many_arguments)]
+pub fn train(
+    gpu: &Gpu,
+    model: &mut dyn Trainable,
+    cfg: &TrainConfig,
+    train_ds: Arc<Dataset>,
+    test_ds: &Dataset,
+    norm_stats: (&[f32], &[f32]),
+    run_dir: &Path,
+    resume: bool,
+    model_meta: &str,
+    classes: usize,
+    quiet: bool,
+) -> Result<TrainSummary> {
+    let t_start = Instant::now();
+    let segments: Vec<Segment> = if cfg.head_only {
+        model.store().segments_for(|d| model.is_head_param(&d.name))
+    } else {
+        model.store().segments.clone()
+    };
+    let per_epoch = data::batches_per_epoch(train_ds.len(), cfg.batch, true);
+    if per_epoch == 0 {
+        return Err(Error::Config(format!(
+            "{} training images is less than one batch of {}",
+            train_ds.len(),
+            cfg.batch
+        )));
+    }
+    let mut total = (cfg.epochs * per_epoch as f64).round() as usize;
+    if let Some(m) = cfg.max_steps {
+        total = total.min(m);
+    }
+    let schedule = Schedule {
+        lr: cfg.lr,
+        warmup_epochs: cfg.warmup_epochs,
+        decay: cfg.decay,
+        steps_per_epoch: per_epoch,
+        total_steps: total,
+    };
+    std::fs::create_dir_all(run_dir).map_err(|e| Error::file(run_dir, format!("cannot create run folder: {e}")))?;
+    let ckpt = checkpoint_path(run_dir);
+    let mut rng = Rng::new(cfg.seed ^ 0xD80F);
+    let mut step: u64 = 0;
+    if resume && ckpt.exists() {
+        let meta = checkpoint::load(&ckpt, gpu, model.store(), &model.state_tensors())?;
+        step = meta
+            .get("step")
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| Error::file(&ckpt, "metadata has no step"))?;
+        let st: Vec<u64> = meta
+            .get("rng")
+            .map(|s| s.split(',').filter_map(|v| v.parse().ok()).collect())
+            .unwrap_or_default();
+        if st.len() != 4 {
+            return Err(Error::file(&ckpt, "metadata has no RNG state"));
+        }
+        rng = Rng::from_state([st[0], st[1], st[2], st[3]]);
+        if !quiet {
+            println!("resumed from {} at step {step}", ckpt.display());
+        }
+    } else {
+        let mut init = Rng::new(cfg.seed);
+        model.store().initialize(gpu, &mut init, cfg.optimizer.s2_init())?;
+        let mut rec = Recorder::new(gpu);
+        model.record_after_update(&mut rec)?;
+        rec.submit()?.wait(gpu)?;
+    }
+    let lc = loader_config(cfg, &train_ds, norm_stats.0, norm_stats.1, true);
+    let elc = loader_config(cfg, test_ds, norm_stats.0, norm_stats.1, false);
+    let (e0, b0) = ((step as usize) / per_epoch, (step as usize) % per_epoch);
+    let mut loader = Loader::start(train_ds.clone(), lc, e0, b0, None)?;
+    let mut steps_log = MetricsLog::open(run_dir, "metrics.jsonl")?;
+    let mut eval_log = MetricsLog::open(run_dir, "eval.jsonl")?;
+    let shapes: Vec<Vec<usize>> = model.store().defs.iter().map(|d| d.shape.clone()).collect();
+    let backup = Arena::new(gpu, &shapes)?;
+
+    let mut pending: VecDeque<Pending> = VecDeque::new();
+    let mut inflight: VecDeque<Submitted> = VecDeque::new();
+    let mut last_loss = f64::NAN;
+    let mut last_good_step = step;
+    let mut images = 0usize;
+    let mut train_time = 0.0f64;
+    let mut first_step_seconds = 0.0;
+    let mut window = (Instant::now(), 0usize);
+    let start_step = step;
+    let mut final_eval = None;
+
+    while (step as usize) < total {
+        let b = loader
+            .next_batch()?
+            .ok_or_else(|| Error::Config("the loader stopped early".into()))?;
+        let t0 = Instant::now();
+        // Bound the work in flight: at most two steps queued on the GPU.
+        while inflight.len() >= 2 {
+            inflight.pop_front().expect("non-empty").wait(gpu)?;
+        }
+        upload_batch(gpu, model, &b)?;
+        let lr = schedule.lr_at(step as usize) as f32;
+        let mut rec = Recorder::new(gpu);
+        model.record_train_step(&mut rec, &mut rng, cfg.label_smoothing as f32, cfg.head_only)?;
+        {
+        let s = model.store();
+        optim::update(
+            &mut rec,
+            &cfg.optimizer,
+            &segments,
+            &s.w.chunks,
+            &s.g.chunks,
+            &s.s1.chunks,
+            &s.s2.chunks,
+            lr,
+            cfg.weight_decay as f32,
+            step + 1,
+            1.0,
+        )?;
+        }
+        model.record_after_update(&mut rec)?;
+        if cfg.ema_decay > 0.0 {
+            let s = model.store();
+            optim::ema(&mut rec, &s.w.chunks, &s.ema.chunks, cfg.ema_decay as f32)?;
+        }
+        inflight.push_back(rec.submit()?);
+        step += 1;
+        images += b.valid;
+        window.1 += b.valid;
+        if step == start_step + 1 {
+            inflight.back().expect("just pushed").wait(gpu)?;
+            first_step_seconds = t_start.elapsed().as_secs_f64();
+        }
+        let epoch_end = (step as usize) % per_epoch == 0;
+        let want_ckpt = step % cfg.checkpoint_every.max(1) as u64 == 0 || epoch_end || step as usize == total;
+        if step % cfg.log_every.max(1) as u64 == 0 || want_ckpt {
+            pending.push_back(Pending {
+                step,
+                rb: gpu.read_async(model.loss_rows())?,
+                valid: b.valid,
+            });
+        }
+        let rate = window.1 as f64 / window.0.elapsed().as_secs_f64().max(1e-9);
+        let lr_of = |s: u64| schedule.lr_at(s as usize - 1);
+        let mut track = Tracker { last_loss: &mut last_loss, last_good: &mut last_good_step, log: &mut steps_log, lr_of: &lr_of, rate, per_epoch };
+        drain(gpu, &mut pending, false, &mut track)?;
+        train_time += t0.elapsed().as_secs_f64();
+        if want_ckpt {
+            // Never write a checkpoint before this step's loss is known to be finite.
+            let tw = Instant::now();
+            drain(gpu, &mut pending, true, &mut track)?;
+            let mut meta = BTreeMap::new();
+            meta.insert("step".to_string(), step.to_string());
+            meta.insert("rng".to_string(), rng.state().map(|v| v.to_string()).join(","));
+            meta.insert("train_config".to_string(), serde_json::to_string(cfg).expect("json"));
+            meta.insert("model_config".to_string(), model_meta.to_string());
+            meta.insert("norm_mean".to_string(), format!("{:?}", norm_stats.0));
+            meta.insert("norm_std".to_string(), format!("{:?}", norm_stats.1));
+            checkpoint::save(&ckpt, gpu, model.store(), &model.state_tensors(), meta)?;
+            train_time += tw.elapsed().as_secs_f64();
+        }
+        if !quiet && (step % cfg.log_every.max(1) as u64 == 0 || step as usize == total) {
+            println!(
+                "step {step:>6}/{total} epoch {:>6.2} loss {:>8.4} lr {:.5} {:>8.1} img/s",
+                step as f64 / per_epoch as f64,
+                last_loss,
+                lr,
+                rate
+            );
+            window = (Instant::now(), 0);
+        }
+        let epoch_f = step as f64 / per_epoch as f64;
+        let eval_now = step as usize == total
+            || (epoch_end && cfg.eval_every > 0.0 && (epoch_f / cfg.eval_every).fract().abs() < 1e-9);
+        if eval_now {
+            for p in inflight.drain(..) {
+                p.wait(gpu)?;
+            }
+            let use_ema = cfg.ema_decay > 0.0;
+            if use_ema {
+                swap_ema(gpu, model, &backup)?;
+            }
+            let r = evaluate(gpu, model, test_ds, &elc, cfg.eval_limit, classes);
+            if use_ema {
+                swap_ema(gpu, model, &backup)?;
+            }
+            let r = r?;
+            eval_log.log(&EvalRecord {
+                step,
+                epoch: epoch_f,
+                loss: r.loss,
+                top1: r.top1,
+                top5: r.top5,
+                weights: if use_ema { "ema".into() } else { "raw".into() },
+            })?;
+            if !quiet {
+                println!(
+                    "eval  step {step} epoch {epoch_f:.2}: top-1 {:.2}% top-5 {:.2}% loss {:.4} ({} images{})",
+                    100.0 * r.top1,
+                    100.0 * r.top5,
+                    r.loss,
+                    r.images,
+                    if use_ema { ", weight average" } else { "" }
+                );
+            }
+            final_eval = Some(r);
+        }
+    }
+    for p in inflight.drain(..) {
+        p.wait(gpu)?;
+    }
+    let lr_of = |s: u64| schedule.lr_at(s as usize - 1);
+    let mut track = Tracker { last_loss: &mut last_loss, last_good: &mut last_good_step, log: &mut steps_log, lr_of: &lr_of, rate: 0.0, per_epoch };
+    drain(gpu, &mut pending, true, &mut track)?;
+    drop(loader);
+    let _ = plot_run(run_dir);
+    Ok(TrainSummary {
+        steps: step,
+        last_loss,
+        eval: final_eval,
+        img_per_s: images as f64 / train_time.max(1e-9),
+        train_seconds: train_time,
+        first_step_seconds,
+    })
+}
+
+struct Tracker<'a> {
+    last_loss: &'a mut f64,
+    last_good: &'a mut u64,
+    log: &'a mut MetricsLog,
+    lr_of: &'a dyn Fn(u64) -> f64,
+    rate: f64,
+    per_epoch: usize,
+}
+
+/// Consume finished loss readbacks in order (all of them, waiting, when `block`).
+fn drain(gpu: &Gpu, pending: &mut VecDeque<Pending>, block: bool, t: &mut Tracker) -> Result<()> {
+    while let Some(p) = pending.front() {
+        let vals = if block {
+            let p = pending.pop_front().expect("non-empty");
+            let v = p.rb.wait(gpu)?;
+            finish(&v, p.step, p.valid, t)?;
+            continue;
+        } else {
+            match p.rb.try_take(gpu)? {
+                Some(v) => v,
+                None => break,
+            }
+        };
+        let p = pending.pop_front().expect("non-empty");
+        finish(&vals, p.step, p.valid, t)?;
+    }
+    Ok(())
+}
+
+fn finish(v: &[f32], step: u64, valid: usize, t: &mut Tracker) -> Result<()> {
+    let (last_loss, last_good, log, lr_of, rate, per_epoch) =
+        (&mut *t.last_loss, &mut *t.last_good, &mut *t.log, t.lr_of, t.rate, t.per_epoch);
+    let mean = v[..valid.min(v.len())].iter().map(|&x| x as f64).sum::<f64>() / valid.max(1) as f64;
+    if !mean.is_finite() {
+        return Err(Error::Config(format!(
+            "the training loss became {mean} at or before step {step} (last finite reading at \
+             step {}). The last checkpoint holds the state of a step whose loss was finite. \
+             Lower --lr, add warm-up (--warmup-epochs), or check the data; resume with --resume",
+            *last_good
+        )));
+    }
+    *last_loss = mean;
+    *last_good = step;
+    log.log(&StepRecord {
+        step,
+        epoch: step as f64 / per_epoch as f64,
+        loss: mean,
+        lr: lr_of(step),
+        img_per_s: rate,
+    })
+}
+
+/// Plot the loss and accuracy curves of a run folder into `curves.png`.
+pub fn plot_run(run_dir: &Path) -> Result<()> {
+    let read = |name: &str| -> Vec<serde_json::Value> {
+        std::fs::read_to_string(run_dir.join(name))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    };
+    let steps = read("metrics.jsonl");
+    let evals = read("eval.jsonl");
+    let pts = |v: &[serde_json::Value], x: &str, y: &str, scale: f64| -> Vec<(f64, f64)> {
+        v.iter()
+            .filter_map(|r| Some((r[x].as_f64()?, r[y].as_f64()? * scale)))
+            .collect()
+    };
+    let loss = Chart {
+        title: "LOSS".into(),
+        x_label: "epoch".into(),
+        series: vec![
+            Series::new("train", pts(&steps, "epoch", "loss", 1.0)),
+            Series::new("test", pts(&evals, "epoch", "loss", 1.0)),
+        ],
+        ..Default::default()
+    };
+    let acc = Chart {
+        title: "TEST ACCURACY %".into(),
+        x_label: "epoch".into(),
+        series: vec![
+            Series::new("top-1", pts(&evals, "epoch", "top1", 100.0)),
+            Series::new("top-5", pts(&evals, "epoch", "top5", 100.0)),
+        ],
+        ..Default::default()
+    };
+    plot::save_png(&run_dir.join("curves.png"), &[loss, acc])
+}
