@@ -37,7 +37,11 @@ impl BenchRow {
 
 /// Median time in ms of `record` (which records one run), over `iters` runs after one
 /// warm-up. Uses per-dispatch GPU timestamps summed over the run when available.
-pub fn time_ms(gpu: &Gpu, iters: usize, mut record: impl FnMut(&mut Recorder) -> Result<()>) -> Result<f64> {
+pub fn time_ms(
+    gpu: &Gpu,
+    iters: usize,
+    mut record: impl FnMut(&mut Recorder) -> Result<()>,
+) -> Result<f64> {
     // Warm-up (builds pipelines, faults in memory).
     let mut rec = Recorder::new(gpu);
     record(&mut rec)?;

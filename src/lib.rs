@@ -14,6 +14,7 @@
 #![warn(missing_docs)]
 
 pub mod bench;
+pub mod bench_conv;
 pub mod error;
 pub mod gpu;
 pub mod ops;
@@ -26,3 +27,4 @@ pub mod models;
 pub mod data;
 pub mod train;
 pub mod nn;
+pub mod cli;

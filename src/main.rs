@@ -6,7 +6,11 @@ use clap::{Parser, Subcommand};
 use effnet::{selftest, Gpu, GpuOptions};
 
 #[derive(Parser)]
-#[command(name = "effnet", version, about = "Train EfficientNet variants on any GPU with WGSL compute shaders")]
+#[command(
+    name = "effnet",
+    version,
+    about = "Train EfficientNet variants on any GPU with WGSL compute shaders"
+)]
 struct Cli {
     /// Adapter to use: a case-insensitive substring of its name (see `effnet info`).
     #[arg(long, global = true, env = "EFFNET_ADAPTER")]
@@ -26,6 +30,12 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Train an EfficientNet (the main job); see --help for FixRes fine-tuning.
+    Train(Box<effnet::cli::train::TrainArgs>),
+    /// Evaluate a checkpoint: top-1, top-5 and the confusion matrix.
+    Eval(effnet::cli::train::EvalArgs),
+    /// Time one training step per kernel (timestamp queries).
+    Profile(effnet::cli::profile::ProfileArgs),
     /// Print a model's layer table with parameters and multiply-accumulates.
     Model {
         /// Preset: b0..b7 or b0-g16..b7-g16.
@@ -43,6 +53,20 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Time kernels at EfficientNet layer shapes (ms, GFLOP/s, GB/s per shape).
+    Bench {
+        /// What to benchmark.
+        what: BenchWhat,
+        /// Batch size (128 matches bench/pytorch_conv.py on a big GPU; 2 suits lavapipe).
+        #[arg(long, default_value_t = 128)]
+        batch: usize,
+        /// Timed runs per kernel (the median is reported).
+        #[arg(long, default_value_t = 10)]
+        iters: usize,
+        /// Print JSON lines.
+        #[arg(long)]
+        json: bool,
+    },
     /// Check every op's GPU forward and backward against the CPU reference.
     Selftest {
         /// Only ops whose name contains this.
@@ -52,6 +76,15 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// What `effnet bench` measures.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum BenchWhat {
+    /// Depthwise / G16 grouped convolutions and the 1x1 GEMMs at B0 shapes.
+    Conv,
+    /// BN+SiLU, GN+SiLU and LN+PN(SiLU) forward and backward at B0 activation shapes.
+    Norm,
 }
 
 fn run(cli: Cli) -> effnet::Result<bool> {
@@ -64,11 +97,17 @@ fn run(cli: Cli) -> effnet::Result<bool> {
             let gpu = Gpu::new(&opts)?;
             let rep = gpu.report()?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&rep).expect("serializable"));
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&rep).expect("serializable")
+                );
             } else {
                 println!("adapters:");
                 for a in &rep.adapters {
-                    println!("  {} [{}; {}; {}]", a.name, a.backend, a.device_type, a.driver);
+                    println!(
+                        "  {} [{}; {}; {}]",
+                        a.name, a.backend, a.device_type, a.driver
+                    );
                 }
                 println!("chosen: {} ({})", rep.chosen.name, rep.chosen.backend);
                 let l = &rep.limits;
@@ -94,13 +133,31 @@ fn run(cli: Cli) -> effnet::Result<bool> {
                     "  max_compute_invocations_per_workgroup {}",
                     l.max_compute_invocations_per_workgroup
                 );
-                println!("  subgroup size {}..{}", l.subgroup_size.0, l.subgroup_size.1);
+                println!(
+                    "  subgroup size {}..{}",
+                    l.subgroup_size.0, l.subgroup_size.1
+                );
                 let f = rep.features;
                 println!(
                     "features: timestamp_query {}, subgroup {}, shader_f16 {}",
                     f.timestamp_query, f.subgroup, f.shader_f16
                 );
             }
+            Ok(true)
+        }
+        Cmd::Train(a) => {
+            let gpu = Gpu::new(&opts)?;
+            effnet::cli::train::run(&gpu, &a)?;
+            Ok(true)
+        }
+        Cmd::Profile(a) => {
+            let gpu = Gpu::new(&opts)?;
+            effnet::cli::profile::run(&gpu, &a)?;
+            Ok(true)
+        }
+        Cmd::Eval(a) => {
+            let gpu = Gpu::new(&opts)?;
+            effnet::cli::train::eval(&gpu, &a)?;
             Ok(true)
         }
         Cmd::Model {
@@ -121,10 +178,16 @@ fn run(cli: Cli) -> effnet::Result<bool> {
                 let v = serde_json::json!({
                     "config": cfg, "image_size": image, "params": params, "macs": macs, "layers": rows
                 });
-                println!("{}", serde_json::to_string_pretty(&v).expect("serializable"));
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&v).expect("serializable")
+                );
             } else {
                 println!("{} ({}) at {image}x{image}", cfg.name, cfg.norm.name());
-                println!("{:<26} {:<22} {:>16} {:>10} {:>12}", "layer", "kind", "output HxWxC", "params", "MACs");
+                println!(
+                    "{:<26} {:<22} {:>16} {:>10} {:>12}",
+                    "layer", "kind", "output HxWxC", "params", "MACs"
+                );
                 for r in &rows {
                     println!(
                         "{:<26} {:<22} {:>16} {:>10} {:>12}",
@@ -140,6 +203,23 @@ fn run(cli: Cli) -> effnet::Result<bool> {
                     params as f64 / 1e6,
                     macs as f64 / 1e9
                 );
+            }
+            Ok(true)
+        }
+        Cmd::Bench {
+            what,
+            batch,
+            iters,
+            json,
+        } => {
+            let gpu = Gpu::new(&opts)?;
+            match what {
+                BenchWhat::Conv => {
+                    effnet::bench_conv::run(&gpu, batch.max(1), iters.max(1), json)?;
+                }
+                BenchWhat::Norm => {
+                    effnet::ops::norm::run_bench(&gpu, batch.max(1), iters.max(1), json)?;
+                }
             }
             Ok(true)
         }

@@ -8,7 +8,11 @@ use crate::ops::{self, CheckResult};
 pub const SEED: u64 = 0x5EED_0001;
 
 /// Run every case whose name contains `filter` (all when `None`).
-pub fn run(gpu: &Gpu, filter: Option<&str>, mut on_result: impl FnMut(&CheckResult)) -> Result<Vec<CheckResult>> {
+pub fn run(
+    gpu: &Gpu,
+    filter: Option<&str>,
+    mut on_result: impl FnMut(&CheckResult),
+) -> Result<Vec<CheckResult>> {
     let mut all = Vec::new();
     for case in ops::cases() {
         let name = case.name();

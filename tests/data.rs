@@ -36,7 +36,10 @@ fn idx_labels(n: usize) -> Vec<u8> {
 }
 
 fn synthetic_idx(dir: &Path, n: usize) {
-    write_gz(&dir.join("train-images-idx3-ubyte.gz"), &idx_images(n, 28, 28));
+    write_gz(
+        &dir.join("train-images-idx3-ubyte.gz"),
+        &idx_images(n, 28, 28),
+    );
     write_gz(&dir.join("train-labels-idx1-ubyte.gz"), &idx_labels(n));
 }
 
@@ -63,9 +66,16 @@ fn corrupt_and_missing_files_name_the_file_and_the_fix() {
     short.truncate(1000);
     write_gz(&d.join("train-images-idx3-ubyte.gz"), &short);
     let e = data::load_idx_dir(&d, true).unwrap_err().to_string();
-    assert!(e.contains("train-images-idx3-ubyte.gz") && e.contains("truncated or corrupt"), "{e}");
+    assert!(
+        e.contains("train-images-idx3-ubyte.gz") && e.contains("truncated or corrupt"),
+        "{e}"
+    );
     // Garbage that is not gzip nor IDX.
-    std::fs::write(d.join("train-images-idx3-ubyte.gz"), b"\x1f\x8bnot really gzip").unwrap();
+    std::fs::write(
+        d.join("train-images-idx3-ubyte.gz"),
+        b"\x1f\x8bnot really gzip",
+    )
+    .unwrap();
     let e = data::load_idx_dir(&d, true).unwrap_err().to_string();
     assert!(e.contains("corrupt gzip"), "{e}");
     // Missing files name the package that provides them.
@@ -74,7 +84,10 @@ fn corrupt_and_missing_files_name_the_file_and_the_fix() {
     assert!(e.contains("apt-get install dataset-fashion-mnist"), "{e}");
     // Labels that do not match the images.
     let m = tmpdir("mismatch");
-    write_gz(&m.join("train-images-idx3-ubyte.gz"), &idx_images(20, 28, 28));
+    write_gz(
+        &m.join("train-images-idx3-ubyte.gz"),
+        &idx_images(20, 28, 28),
+    );
     write_gz(&m.join("train-labels-idx1-ubyte.gz"), &idx_labels(19));
     let e = data::load_idx_dir(&m, true).unwrap_err().to_string();
     assert!(e.contains("do not belong together"), "{e}");
@@ -103,7 +116,9 @@ fn reads_image_folders() {
     for (ci, name) in ["cat", "dog"].iter().enumerate() {
         std::fs::create_dir_all(d.join(name)).unwrap();
         for k in 0..2 {
-            let img = image::RgbImage::from_fn(20 + k, 16, |x, _| image::Rgb([x as u8 * 10, ci as u8 * 100, 7]));
+            let img = image::RgbImage::from_fn(20 + k, 16, |x, _| {
+                image::Rgb([x as u8 * 10, ci as u8 * 100, 7])
+            });
             img.save(d.join(name).join(format!("{k}.png"))).unwrap();
         }
     }
@@ -114,7 +129,10 @@ fn reads_image_folders() {
     let (px, h, w) = ds.image(1).unwrap();
     assert_eq!((h, w, px.len()), (16, 21, 16 * 21 * 3));
     let e = ds.image(4).unwrap_err().to_string();
-    assert!(e.contains("broken.png") && e.contains("cannot decode"), "{e}");
+    assert!(
+        e.contains("broken.png") && e.contains("cannot decode"),
+        "{e}"
+    );
 }
 
 fn cfg(seed: u64) -> LoaderConfig {
@@ -163,7 +181,18 @@ fn eval_transform_is_exact_resize() {
     let src = vec![51u8; 28 * 28];
     let mut dst = vec![0f32; 32 * 32];
     let mut rng = effnet::util::Rng::new(1);
-    data::augment::apply(Transform::Eval { crop: 1.0 }, &src, 28, 28, 1, 32, &[0.0], &[1.0], &mut rng, &mut dst);
+    data::augment::apply(
+        Transform::Eval { crop: 1.0 },
+        &src,
+        28,
+        28,
+        1,
+        32,
+        &[0.0],
+        &[1.0],
+        &mut rng,
+        &mut dst,
+    );
     let interior = dst[5 * 32 + 5];
     assert!((interior - 0.2).abs() < 1e-6, "{interior}");
 }
@@ -178,5 +207,8 @@ fn real_fashion_mnist_when_installed() {
     let test = data::load_idx_dir(dir, false).unwrap();
     assert_eq!((test.len(), test.h, test.w), (10_000, 28, 28));
     let (mean, std) = test.channel_stats().unwrap();
-    assert!((mean[0] - 0.286).abs() < 0.01 && (std[0] - 0.353).abs() < 0.01, "{mean:?} {std:?}");
+    assert!(
+        (mean[0] - 0.286).abs() < 0.01 && (std[0] - 0.353).abs() < 0.01,
+        "{mean:?} {std:?}"
+    );
 }

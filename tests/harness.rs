@@ -79,7 +79,10 @@ fn catches_perturbed_gpu_backward() {
     };
     let r = check(common::gpu(), &case, 1).unwrap();
     let bwd = r.iter().find(|c| c.direction == "backward").unwrap();
-    assert!(!bwd.pass, "a 1% error in one gradient element went unnoticed: {bwd:?}");
+    assert!(
+        !bwd.pass,
+        "a 1% error in one gradient element went unnoticed: {bwd:?}"
+    );
     assert!(r.iter().find(|c| c.direction == "forward").unwrap().pass);
 }
 
@@ -92,7 +95,10 @@ fn catches_wrong_reference_gradient() {
     };
     let r = check(common::gpu(), &case, 1).unwrap();
     let fd = r.iter().find(|c| c.direction == "gradcheck").unwrap();
-    assert!(!fd.pass, "finite differences missed a wrong reference: {fd:?}");
+    assert!(
+        !fd.pass,
+        "finite differences missed a wrong reference: {fd:?}"
+    );
 }
 
 #[test]

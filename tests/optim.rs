@@ -20,20 +20,41 @@ fn run(opt: Optimizer) {
     let mut hw: Vec<f64> = rng.normals_f32(n, 1.0);
     let mut h1 = vec![0.0; n];
     let mut h2 = vec![opt.s2_init() as f64; n];
-    gpu.write_f32(&w.tensors[0], &hw.iter().map(|&v| v as f32).collect::<Vec<_>>()).unwrap();
-    gpu.write_f32(&s2.tensors[0], &vec![opt.s2_init(); n]).unwrap();
+    gpu.write_f32(
+        &w.tensors[0],
+        &hw.iter().map(|&v| v as f32).collect::<Vec<_>>(),
+    )
+    .unwrap();
+    gpu.write_f32(&s2.tensors[0], &vec![opt.s2_init(); n])
+        .unwrap();
     // Decay on the first 600 elements only (weights), none on the rest (norm, bias).
     let segs = vec![
-        Segment { chunk: 0, start: 0, end: 600, decay: true },
-        Segment { chunk: 0, start: 600, end: n, decay: false },
+        Segment {
+            chunk: 0,
+            start: 0,
+            end: 600,
+            decay: true,
+        },
+        Segment {
+            chunk: 0,
+            start: 600,
+            end: n,
+            decay: false,
+        },
     ];
     let (lr, wd) = (0.05f32, 0.01f32);
     for t in 1..=5u64 {
         let grad: Vec<f64> = rng.normals_f32(n, 1.0);
-        gpu.write_f32(&g.tensors[0], &grad.iter().map(|&v| v as f32).collect::<Vec<_>>()).unwrap();
+        gpu.write_f32(
+            &g.tensors[0],
+            &grad.iter().map(|&v| v as f32).collect::<Vec<_>>(),
+        )
+        .unwrap();
         let mut rec = Recorder::new(gpu);
-        optim::update(&mut rec, &opt, &segs, &w.chunks, &g.chunks, &s1.chunks, &s2.chunks, lr, wd, t, 1.0)
-            .unwrap();
+        optim::update(
+            &mut rec, &opt, &segs, &w.chunks, &g.chunks, &s1.chunks, &s2.chunks, lr, wd, t, 1.0,
+        )
+        .unwrap();
         rec.submit().unwrap().wait(gpu).unwrap();
         for i in 0..n {
             let d = if i < 600 { wd as f64 } else { 0.0 };
@@ -44,7 +65,10 @@ fn run(opt: Optimizer) {
         }
     }
     let got = gpu.read(&w.tensors[0]).unwrap();
-    let err = effnet::ops::harness::normalized_error(&got.iter().map(|&v| v as f64).collect::<Vec<_>>(), &hw);
+    let err = effnet::ops::harness::normalized_error(
+        &got.iter().map(|&v| v as f64).collect::<Vec<_>>(),
+        &hw,
+    );
     assert!(err < 1e-5, "{opt:?}: error {err}");
 }
 
@@ -84,7 +108,10 @@ fn schedules() {
     let s = Schedule {
         lr: 1.0,
         warmup_epochs: 1.0,
-        decay: Decay::Exponential { rate: 0.97, every: 2.4 },
+        decay: Decay::Exponential {
+            rate: 0.97,
+            every: 2.4,
+        },
         steps_per_epoch: 10,
         total_steps: 100,
     };
@@ -93,7 +120,10 @@ fn schedules() {
     assert_eq!(s.lr_at(10), 1.0);
     assert!((s.lr_at(10 + 24) - 0.97).abs() < 1e-12);
     assert!((s.lr_at(10 + 48) - 0.97 * 0.97).abs() < 1e-12);
-    let c = Schedule { decay: Decay::Cosine, ..s };
+    let c = Schedule {
+        decay: Decay::Cosine,
+        ..s
+    };
     assert!((c.lr_at(10) - 1.0).abs() < 1e-12);
     assert!((c.lr_at(55) - 0.5).abs() < 1e-12);
     assert!(c.lr_at(100) < 1e-12);

@@ -63,9 +63,17 @@ fn arena_packs_aligned_and_roundtrips() {
     }
     for (k, t) in arena.tensors.iter().enumerate() {
         let v = gpu.read(t).unwrap();
-        assert_eq!(v, (0..t.len()).map(|i| (k * 100 + i) as f32).collect::<Vec<_>>());
+        assert_eq!(
+            v,
+            (0..t.len())
+                .map(|i| (k * 100 + i) as f32)
+                .collect::<Vec<_>>()
+        );
     }
-    assert!(arena.tensors.iter().all(|t| format!("{t:?}").contains("offset")));
+    assert!(arena
+        .tensors
+        .iter()
+        .all(|t| format!("{t:?}").contains("offset")));
     let _ = align;
 }
 

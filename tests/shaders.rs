@@ -21,11 +21,17 @@ fn validate(path: &str) -> (naga::Module, naga::valid::ModuleInfo) {
 
 #[test]
 fn every_wgsl_file_parses_and_validates() {
-    let disk: Vec<String> = walk(std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/shaders")));
+    let disk: Vec<String> = walk(std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/shaders"
+    )));
     assert!(!disk.is_empty());
     let embedded: Vec<&str> = SHADER_FILES.iter().map(|(p, _)| *p).collect();
     for f in &disk {
-        assert!(embedded.contains(&f.as_str()), "{f} is not embedded (rebuild)");
+        assert!(
+            embedded.contains(&f.as_str()),
+            "{f} is not embedded (rebuild)"
+        );
         validate(f);
     }
 }
@@ -40,7 +46,12 @@ fn walk(dir: &std::path::Path) -> Vec<String> {
             if p.is_dir() {
                 stack.push(p);
             } else if p.extension().is_some_and(|x| x == "wgsl") {
-                out.push(p.strip_prefix(root).unwrap().to_string_lossy().replace('\\', "/"));
+                out.push(
+                    p.strip_prefix(root)
+                        .unwrap()
+                        .to_string_lossy()
+                        .replace('\\', "/"),
+                );
             }
         }
     }
@@ -119,5 +130,9 @@ fn every_kernel_translates_to_spirv_msl_hlsl() {
         }
     }
     assert!(n > 0);
-    assert!(failures.is_empty(), "translation failures:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "translation failures:\n{}",
+        failures.join("\n")
+    );
 }

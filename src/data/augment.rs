@@ -120,7 +120,12 @@ pub fn apply(
                 if cw <= w as f64 && ch <= h as f64 {
                     let y0 = rng.uniform() * (h as f64 - ch);
                     let x0 = rng.uniform() * (w as f64 - cw);
-                    rect = Some(Rect { y0, x0, h: ch, w: cw });
+                    rect = Some(Rect {
+                        y0,
+                        x0,
+                        h: ch,
+                        w: cw,
+                    });
                     break;
                 }
             }

@@ -96,7 +96,9 @@ fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
             .map_err(|e| {
                 Error::file(
                     path,
-                    format!("corrupt gzip data ({e}); delete the file and reinstall or re-download it"),
+                    format!(
+                        "corrupt gzip data ({e}); delete the file and reinstall or re-download it"
+                    ),
                 )
             })?;
         Ok(out)
@@ -118,7 +120,11 @@ pub fn read_idx_images(path: &Path) -> Result<(usize, usize, usize, Vec<u8>)> {
             "not an IDX image file (expected magic 0x00000803); is this the right file?",
         ));
     }
-    let (n, h, w) = (be32(&b, 4) as usize, be32(&b, 8) as usize, be32(&b, 12) as usize);
+    let (n, h, w) = (
+        be32(&b, 4) as usize,
+        be32(&b, 8) as usize,
+        be32(&b, 12) as usize,
+    );
     if b.len() != 16 + n * h * w {
         return Err(Error::file(
             path,
@@ -146,7 +152,10 @@ pub fn read_idx_labels(path: &Path) -> Result<Vec<u32>> {
     if b.len() != 8 + n {
         return Err(Error::file(
             path,
-            format!("truncated or corrupt: header says {n} labels, file holds {}", b.len() - 8),
+            format!(
+                "truncated or corrupt: header says {n} labels, file holds {}",
+                b.len() - 8
+            ),
         ));
     }
     Ok(b[8..].iter().map(|&v| v as u32).collect())
@@ -157,7 +166,15 @@ pub const FASHION_MNIST_DIR: &str = "/usr/share/datasets/fashion-mnist";
 
 /// Fashion-MNIST class names.
 pub const FASHION_CLASSES: [&str; 10] = [
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
     "Ankle boot",
 ];
 
@@ -216,7 +233,16 @@ pub fn load_idx_dir(dir: &Path, train: bool) -> Result<Dataset> {
 
 /// CIFAR-10 class names.
 pub const CIFAR10_CLASSES: [&str; 10] = [
-    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
 ];
 
 /// Load CIFAR-10 binary batches (`data_batch_{1..5}.bin` or `test_batch.bin`) from `dir`
@@ -250,7 +276,10 @@ pub fn load_cifar10(dir: &Path, train: bool) -> Result<Dataset> {
         }
         for rec in b.chunks_exact(3073) {
             if rec[0] > 9 {
-                return Err(Error::file(&p, format!("label {} out of range 0..9: corrupt file", rec[0])));
+                return Err(Error::file(
+                    &p,
+                    format!("label {} out of range 0..9: corrupt file", rec[0]),
+                ));
             }
             labels.push(rec[0] as u32);
             for i in 0..1024 {
@@ -275,7 +304,14 @@ pub fn load_cifar10(dir: &Path, train: bool) -> Result<Dataset> {
 /// nominal size recorded in [`Dataset::h`] / [`Dataset::w`].
 pub fn load_folder(dir: &Path, size: usize) -> Result<Dataset> {
     let mut classes: Vec<String> = std::fs::read_dir(dir)
-        .map_err(|e| Error::file(dir, format!("cannot list ({e}); --data-dir must be a folder with one sub-folder per class")))?
+        .map_err(|e| {
+            Error::file(
+                dir,
+                format!(
+                    "cannot list ({e}); --data-dir must be a folder with one sub-folder per class"
+                ),
+            )
+        })?
         .filter_map(|e| e.ok())
         .filter(|e| e.path().is_dir())
         .map(|e| e.file_name().to_string_lossy().into_owned())
@@ -294,9 +330,9 @@ pub fn load_folder(dir: &Path, size: usize) -> Result<Dataset> {
             .map_err(|e| Error::file(dir.join(c), format!("cannot list: {e}")))?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| {
-                p.extension()
-                    .and_then(|x| x.to_str())
-                    .is_some_and(|x| matches!(x.to_ascii_lowercase().as_str(), "png" | "jpg" | "jpeg"))
+                p.extension().and_then(|x| x.to_str()).is_some_and(|x| {
+                    matches!(x.to_ascii_lowercase().as_str(), "png" | "jpg" | "jpeg")
+                })
             })
             .collect();
         v.sort();
@@ -304,7 +340,10 @@ pub fn load_folder(dir: &Path, size: usize) -> Result<Dataset> {
         files.extend(v);
     }
     if files.is_empty() {
-        return Err(Error::file(dir, "no PNG or JPEG images found in the class folders"));
+        return Err(Error::file(
+            dir,
+            "no PNG or JPEG images found in the class folders",
+        ));
     }
     Ok(Dataset {
         pixels: Pixels::Files(files),
@@ -319,7 +358,10 @@ pub fn load_folder(dir: &Path, size: usize) -> Result<Dataset> {
 /// Decode an image file to u8 HWC with `c` channels: (pixels, height, width).
 pub fn decode_file(path: &Path, c: usize) -> Result<(Vec<u8>, usize, usize)> {
     let img = image::open(path).map_err(|e| {
-        Error::file(path, format!("cannot decode image ({e}); remove or replace the file"))
+        Error::file(
+            path,
+            format!("cannot decode image ({e}); remove or replace the file"),
+        )
     })?;
     let (w, h) = (img.width() as usize, img.height() as usize);
     let px = if c == 1 {

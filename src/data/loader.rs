@@ -72,7 +72,13 @@ pub fn epoch_order(n: usize, cfg: &LoaderConfig, epoch: usize) -> Vec<usize> {
 }
 
 /// Build batch `index` of `epoch` (deterministic).
-pub fn make_batch(ds: &Dataset, cfg: &LoaderConfig, order: &[usize], epoch: usize, index: usize) -> Result<Batch> {
+pub fn make_batch(
+    ds: &Dataset,
+    cfg: &LoaderConfig,
+    order: &[usize],
+    epoch: usize,
+    index: usize,
+) -> Result<Batch> {
     let s = cfg.image_size;
     let c = ds.c;
     let per = s * s * c;

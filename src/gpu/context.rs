@@ -29,7 +29,9 @@ impl GpuOptions {
     /// Fill unset fields from `EFFNET_ADAPTER` and `WGPU_BACKEND`.
     pub fn with_env(mut self) -> Self {
         if self.adapter.is_none() {
-            self.adapter = std::env::var("EFFNET_ADAPTER").ok().filter(|s| !s.is_empty());
+            self.adapter = std::env::var("EFFNET_ADAPTER")
+                .ok()
+                .filter(|s| !s.is_empty());
         }
         if self.backend.is_none() {
             self.backend = std::env::var("WGPU_BACKEND").ok().filter(|s| !s.is_empty());
@@ -72,7 +74,9 @@ fn summarize(info: &wgpu::AdapterInfo) -> AdapterSummary {
         name: info.name.clone(),
         backend: format!("{:?}", info.backend),
         device_type: format!("{:?}", info.device_type),
-        driver: format!("{} {}", info.driver, info.driver_info).trim().to_string(),
+        driver: format!("{} {}", info.driver, info.driver_info)
+            .trim()
+            .to_string(),
     }
 }
 

@@ -252,7 +252,9 @@ impl<'g> Recorder<'g> {
         }
         let mut enc = gpu
             .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("step") });
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("step"),
+            });
         let n_dispatch = self
             .ops
             .iter()

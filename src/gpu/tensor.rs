@@ -60,9 +60,7 @@ impl Tensor {
         if numel(shape) != self.len {
             return Err(Error::Shape(format!(
                 "cannot view {:?} ({} elements) as {:?}",
-                self.shape,
-                self.len,
-                shape
+                self.shape, self.len, shape
             )));
         }
         Ok(Tensor {
@@ -75,7 +73,9 @@ impl Tensor {
         wgpu::BindingResource::Buffer(wgpu::BufferBinding {
             buffer: &self.buffer,
             offset: self.offset,
-            size: std::num::NonZeroU64::new(padded_bytes(self.len).min(self.buffer.size() - self.offset)),
+            size: std::num::NonZeroU64::new(
+                padded_bytes(self.len).min(self.buffer.size() - self.offset),
+            ),
         })
     }
 
@@ -190,7 +190,9 @@ impl Gpu {
         });
         let mut enc = self
             .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("read") });
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("read"),
+            });
         if t.bytes() > 0 {
             enc.copy_buffer_to_buffer(&t.buffer, t.offset, &staging, 0, t.bytes());
         }
@@ -214,11 +216,7 @@ impl Gpu {
 
     /// Read a tensor back as u32.
     pub fn read_u32(&self, t: &Tensor) -> Result<Vec<u32>> {
-        Ok(self
-            .read(t)?
-            .into_iter()
-            .map(f32::to_bits)
-            .collect())
+        Ok(self.read(t)?.into_iter().map(f32::to_bits).collect())
     }
 }
 

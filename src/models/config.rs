@@ -67,13 +67,55 @@ struct StageDef {
 }
 
 const B0_STAGES: [StageDef; 7] = [
-    StageDef { k: 3, stride: 1, cout: 16, repeats: 1, expand: 1 },
-    StageDef { k: 3, stride: 2, cout: 24, repeats: 2, expand: 6 },
-    StageDef { k: 5, stride: 2, cout: 40, repeats: 2, expand: 6 },
-    StageDef { k: 3, stride: 2, cout: 80, repeats: 3, expand: 6 },
-    StageDef { k: 5, stride: 1, cout: 112, repeats: 3, expand: 6 },
-    StageDef { k: 5, stride: 2, cout: 192, repeats: 4, expand: 6 },
-    StageDef { k: 3, stride: 1, cout: 320, repeats: 1, expand: 6 },
+    StageDef {
+        k: 3,
+        stride: 1,
+        cout: 16,
+        repeats: 1,
+        expand: 1,
+    },
+    StageDef {
+        k: 3,
+        stride: 2,
+        cout: 24,
+        repeats: 2,
+        expand: 6,
+    },
+    StageDef {
+        k: 5,
+        stride: 2,
+        cout: 40,
+        repeats: 2,
+        expand: 6,
+    },
+    StageDef {
+        k: 3,
+        stride: 2,
+        cout: 80,
+        repeats: 3,
+        expand: 6,
+    },
+    StageDef {
+        k: 5,
+        stride: 1,
+        cout: 112,
+        repeats: 3,
+        expand: 6,
+    },
+    StageDef {
+        k: 5,
+        stride: 2,
+        cout: 192,
+        repeats: 4,
+        expand: 6,
+    },
+    StageDef {
+        k: 3,
+        stride: 1,
+        cout: 320,
+        repeats: 1,
+        expand: 6,
+    },
 ];
 
 /// (width, depth, resolution, dropout) for B0..B7.
@@ -318,8 +360,14 @@ pub fn layer_table(cfg: &ModelConfig, image: usize) -> Vec<LayerRow> {
         9 * cfg.in_channels * stem,
         hw * hw * 9 * cfg.in_channels * stem,
     );
-    push("bn1".into(), "norm+act".into(), [hw, hw, stem], norm_params(stem, proxy), 0);
-    let mut stage_idx = vec![0usize; 8];
+    push(
+        "bn1".into(),
+        "norm+act".into(),
+        [hw, hw, stem],
+        norm_params(stem, proxy),
+        0,
+    );
+    let mut stage_idx = [0usize; 8];
     for b in cfg.blocks() {
         let j = stage_idx[b.stage];
         stage_idx[b.stage] += 1;
@@ -332,7 +380,13 @@ pub fn layer_table(cfg: &ModelConfig, image: usize) -> Vec<LayerRow> {
                 b.cin * b.mid,
                 hw * hw * b.cin * b.mid,
             );
-            push(format!("{p}.bn1"), "norm+act".into(), [hw, hw, b.mid], norm_params(b.mid, proxy), 0);
+            push(
+                format!("{p}.bn1"),
+                "norm+act".into(),
+                [hw, hw, b.mid],
+                norm_params(b.mid, proxy),
+                0,
+            );
         }
         let ho = (hw - 1) / b.stride + 1;
         let cpg = b.mid / b.groups;
@@ -349,7 +403,13 @@ pub fn layer_table(cfg: &ModelConfig, image: usize) -> Vec<LayerRow> {
             ho * ho * b.k * b.k * cpg * b.mid,
         );
         hw = ho;
-        push(format!("{p}.bn2"), "norm+act".into(), [hw, hw, b.mid], norm_params(b.mid, proxy), 0);
+        push(
+            format!("{p}.bn2"),
+            "norm+act".into(),
+            [hw, hw, b.mid],
+            norm_params(b.mid, proxy),
+            0,
+        );
         push(
             format!("{p}.se"),
             format!("se {}->{}->{}", b.mid, b.se_hidden, b.mid),
@@ -377,7 +437,13 @@ pub fn layer_table(cfg: &ModelConfig, image: usize) -> Vec<LayerRow> {
         last * head,
         hw * hw * last * head,
     );
-    push("bn2".into(), "norm+act".into(), [hw, hw, head], norm_params(head, proxy), 0);
+    push(
+        "bn2".into(),
+        "norm+act".into(),
+        [hw, hw, head],
+        norm_params(head, proxy),
+        0,
+    );
     push(
         "classifier".into(),
         "fc".into(),

@@ -1,5 +1,6 @@
 //! Model descriptions and builders.
 
 pub mod config;
+pub mod efficientnet;
 
 pub use config::{layer_table, totals, BlockDef, LayerRow, ModelConfig, NormChoice};

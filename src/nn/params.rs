@@ -71,7 +71,13 @@ pub struct ParamBuilder {
 
 impl ParamBuilder {
     /// Register a parameter.
-    pub fn add(&mut self, name: impl Into<String>, shape: &[usize], kind: ParamKind, init: Init) -> ParamId {
+    pub fn add(
+        &mut self,
+        name: impl Into<String>,
+        shape: &[usize],
+        kind: ParamKind,
+        init: Init,
+    ) -> ParamId {
         self.defs.push(ParamDef {
             name: name.into(),
             shape: shape.to_vec(),
@@ -160,7 +166,9 @@ impl ParamStore {
     /// Optimizer segments covering only the parameters `keep` selects (for fine-tuning a
     /// subset, e.g. the head); adjacent ranges are merged.
     pub fn segments_for(&self, keep: impl Fn(&ParamDef) -> bool) -> Vec<Segment> {
-        let mut idx: Vec<usize> = (0..self.defs.len()).filter(|&i| keep(&self.defs[i])).collect();
+        let mut idx: Vec<usize> = (0..self.defs.len())
+            .filter(|&i| keep(&self.defs[i]))
+            .collect();
         idx.sort_by_key(|&i| self.slot[i]);
         let mut out: Vec<Segment> = Vec::new();
         let mut last_slot = usize::MAX;
@@ -203,7 +211,10 @@ impl ParamStore {
 
     /// Number of scalar parameters.
     pub fn count(&self) -> usize {
-        self.defs.iter().map(|d| d.shape.iter().product::<usize>()).sum()
+        self.defs
+            .iter()
+            .map(|d| d.shape.iter().product::<usize>())
+            .sum()
     }
 
     /// Id of a parameter by name.
@@ -220,7 +231,9 @@ impl ParamStore {
                 Init::Zeros => vec![0.0; n],
                 Init::Ones => vec![1.0; n],
                 Init::Normal(s) => (0..n).map(|_| (rng.normal() * s) as f32).collect(),
-                Init::Uniform(b) => (0..n).map(|_| ((rng.uniform() * 2.0 - 1.0) * b) as f32).collect(),
+                Init::Uniform(b) => (0..n)
+                    .map(|_| ((rng.uniform() * 2.0 - 1.0) * b) as f32)
+                    .collect(),
             };
             gpu.write_f32(self.w(ParamId(i)), &v)?;
             gpu.write_f32(&self.ema.tensors[self.slot[i]], &v)?;

@@ -3,7 +3,7 @@
 
 use super::harness::{run_gpu, HostTensor, Input, OpCase};
 use crate::error::Result;
-use crate::gpu::{groups_for, Access, Grid, Gpu, KernelDef, Recorder, Tensor};
+use crate::gpu::{groups_for, Access, Gpu, Grid, KernelDef, Recorder, Tensor};
 use crate::util::Rng;
 
 /// An activation function.

@@ -4,7 +4,7 @@
 use super::harness::{run_gpu, HostTensor, Input, OpCase};
 use super::reduce::{self, Axes};
 use crate::error::{Error, Result};
-use crate::gpu::{groups_for, Access, Grid, Gpu, KernelDef, Recorder, Tensor};
+use crate::gpu::{groups_for, Access, Gpu, Grid, KernelDef, Recorder, Tensor};
 use crate::util::Rng;
 
 static RESIDUAL: KernelDef = KernelDef {
@@ -31,7 +31,13 @@ fn batch_of(t: &Tensor) -> usize {
 }
 
 /// Record y = a + s[n] * b over tensors of shape [N, ...]; `s` has N entries.
-pub fn residual_add(rec: &mut Recorder, a: &Tensor, b: &Tensor, s: &Tensor, y: &Tensor) -> Result<()> {
+pub fn residual_add(
+    rec: &mut Recorder,
+    a: &Tensor,
+    b: &Tensor,
+    s: &Tensor,
+    y: &Tensor,
+) -> Result<()> {
     let n = a.len();
     let batch = batch_of(a);
     if b.len() != n || y.len() != n || s.len() != batch || batch == 0 {
@@ -56,7 +62,7 @@ pub fn residual_add(rec: &mut Recorder, a: &Tensor, b: &Tensor, s: &Tensor, y: &
 pub fn scale_rows(rec: &mut Recorder, x: &Tensor, s: &Tensor, y: &Tensor) -> Result<()> {
     let n = x.len();
     let rows = s.len();
-    if rows == 0 || n % rows != 0 || y.len() != n {
+    if rows == 0 || !n.is_multiple_of(rows) || y.len() != n {
         return Err(Error::Shape(format!(
             "scale rows of {:?} by {:?}",
             x.shape(),
@@ -208,9 +214,9 @@ impl OpCase for ChannelScaleCase {
         let (hw, c) = (sh[1] * sh[2], sh[3]);
         let mut dx = vec![0.0; i[0].data.len()];
         let mut ds = vec![0.0; i[1].data.len()];
-        for k in 0..dx.len() {
+        for (k, d) in dx.iter_mut().enumerate() {
             let sc = (k / (hw * c)) * c + k % c;
-            dx[k] = dy[0].data[k] * i[1].data[sc];
+            *d = dy[0].data[k] * i[1].data[sc];
             ds[sc] += dy[0].data[k] * i[0].data[k];
         }
         vec![
@@ -236,7 +242,9 @@ impl OpCase for ChannelScaleCase {
         let g = dy[0].upload(gpu)?;
         let dx = gpu.zeros(&self.shape)?;
         let ds = gpu.zeros(&i[1].shape)?;
-        run_gpu(gpu, |r| channel_scale_backward(r, &x, &s, &g, Some(&dx), &ds, None))?;
+        run_gpu(gpu, |r| {
+            channel_scale_backward(r, &x, &s, &g, Some(&dx), &ds, None)
+        })?;
         Ok(vec![Some(gpu.read(&dx)?), Some(gpu.read(&ds)?)])
     }
 }

@@ -21,7 +21,11 @@ pub struct HostTensor {
 impl HostTensor {
     /// A tensor from shape and data.
     pub fn new(shape: &[usize], data: Vec<f64>) -> Self {
-        assert_eq!(shape.iter().product::<usize>(), data.len(), "shape/data mismatch");
+        assert_eq!(
+            shape.iter().product::<usize>(),
+            data.len(),
+            "shape/data mismatch"
+        );
         Self {
             shape: shape.to_vec(),
             data,
@@ -229,7 +233,10 @@ pub fn check(gpu: &Gpu, case: &dyn OpCase, seed: u64) -> Result<Vec<CheckResult>
         if !inp.differentiable {
             continue;
         }
-        match (ref_dx.get(k).and_then(|x| x.as_ref()), gpu_dx.get(k).and_then(|x| x.as_ref())) {
+        match (
+            ref_dx.get(k).and_then(|x| x.as_ref()),
+            gpu_dx.get(k).and_then(|x| x.as_ref()),
+        ) {
             (Some(r), Some(g)) => berr = berr.max(normalized_error(&widen(g), &r.data)),
             _ => berr = f64::INFINITY,
         }

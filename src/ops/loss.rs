@@ -2,7 +2,7 @@
 
 use super::harness::{run_gpu, HostTensor, Input, OpCase, Tolerance};
 use crate::error::{Error, Result};
-use crate::gpu::{Access, Grid, Gpu, KernelDef, Recorder, Tensor};
+use crate::gpu::{Access, Gpu, Grid, KernelDef, Recorder, Tensor};
 use crate::util::Rng;
 
 static XENT: KernelDef = KernelDef {
@@ -31,7 +31,10 @@ pub fn softmax_xent(
     eps: f32,
 ) -> Result<()> {
     let sh = logits.shape();
-    if sh.len() != 2 || labels.len() != sh[0] || loss.len() != sh[0] || dloss.len() != sh[0]
+    if sh.len() != 2
+        || labels.len() != sh[0]
+        || loss.len() != sh[0]
+        || dloss.len() != sh[0]
         || dlogits.len() != logits.len()
     {
         return Err(Error::Shape(format!(
@@ -134,7 +137,9 @@ impl XentCase {
         let dl = dloss.upload(gpu)?;
         let loss = gpu.zeros(&[self.n])?;
         let d = gpu.zeros(&[self.n, self.k])?;
-        run_gpu(gpu, |r| softmax_xent(r, &z, &lab, &dl, &loss, &d, self.eps as f32))?;
+        run_gpu(gpu, |r| {
+            softmax_xent(r, &z, &lab, &dl, &loss, &d, self.eps as f32)
+        })?;
         Ok((gpu.read(&loss)?, gpu.read(&d)?))
     }
 }

@@ -3,10 +3,16 @@
 //! `effnet selftest` run on the adapter at hand.
 
 pub mod act;
+pub mod conv;
 pub mod elementwise;
+pub mod gemm;
 pub mod harness;
 pub mod loss;
+pub mod norm;
+pub mod pool;
+pub mod proxy_norm;
 pub mod reduce;
+pub mod squeeze_excite;
 
 pub use act::Act;
 pub use harness::{check, CheckResult, HostTensor, Input, OpCase, Tolerance};
@@ -18,6 +24,12 @@ pub fn cases() -> Vec<Box<dyn OpCase>> {
     v.extend(elementwise::cases());
     v.extend(reduce::cases());
     v.extend(loss::cases());
+    v.extend(gemm::cases());
+    v.extend(conv::cases());
+    v.extend(pool::cases());
+    v.extend(squeeze_excite::cases());
+    v.extend(norm::cases());
+    v.extend(proxy_norm::cases());
     v
 }
 
@@ -28,6 +40,11 @@ pub fn kernels() -> Vec<&'static crate::gpu::KernelDef> {
     v.extend_from_slice(elementwise::KERNELS);
     v.extend_from_slice(reduce::KERNELS);
     v.extend_from_slice(loss::KERNELS);
+    v.extend_from_slice(gemm::KERNELS);
+    v.extend_from_slice(conv::KERNELS);
+    v.extend_from_slice(squeeze_excite::KERNELS);
+    v.extend_from_slice(norm::KERNELS);
+    v.extend_from_slice(proxy_norm::KERNELS);
     v.extend_from_slice(crate::train::optim::KERNELS);
     v
 }

@@ -5,7 +5,7 @@
 
 use super::harness::{run_gpu, HostTensor, Input, OpCase};
 use crate::error::{Error, Result};
-use crate::gpu::{groups_for, Access, Grid, Gpu, KernelDef, Recorder, Tensor};
+use crate::gpu::{groups_for, Access, Gpu, Grid, KernelDef, Recorder, Tensor};
 use crate::util::Rng;
 
 static SUM: KernelDef = KernelDef {
@@ -75,6 +75,7 @@ impl Axes {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn pass(
     rec: &mut Recorder,
     x: &Tensor,
@@ -91,7 +92,10 @@ fn pass(
     let groups = ax.o * s * iblocks;
     rec.dispatch(
         &SUM,
-        &[("TI", ti as f64), ("PRODUCT", if product { 1.0 } else { 0.0 })],
+        &[
+            ("TI", ti as f64),
+            ("PRODUCT", if product { 1.0 } else { 0.0 }),
+        ],
         &[
             ax.o as u32,
             ax.m as u32,
@@ -246,7 +250,9 @@ impl OpCase for ReduceCase {
     ) -> Result<Vec<Option<Vec<f32>>>> {
         let g = dy[0].upload(gpu)?;
         let dx = gpu.zeros(&self.shape)?;
-        run_gpu(gpu, |r| broadcast(r, &g, &dx, self.axes(), self.scale() as f32))?;
+        run_gpu(gpu, |r| {
+            broadcast(r, &g, &dx, self.axes(), self.scale() as f32)
+        })?;
         Ok(vec![Some(gpu.read(&dx)?)])
     }
     fn tolerance(&self) -> super::harness::Tolerance {

@@ -24,7 +24,11 @@ fn arena<'a>(store: &'a ParamStore, which: &str) -> &'a Arena {
 
 /// Read whole arena chunks once, then slice out each tensor.
 fn read_arena(gpu: &Gpu, store: &ParamStore, a: &Arena) -> Result<Vec<Vec<f32>>> {
-    let chunks: Vec<Vec<f32>> = a.chunks.iter().map(|c| gpu.read(c)).collect::<Result<_>>()?;
+    let chunks: Vec<Vec<f32>> = a
+        .chunks
+        .iter()
+        .map(|c| gpu.read(c))
+        .collect::<Result<_>>()?;
     Ok((0..store.defs.len())
         .map(|i| {
             let t = store.tensor_of(a, ParamId(i));
@@ -65,7 +69,12 @@ pub fn save(
 
 /// Load a checkpoint into `store` and the `state` tensors; returns the metadata. Every
 /// tensor must be present with the right shape, else the error lists what differs.
-pub fn load(path: &Path, gpu: &Gpu, store: &ParamStore, state: &[(String, Tensor)]) -> Result<BTreeMap<String, String>> {
+pub fn load(
+    path: &Path,
+    gpu: &Gpu,
+    store: &ParamStore,
+    state: &[(String, Tensor)],
+) -> Result<BTreeMap<String, String>> {
     let st = SafeTensors::load(path)?;
     let mut problems = Vec::new();
     let mut check = |name: String, shape: &[usize]| -> Option<Vec<f32>> {
@@ -75,7 +84,10 @@ pub fn load(path: &Path, gpu: &Gpu, store: &ParamStore, state: &[(String, Tensor
                 None
             }
             Some(t) if t.shape != shape => {
-                problems.push(format!("{name}: shape {:?} in file, model needs {shape:?}", t.shape));
+                problems.push(format!(
+                    "{name}: shape {:?} in file, model needs {shape:?}",
+                    t.shape
+                ));
                 None
             }
             Some(t) => Some(t.data.clone()),

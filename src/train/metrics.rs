@@ -16,7 +16,8 @@ pub struct MetricsLog {
 impl MetricsLog {
     /// Open (append) `dir/name`.
     pub fn open(dir: &Path, name: &str) -> Result<Self> {
-        std::fs::create_dir_all(dir).map_err(|e| Error::file(dir, format!("cannot create run folder: {e}")))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::file(dir, format!("cannot create run folder: {e}")))?;
         let path = dir.join(name);
         let file = std::fs::OpenOptions::new()
             .create(true)

@@ -28,7 +28,13 @@ pub trait Trainable {
     /// Record forward (training mode), loss and backward. `rng` draws dropout and
     /// drop-connect masks. Backward stops at the first node whose parameters are trained
     /// when `head_only` (fine-tuning the head).
-    fn record_train_step(&mut self, rec: &mut Recorder, rng: &mut Rng, label_smoothing: f32, head_only: bool) -> Result<()>;
+    fn record_train_step(
+        &mut self,
+        rec: &mut Recorder,
+        rng: &mut Rng,
+        label_smoothing: f32,
+        head_only: bool,
+    ) -> Result<()>;
     /// Record an evaluation forward pass (running statistics, no dropout).
     fn record_eval(&mut self, rec: &mut Recorder) -> Result<()>;
     /// Record work that must follow each optimizer update (Proxy Norm statistics).

@@ -10,7 +10,12 @@ use crate::gpu::{groups_for, Access, Grid, KernelDef, Recorder, Tensor};
 static UPDATE: KernelDef = KernelDef {
     shader: "optim/update.wgsl",
     entry: "optim_update",
-    bindings: &[Access::ReadWrite, Access::Read, Access::ReadWrite, Access::ReadWrite],
+    bindings: &[
+        Access::ReadWrite,
+        Access::Read,
+        Access::ReadWrite,
+        Access::ReadWrite,
+    ],
     overrides: &[("ALGO", &[0.0, 1.0, 2.0, 3.0])],
 };
 static EMA: KernelDef = KernelDef {
@@ -122,7 +127,17 @@ impl Optimizer {
     }
 
     /// f64 reference of one step on one element: returns (w, s1, s2).
-    pub fn step_ref(&self, w: f64, g: f64, s1: f64, s2: f64, lr: f64, wd: f64, t: u64) -> (f64, f64, f64) {
+    #[allow(clippy::too_many_arguments)]
+    pub fn step_ref(
+        &self,
+        w: f64,
+        g: f64,
+        s1: f64,
+        s2: f64,
+        lr: f64,
+        wd: f64,
+        t: u64,
+    ) -> (f64, f64, f64) {
         match *self {
             Self::Sgd { momentum, nesterov } => {
                 let g = g + wd * w;

@@ -117,13 +117,19 @@ pub fn load_datasets(cfg: &TrainConfig) -> Result<(Dataset, Dataset)> {
                 .data_dir
                 .clone()
                 .unwrap_or_else(|| PathBuf::from(data::FASHION_MNIST_DIR));
-            Ok((data::load_idx_dir(&dir, true)?, data::load_idx_dir(&dir, false)?))
+            Ok((
+                data::load_idx_dir(&dir, true)?,
+                data::load_idx_dir(&dir, false)?,
+            ))
         }
         DatasetKind::Cifar10 => {
             let dir = cfg.data_dir.clone().ok_or_else(|| {
                 Error::Config("CIFAR-10 needs --data-dir (the cifar-10-batches-bin folder)".into())
             })?;
-            Ok((data::load_cifar10(&dir, true)?, data::load_cifar10(&dir, false)?))
+            Ok((
+                data::load_cifar10(&dir, true)?,
+                data::load_cifar10(&dir, false)?,
+            ))
         }
         DatasetKind::Folder => {
             let dir = cfg
@@ -146,7 +152,13 @@ pub fn load_datasets(cfg: &TrainConfig) -> Result<(Dataset, Dataset)> {
 }
 
 /// Loader settings for training or evaluation.
-pub fn loader_config(cfg: &TrainConfig, ds: &Dataset, mean: &[f32], std: &[f32], train: bool) -> LoaderConfig {
+pub fn loader_config(
+    cfg: &TrainConfig,
+    ds: &Dataset,
+    mean: &[f32],
+    std: &[f32],
+    train: bool,
+) -> LoaderConfig {
     let small = ds.h <= 64 && matches!(ds.pixels, data::Pixels::Memory(_));
     let transform = if !train || cfg.eval_preprocessing {
         Transform::Eval {
@@ -174,13 +186,26 @@ pub fn upload_batch(gpu: &Gpu, model: &dyn Trainable, b: &Batch) -> Result<()> {
     gpu.write_f32(model.input(), &b.images)?;
     gpu.write_u32(model.labels(), &b.labels)?;
     let w: Vec<f32> = (0..model.batch())
-        .map(|i| if i < b.valid { 1.0 / b.valid as f32 } else { 0.0 })
+        .map(|i| {
+            if i < b.valid {
+                1.0 / b.valid as f32
+            } else {
+                0.0
+            }
+        })
         .collect();
     gpu.write_f32(model.loss_weights(), &w)
 }
 
 /// Evaluate on `ds` (padded last batch, only real rows counted).
-pub fn evaluate(gpu: &Gpu, model: &mut dyn Trainable, ds: &Dataset, lc: &LoaderConfig, limit: Option<usize>, classes: usize) -> Result<EvalResult> {
+pub fn evaluate(
+    gpu: &Gpu,
+    model: &mut dyn Trainable,
+    ds: &Dataset,
+    lc: &LoaderConfig,
+    limit: Option<usize>,
+    classes: usize,
+) -> Result<EvalResult> {
     let n = limit.map_or(ds.len(), |l| l.min(ds.len()));
     let order: Vec<usize> = (0..n).collect();
     let batches = n.div_ceil(lc.batch);
@@ -285,18 +310,19 @@ pub fn train(
             cfg.batch
         )));
     }
-    let mut total = (cfg.epochs * per_epoch as f64).round() as usize;
-    if let Some(m) = cfg.max_steps {
-        total = total.min(m);
-    }
+    // The schedule spans the configured epochs; --max-steps only stops the run early (so a
+    // run stopped and resumed follows the same learning-rate curve).
+    let planned = ((cfg.epochs * per_epoch as f64).round() as usize).max(1);
+    let total = cfg.max_steps.map_or(planned, |m| m.min(planned));
     let schedule = Schedule {
         lr: cfg.lr,
         warmup_epochs: cfg.warmup_epochs,
         decay: cfg.decay,
         steps_per_epoch: per_epoch,
-        total_steps: total,
+        total_steps: planned,
     };
-    std::fs::create_dir_all(run_dir).map_err(|e| Error::file(run_dir, format!("cannot create run folder: {e}")))?;
+    std::fs::create_dir_all(run_dir)
+        .map_err(|e| Error::file(run_dir, format!("cannot create run folder: {e}")))?;
     let ckpt = checkpoint_path(run_dir);
     let mut rng = Rng::new(cfg.seed ^ 0xD80F);
     let mut step: u64 = 0;
@@ -319,11 +345,14 @@ pub fn train(
         }
     } else {
         let mut init = Rng::new(cfg.seed);
-        model.store().initialize(gpu, &mut init, cfg.optimizer.s2_init())?;
-        let mut rec = Recorder::new(gpu);
-        model.record_after_update(&mut rec)?;
-        rec.submit()?.wait(gpu)?;
+        model
+            .store()
+            .initialize(gpu, &mut init, cfg.optimizer.s2_init())?;
     }
+    // Derived state (Proxy Norm statistics) from the current parameters.
+    let mut rec = Recorder::new(gpu);
+    model.record_after_update(&mut rec)?;
+    rec.submit()?.wait(gpu)?;
     let lc = loader_config(cfg, &train_ds, norm_stats.0, norm_stats.1, true);
     let elc = loader_config(cfg, test_ds, norm_stats.0, norm_stats.1, false);
     let (e0, b0) = ((step as usize) / per_epoch, (step as usize) % per_epoch);
@@ -356,22 +385,27 @@ pub fn train(
         upload_batch(gpu, model, &b)?;
         let lr = schedule.lr_at(step as usize) as f32;
         let mut rec = Recorder::new(gpu);
-        model.record_train_step(&mut rec, &mut rng, cfg.label_smoothing as f32, cfg.head_only)?;
-        {
-        let s = model.store();
-        optim::update(
+        model.record_train_step(
             &mut rec,
-            &cfg.optimizer,
-            &segments,
-            &s.w.chunks,
-            &s.g.chunks,
-            &s.s1.chunks,
-            &s.s2.chunks,
-            lr,
-            cfg.weight_decay as f32,
-            step + 1,
-            1.0,
+            &mut rng,
+            cfg.label_smoothing as f32,
+            cfg.head_only,
         )?;
+        {
+            let s = model.store();
+            optim::update(
+                &mut rec,
+                &cfg.optimizer,
+                &segments,
+                &s.w.chunks,
+                &s.g.chunks,
+                &s.s1.chunks,
+                &s.s2.chunks,
+                lr,
+                cfg.weight_decay as f32,
+                step + 1,
+                1.0,
+            )?;
         }
         model.record_after_update(&mut rec)?;
         if cfg.ema_decay > 0.0 {
@@ -386,9 +420,11 @@ pub fn train(
             inflight.back().expect("just pushed").wait(gpu)?;
             first_step_seconds = t_start.elapsed().as_secs_f64();
         }
-        let epoch_end = (step as usize) % per_epoch == 0;
-        let want_ckpt = step % cfg.checkpoint_every.max(1) as u64 == 0 || epoch_end || step as usize == total;
-        if step % cfg.log_every.max(1) as u64 == 0 || want_ckpt {
+        let epoch_end = (step as usize).is_multiple_of(per_epoch);
+        let want_ckpt = step.is_multiple_of(cfg.checkpoint_every.max(1) as u64)
+            || epoch_end
+            || step as usize == total;
+        if step.is_multiple_of(cfg.log_every.max(1) as u64) || want_ckpt {
             pending.push_back(Pending {
                 step,
                 rb: gpu.read_async(model.loss_rows())?,
@@ -397,7 +433,14 @@ pub fn train(
         }
         let rate = window.1 as f64 / window.0.elapsed().as_secs_f64().max(1e-9);
         let lr_of = |s: u64| schedule.lr_at(s as usize - 1);
-        let mut track = Tracker { last_loss: &mut last_loss, last_good: &mut last_good_step, log: &mut steps_log, lr_of: &lr_of, rate, per_epoch };
+        let mut track = Tracker {
+            last_loss: &mut last_loss,
+            last_good: &mut last_good_step,
+            log: &mut steps_log,
+            lr_of: &lr_of,
+            rate,
+            per_epoch,
+        };
         drain(gpu, &mut pending, false, &mut track)?;
         train_time += t0.elapsed().as_secs_f64();
         if want_ckpt {
@@ -406,15 +449,21 @@ pub fn train(
             drain(gpu, &mut pending, true, &mut track)?;
             let mut meta = BTreeMap::new();
             meta.insert("step".to_string(), step.to_string());
-            meta.insert("rng".to_string(), rng.state().map(|v| v.to_string()).join(","));
-            meta.insert("train_config".to_string(), serde_json::to_string(cfg).expect("json"));
+            meta.insert(
+                "rng".to_string(),
+                rng.state().map(|v| v.to_string()).join(","),
+            );
+            meta.insert(
+                "train_config".to_string(),
+                serde_json::to_string(cfg).expect("json"),
+            );
             meta.insert("model_config".to_string(), model_meta.to_string());
             meta.insert("norm_mean".to_string(), format!("{:?}", norm_stats.0));
             meta.insert("norm_std".to_string(), format!("{:?}", norm_stats.1));
             checkpoint::save(&ckpt, gpu, model.store(), &model.state_tensors(), meta)?;
             train_time += tw.elapsed().as_secs_f64();
         }
-        if !quiet && (step % cfg.log_every.max(1) as u64 == 0 || step as usize == total) {
+        if !quiet && (step.is_multiple_of(cfg.log_every.max(1) as u64) || step as usize == total) {
             println!(
                 "step {step:>6}/{total} epoch {:>6.2} loss {:>8.4} lr {:.5} {:>8.1} img/s",
                 step as f64 / per_epoch as f64,
@@ -426,7 +475,9 @@ pub fn train(
         }
         let epoch_f = step as f64 / per_epoch as f64;
         let eval_now = step as usize == total
-            || (epoch_end && cfg.eval_every > 0.0 && (epoch_f / cfg.eval_every).fract().abs() < 1e-9);
+            || (epoch_end
+                && cfg.eval_every > 0.0
+                && (epoch_f / cfg.eval_every).fract().abs() < 1e-9);
         if eval_now {
             for p in inflight.drain(..) {
                 p.wait(gpu)?;
@@ -465,7 +516,14 @@ pub fn train(
         p.wait(gpu)?;
     }
     let lr_of = |s: u64| schedule.lr_at(s as usize - 1);
-    let mut track = Tracker { last_loss: &mut last_loss, last_good: &mut last_good_step, log: &mut steps_log, lr_of: &lr_of, rate: 0.0, per_epoch };
+    let mut track = Tracker {
+        last_loss: &mut last_loss,
+        last_good: &mut last_good_step,
+        log: &mut steps_log,
+        lr_of: &lr_of,
+        rate: 0.0,
+        per_epoch,
+    };
     drain(gpu, &mut pending, true, &mut track)?;
     drop(loader);
     let _ = plot_run(run_dir);
@@ -509,9 +567,19 @@ fn drain(gpu: &Gpu, pending: &mut VecDeque<Pending>, block: bool, t: &mut Tracke
 }
 
 fn finish(v: &[f32], step: u64, valid: usize, t: &mut Tracker) -> Result<()> {
-    let (last_loss, last_good, log, lr_of, rate, per_epoch) =
-        (&mut *t.last_loss, &mut *t.last_good, &mut *t.log, t.lr_of, t.rate, t.per_epoch);
-    let mean = v[..valid.min(v.len())].iter().map(|&x| x as f64).sum::<f64>() / valid.max(1) as f64;
+    let (last_loss, last_good, log, lr_of, rate, per_epoch) = (
+        &mut *t.last_loss,
+        &mut *t.last_good,
+        &mut *t.log,
+        t.lr_of,
+        t.rate,
+        t.per_epoch,
+    );
+    let mean = v[..valid.min(v.len())]
+        .iter()
+        .map(|&x| x as f64)
+        .sum::<f64>()
+        / valid.max(1) as f64;
     if !mean.is_finite() {
         return Err(Error::Config(format!(
             "the training loss became {mean} at or before step {step} (last finite reading at \

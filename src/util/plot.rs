@@ -64,7 +64,8 @@ pub fn save_png(path: &Path, charts: &[Chart]) -> Result<()> {
         draw_chart(&mut img, i as u32 * W, c);
     }
     if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| Error::file(dir, format!("cannot create: {e}")))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::file(dir, format!("cannot create: {e}")))?;
     }
     img.save(path)
         .map_err(|e| Error::file(path, format!("cannot write PNG: {e}")))
@@ -121,7 +122,12 @@ fn fmt_tick(v: f64, log: bool) -> String {
 }
 
 fn draw_chart(img: &mut RgbImage, x0: u32, c: &Chart) {
-    let (l, r, t, b) = (x0 as i64 + 70, x0 as i64 + W as i64 - 15, 30i64, H as i64 - 45);
+    let (l, r, t, b) = (
+        x0 as i64 + 70,
+        x0 as i64 + W as i64 - 15,
+        30i64,
+        H as i64 - 45,
+    );
     let pts: Vec<(f64, f64)> = c
         .series
         .iter()
@@ -174,7 +180,13 @@ fn draw_chart(img: &mut RgbImage, x0: u32, c: &Chart) {
         let s = fmt_tick(v, c.log_x);
         text(img, x - 3 * s.len() as i64, b + 8, &s, [0, 0, 0]);
     }
-    text(img, (l + r) / 2 - 3 * c.x_label.len() as i64, b + 22, &c.x_label, [0, 0, 0]);
+    text(
+        img,
+        (l + r) / 2 - 3 * c.x_label.len() as i64,
+        b + 22,
+        &c.x_label,
+        [0, 0, 0],
+    );
     for (k, s) in c.series.iter().enumerate() {
         let col = COLORS[k % COLORS.len()];
         let light = Rgb([

@@ -59,7 +59,7 @@ impl Rng {
 
     /// Uniform integer in [0, n).
     pub fn below(&mut self, n: usize) -> usize {
-        ((self.next_u64() >> 11) as u128 * n as u128 >> 53) as usize
+        (((self.next_u64() >> 11) as u128 * n as u128) >> 53) as usize
     }
 
     /// Standard normal (Box-Muller).
@@ -72,7 +72,9 @@ impl Rng {
     /// `n` normals scaled by `std`, rounded to f32 precision (so CPU references see
     /// exactly the values the GPU gets).
     pub fn normals_f32(&mut self, n: usize, std: f64) -> Vec<f64> {
-        (0..n).map(|_| (self.normal() * std) as f32 as f64).collect()
+        (0..n)
+            .map(|_| (self.normal() * std) as f32 as f64)
+            .collect()
     }
 
     /// Fisher-Yates shuffle.

@@ -65,7 +65,7 @@ impl SafeTensors {
             off += len;
         }
         let mut h = serde_json::to_vec(&header).expect("json");
-        while h.len() % 8 != 0 {
+        while !h.len().is_multiple_of(8) {
             h.push(b' ');
         }
         let mut out = Vec::with_capacity(8 + h.len() + off);
@@ -88,7 +88,8 @@ impl SafeTensors {
             return Err(bad("header length runs past the end (truncated file?)"));
         }
         let header: serde_json::Map<String, serde_json::Value> =
-            serde_json::from_slice(&b[8..8 + hlen]).map_err(|e| bad(&format!("header is not JSON ({e})")))?;
+            serde_json::from_slice(&b[8..8 + hlen])
+                .map_err(|e| bad(&format!("header is not JSON ({e})")))?;
         let data = &b[8 + hlen..];
         let mut st = SafeTensors::default();
         for (name, v) in header {
@@ -117,7 +118,9 @@ impl SafeTensors {
                 offs[1].as_u64().unwrap_or(u64::MAX) as usize,
             );
             if s > e || e > data.len() {
-                return Err(bad(&format!("{name}: data offsets {s}..{e} outside the file (truncated?)")));
+                return Err(bad(&format!(
+                    "{name}: data offsets {s}..{e} outside the file (truncated?)"
+                )));
             }
             let raw = &data[s..e];
             let n: usize = shape.iter().product();
@@ -139,7 +142,10 @@ impl SafeTensors {
                     .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f32)
                     .collect(),
                 "F32" | "F16" | "BF16" | "I64" => {
-                    return Err(bad(&format!("{name}: {} bytes do not match shape {shape:?}", raw.len())))
+                    return Err(bad(&format!(
+                        "{name}: {} bytes do not match shape {shape:?}",
+                        raw.len()
+                    )))
                 }
                 other => return Err(bad(&format!("{name}: unsupported dtype {other}"))),
             };
@@ -163,8 +169,12 @@ impl SafeTensors {
 
 /// Write `bytes` to `path` atomically.
 pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|e| Error::file(dir, format!("cannot create folder: {e}")))?;
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Error::file(dir, format!("cannot create folder: {e}")))?;
     let tmp = dir.join(format!(
         ".{}.tmp{}",
         path.file_name().and_then(|n| n.to_str()).unwrap_or("file"),

@@ -32,5 +32,9 @@ pub fn assert_cases_pass(filter: &str) {
         }
     }
     assert!(n > 0, "no case matches {filter}");
-    assert!(failures.is_empty(), "failed checks:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "failed checks:\n{}",
+        failures.join("\n")
+    );
 }

@@ -1,0 +1,4 @@
+//! Command implementations behind the `effnet` binary.
+
+pub mod profile;
+pub mod train;

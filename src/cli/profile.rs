@@ -1,0 +1,159 @@
+//! `effnet profile`: one training step timed per kernel with timestamp queries, sorted by
+//! time, with forward / backward / optimizer totals and host recording time.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use clap::Args;
+
+use crate::error::{Error, Result};
+use crate::gpu::{Gpu, Recorder};
+use crate::models::efficientnet::EfficientNet;
+use crate::models::{ModelConfig, NormChoice};
+use crate::train::model::Trainable;
+use crate::train::optim::{self, Optimizer};
+use crate::util::Rng;
+
+/// Options of `effnet profile`.
+#[derive(Args, Debug, Clone)]
+pub struct ProfileArgs {
+    /// Model preset.
+    #[arg(long, default_value = "b0-g16")]
+    pub model: String,
+    /// Normalization.
+    #[arg(long, default_value = "ln-pn")]
+    pub norm: String,
+    /// Width multiplier override.
+    #[arg(long)]
+    pub width: Option<f64>,
+    /// Depth multiplier override.
+    #[arg(long)]
+    pub depth: Option<f64>,
+    /// Batch size.
+    #[arg(long, default_value_t = 32)]
+    pub batch: usize,
+    /// Resolution.
+    #[arg(long, default_value_t = 224)]
+    pub image_size: usize,
+    /// Classes.
+    #[arg(long, default_value_t = 1000)]
+    pub classes: usize,
+    /// Rows of the per-kernel table to print.
+    #[arg(long, default_value_t = 25)]
+    pub top: usize,
+}
+
+/// Run the profile.
+pub fn run(gpu: &Gpu, a: &ProfileArgs) -> Result<()> {
+    if !gpu.features.timestamp_query {
+        return Err(Error::Config(format!(
+            "adapter '{}' has no timestamp queries; per-kernel profiling needs them",
+            gpu.info.name
+        )));
+    }
+    let mut cfg = ModelConfig::preset(&a.model)?;
+    cfg.norm = NormChoice::parse(&a.norm)?;
+    if let Some(w) = a.width {
+        cfg.width = w;
+    }
+    if let Some(d) = a.depth {
+        cfg.depth = d;
+    }
+    cfg.classes = a.classes;
+    let t_build = Instant::now();
+    let mut m = EfficientNet::new(gpu, &cfg, a.batch, a.image_size)?;
+    let mut rng = Rng::new(1);
+    m.store().initialize(gpu, &mut rng, 0.0)?;
+    let x: Vec<f32> = (0..m.input().len()).map(|_| rng.normal() as f32).collect();
+    gpu.write_f32(m.input(), &x)?;
+    let labels: Vec<u32> = (0..a.batch).map(|i| (i % a.classes) as u32).collect();
+    gpu.write_u32(m.labels(), &labels)?;
+    gpu.write_f32(m.loss_weights(), &vec![1.0 / a.batch as f32; a.batch])?;
+    let opt = Optimizer::parse("nesterov")?;
+    let segs = m.store().segments.clone();
+    let record =
+        |m: &mut EfficientNet, rec: &mut Recorder, rng: &mut Rng| -> Result<(usize, usize)> {
+            rec.set_tag("forward+loss+backward");
+            m.record_train_step(rec, rng, 0.1, false)?;
+            let nfb = rec.dispatch_count();
+            rec.set_tag("optimizer");
+            let s = m.store();
+            optim::update(
+                rec,
+                &opt,
+                &segs,
+                &s.w.chunks,
+                &s.g.chunks,
+                &s.s1.chunks,
+                &s.s2.chunks,
+                0.01,
+                1e-5,
+                1,
+                1.0,
+            )?;
+            m.record_after_update(rec)?;
+            Ok((nfb, rec.dispatch_count()))
+        };
+    // Warm-up step (builds every pipeline).
+    let mut rec = Recorder::new(gpu);
+    record(&mut m, &mut rec, &mut rng)?;
+    rec.submit()?.wait(gpu)?;
+    let startup = t_build.elapsed().as_secs_f64();
+    // Timed step.
+    let t_rec = Instant::now();
+    let mut rec = Recorder::new(gpu).with_profiling(true);
+    let (nfb, n) = record(&mut m, &mut rec, &mut rng)?;
+    let host_ms = t_rec.elapsed().as_secs_f64() * 1e3;
+    let t_gpu = Instant::now();
+    let timings = rec.submit()?.timings(gpu)?;
+    let wall_ms = t_gpu.elapsed().as_secs_f64() * 1e3;
+    let mut by: BTreeMap<&str, (f64, usize)> = BTreeMap::new();
+    let mut fwd_bwd = 0.0;
+    let mut opt_ms = 0.0;
+    for (i, t) in timings.iter().enumerate() {
+        let e = by.entry(t.label).or_default();
+        e.0 += t.ns / 1e6;
+        e.1 += 1;
+        if i < nfb {
+            fwd_bwd += t.ns / 1e6;
+        } else {
+            opt_ms += t.ns / 1e6;
+        }
+    }
+    let total: f64 = timings.iter().map(|t| t.ns).sum::<f64>() / 1e6;
+    println!(
+        "{} ({}) batch {} at {}px on {} ({:?}): {} dispatches ({} timed)",
+        cfg.name,
+        cfg.norm.name(),
+        a.batch,
+        a.image_size,
+        gpu.info.name,
+        gpu.info.backend,
+        n,
+        timings.len()
+    );
+    println!(
+        "GPU time {total:.2} ms (forward+loss+backward {fwd_bwd:.2}, optimizer+proxy {opt_ms:.2}); \
+         host recording {host_ms:.2} ms; submit-to-done wall {wall_ms:.2} ms; \
+         start-up (build + first step) {startup:.2} s"
+    );
+    let mut rows: Vec<_> = by.into_iter().collect();
+    rows.sort_by(|a, b| b.1 .0.partial_cmp(&a.1 .0).unwrap());
+    println!(
+        "{:<28} {:>6} {:>10} {:>7}",
+        "kernel", "calls", "ms", "share"
+    );
+    for (k, (ms, c)) in rows.iter().take(a.top) {
+        println!(
+            "{k:<28} {c:>6} {ms:>10.3} {:>6.1}%",
+            100.0 * ms / total.max(1e-12)
+        );
+    }
+    let mut slow: Vec<_> = timings.iter().enumerate().collect();
+    slow.sort_by(|a, b| b.1.ns.partial_cmp(&a.1.ns).unwrap());
+    println!("slowest dispatches:");
+    for (i, t) in slow.iter().take(10) {
+        println!("  #{i:<4} {:<28} {:>9.3} ms", t.label, t.ns / 1e6);
+    }
+    Ok(())
+}

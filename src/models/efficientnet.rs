@@ -1,0 +1,665 @@
+//! EfficientNet as an explicit graph of layers with planned buffers: one activation and
+//! one gradient tensor per node output, recorded forward and backward in one command
+//! stream (no autograd tape, nothing allocated per step).
+
+use crate::error::{Error, Result};
+use crate::gpu::{Gpu, Recorder, Tensor};
+use crate::models::config::{ModelConfig, NormChoice};
+use crate::nn::layers::{ConvLayer, LinearLayer, NormActLayer, NormRole, SeLayer};
+use crate::nn::{ParamBuilder, ParamStore};
+use crate::ops::{elementwise, loss, reduce};
+use crate::train::model::Trainable;
+use crate::util::Rng;
+
+enum Node {
+    Conv {
+        l: ConvLayer,
+        x: usize,
+        y: usize,
+    },
+    Norm {
+        l: NormActLayer,
+        x: usize,
+        y: usize,
+    },
+    Se {
+        l: SeLayer,
+        x: usize,
+        y: usize,
+    },
+    /// Start of a residual block: in backward, grad[x] = grad[out] + grad[branch].
+    Fork {
+        x: usize,
+        out: usize,
+        branch: usize,
+    },
+    /// y = skip + mask[n] * branch (drop-connect; mask is 0 or 1/survival).
+    Add {
+        skip: usize,
+        branch: usize,
+        y: usize,
+        mask: Tensor,
+        rate: f64,
+    },
+    /// Global average pool [B,H,W,C] -> [B,1,1,C].
+    Gap {
+        x: usize,
+        y: usize,
+    },
+    /// y = x * mask[n, c] (dropout; mask is 0 or 1/(1-p)).
+    Dropout {
+        x: usize,
+        y: usize,
+        mask: Tensor,
+        rate: f64,
+    },
+    Linear {
+        l: LinearLayer,
+        x: usize,
+        y: usize,
+    },
+}
+
+/// A built EfficientNet for a fixed batch size and resolution.
+pub struct EfficientNet {
+    /// Configuration.
+    pub cfg: ModelConfig,
+    /// Batch size.
+    pub batch: usize,
+    /// Input resolution.
+    pub image: usize,
+    store: ParamStore,
+    nodes: Vec<Node>,
+    acts: Vec<Tensor>,
+    /// Gradient slot of each activation (None for the input) and extra branch slots.
+    grads: Vec<Option<Tensor>>,
+    /// Where each node's input gradient goes (slot index).
+    dx_slot: Vec<Option<usize>>,
+    labels: Tensor,
+    loss_w: Tensor,
+    loss_rows: Tensor,
+    ones: Tensor,
+    head_start: usize,
+}
+
+fn pick_groups(c: usize, want: usize) -> usize {
+    (1..=want.min(c))
+        .rev()
+        .find(|&g| c.is_multiple_of(g))
+        .unwrap_or(1)
+}
+
+impl EfficientNet {
+    /// Build the graph and allocate every buffer.
+    pub fn new(gpu: &Gpu, cfg: &ModelConfig, batch: usize, image: usize) -> Result<Self> {
+        cfg.validate()?;
+        if image < 8 {
+            return Err(Error::Config(format!(
+                "image size {image} is too small (need >= 8)"
+            )));
+        }
+        let mut pb = ParamBuilder::default();
+        let mut acts: Vec<Tensor> = Vec::new();
+        let mut shapes: Vec<[usize; 4]> = Vec::new();
+        let mut nodes: Vec<Node> = Vec::new();
+        let new_act = |gpu: &Gpu,
+                       s: [usize; 4],
+                       acts: &mut Vec<Tensor>,
+                       shapes: &mut Vec<[usize; 4]>|
+         -> Result<usize> {
+            acts.push(gpu.zeros(&s)?);
+            shapes.push(s);
+            Ok(acts.len() - 1)
+        };
+        let b = batch;
+        let input = new_act(
+            gpu,
+            [b, image, image, cfg.in_channels],
+            &mut acts,
+            &mut shapes,
+        )?;
+        let norm_for =
+            |c: usize| -> (NormChoice, usize) { (cfg.norm, pick_groups(c, cfg.gn_groups)) };
+
+        // Stem.
+        let stem = cfg.stem_width();
+        let mut hw = (image - 1) / 2 + 1;
+        let l = ConvLayer::new(
+            gpu,
+            &mut pb,
+            "conv_stem",
+            b,
+            image,
+            image,
+            cfg.in_channels,
+            stem,
+            3,
+            2,
+            1,
+            false,
+        )?;
+        let y = new_act(gpu, [b, hw, hw, stem], &mut acts, &mut shapes)?;
+        nodes.push(Node::Conv { l, x: input, y });
+        let (nk, ng) = norm_for(stem);
+        let l = NormActLayer::new(
+            gpu,
+            &mut pb,
+            "bn1",
+            b,
+            hw * hw,
+            stem,
+            nk,
+            ng,
+            cfg.norm_eps,
+            NormRole::Act,
+        )?;
+        let mut cur = new_act(gpu, [b, hw, hw, stem], &mut acts, &mut shapes)?;
+        nodes.push(Node::Norm { l, x: y, y: cur });
+
+        let mut stage_idx = [0usize; 8];
+        let mut extra_slots = Vec::new();
+        for blk in cfg.blocks() {
+            let j = stage_idx[blk.stage];
+            stage_idx[blk.stage] += 1;
+            let p = format!("blocks.{}.{}", blk.stage - 1, j);
+            let block_in = cur;
+            let fork_at = nodes.len();
+            if blk.residual {
+                // Placeholder index fixed below once the block output exists.
+                nodes.push(Node::Fork {
+                    x: block_in,
+                    out: 0,
+                    branch: 0,
+                });
+            }
+            let first_branch_node = nodes.len();
+            let (pw_name, n1, dw_norm) = if blk.expand != 1 {
+                ("conv_pw", "bn1", "bn2")
+            } else {
+                ("", "", "bn1")
+            };
+            if blk.expand != 1 {
+                let l = ConvLayer::new(
+                    gpu,
+                    &mut pb,
+                    &format!("{p}.{pw_name}"),
+                    b,
+                    hw,
+                    hw,
+                    blk.cin,
+                    blk.mid,
+                    1,
+                    1,
+                    1,
+                    false,
+                )?;
+                let y = new_act(gpu, [b, hw, hw, blk.mid], &mut acts, &mut shapes)?;
+                nodes.push(Node::Conv { l, x: cur, y });
+                let (nk, ng) = norm_for(blk.mid);
+                let l = NormActLayer::new(
+                    gpu,
+                    &mut pb,
+                    &format!("{p}.{n1}"),
+                    b,
+                    hw * hw,
+                    blk.mid,
+                    nk,
+                    ng,
+                    cfg.norm_eps,
+                    NormRole::Act,
+                )?;
+                cur = new_act(gpu, [b, hw, hw, blk.mid], &mut acts, &mut shapes)?;
+                nodes.push(Node::Norm { l, x: y, y: cur });
+            }
+            let ho = (hw - 1) / blk.stride + 1;
+            let l = ConvLayer::new(
+                gpu,
+                &mut pb,
+                &format!("{p}.conv_dw"),
+                b,
+                hw,
+                hw,
+                blk.mid,
+                blk.mid,
+                blk.k,
+                blk.stride,
+                blk.groups,
+                false,
+            )?;
+            hw = ho;
+            let y = new_act(gpu, [b, hw, hw, blk.mid], &mut acts, &mut shapes)?;
+            nodes.push(Node::Conv { l, x: cur, y });
+            let (nk, ng) = norm_for(blk.mid);
+            let l = NormActLayer::new(
+                gpu,
+                &mut pb,
+                &format!("{p}.{dw_norm}"),
+                b,
+                hw * hw,
+                blk.mid,
+                nk,
+                ng,
+                cfg.norm_eps,
+                NormRole::Act,
+            )?;
+            cur = new_act(gpu, [b, hw, hw, blk.mid], &mut acts, &mut shapes)?;
+            nodes.push(Node::Norm { l, x: y, y: cur });
+            let l = SeLayer::new(
+                gpu,
+                &mut pb,
+                &format!("{p}.se"),
+                b,
+                hw,
+                hw,
+                blk.mid,
+                blk.se_hidden,
+            )?;
+            let y = new_act(gpu, [b, hw, hw, blk.mid], &mut acts, &mut shapes)?;
+            nodes.push(Node::Se { l, x: cur, y });
+            cur = y;
+            let (pwl, n3) = if blk.expand != 1 {
+                ("conv_pwl", "bn3")
+            } else {
+                ("conv_pw", "bn2")
+            };
+            let l = ConvLayer::new(
+                gpu,
+                &mut pb,
+                &format!("{p}.{pwl}"),
+                b,
+                hw,
+                hw,
+                blk.mid,
+                blk.cout,
+                1,
+                1,
+                1,
+                false,
+            )?;
+            let y = new_act(gpu, [b, hw, hw, blk.cout], &mut acts, &mut shapes)?;
+            nodes.push(Node::Conv { l, x: cur, y });
+            let (nk, ng) = norm_for(blk.cout);
+            let l = NormActLayer::new(
+                gpu,
+                &mut pb,
+                &format!("{p}.{n3}"),
+                b,
+                hw * hw,
+                blk.cout,
+                nk,
+                ng,
+                cfg.norm_eps,
+                NormRole::Projection,
+            )?;
+            cur = new_act(gpu, [b, hw, hw, blk.cout], &mut acts, &mut shapes)?;
+            nodes.push(Node::Norm { l, x: y, y: cur });
+            if blk.residual {
+                let out = new_act(gpu, [b, hw, hw, blk.cout], &mut acts, &mut shapes)?;
+                nodes.push(Node::Add {
+                    skip: block_in,
+                    branch: cur,
+                    y: out,
+                    mask: gpu.upload(&vec![1.0; b], &[b])?,
+                    rate: blk.drop_connect,
+                });
+                extra_slots.push((fork_at, first_branch_node, block_in, out));
+                cur = out;
+            }
+        }
+        // Head.
+        let last = cfg.blocks().last().map_or(stem, |x| x.cout);
+        let head = cfg.head_width();
+        let head_start = nodes.len();
+        let l = ConvLayer::new(
+            gpu,
+            &mut pb,
+            "conv_head",
+            b,
+            hw,
+            hw,
+            last,
+            head,
+            1,
+            1,
+            1,
+            false,
+        )?;
+        let y = new_act(gpu, [b, hw, hw, head], &mut acts, &mut shapes)?;
+        nodes.push(Node::Conv { l, x: cur, y });
+        let (nk, ng) = norm_for(head);
+        let l = NormActLayer::new(
+            gpu,
+            &mut pb,
+            "bn2",
+            b,
+            hw * hw,
+            head,
+            nk,
+            ng,
+            cfg.norm_eps,
+            NormRole::Head,
+        )?;
+        cur = new_act(gpu, [b, hw, hw, head], &mut acts, &mut shapes)?;
+        nodes.push(Node::Norm { l, x: y, y: cur });
+        let y = new_act(gpu, [b, 1, 1, head], &mut acts, &mut shapes)?;
+        nodes.push(Node::Gap { x: cur, y });
+        cur = y;
+        if cfg.dropout > 0.0 {
+            let y = new_act(gpu, [b, 1, 1, head], &mut acts, &mut shapes)?;
+            nodes.push(Node::Dropout {
+                x: cur,
+                y,
+                mask: gpu.upload(&vec![1.0; b * head], &[b, head])?,
+                rate: cfg.dropout,
+            });
+            cur = y;
+        }
+        let l = LinearLayer::new(gpu, &mut pb, "classifier", b, head, cfg.classes)?;
+        let y = new_act(gpu, [b, 1, 1, cfg.classes], &mut acts, &mut shapes)?;
+        nodes.push(Node::Linear { l, x: cur, y });
+
+        // Gradient slots: one per activation except the input, plus one per residual branch.
+        let mut grads: Vec<Option<Tensor>> = shapes
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                if i == input {
+                    Ok(None)
+                } else {
+                    gpu.zeros(s).map(Some)
+                }
+            })
+            .collect::<Result<_>>()?;
+        let mut dx_slot: Vec<Option<usize>> = nodes
+            .iter()
+            .map(|n| match n {
+                Node::Conv { x, .. }
+                | Node::Norm { x, .. }
+                | Node::Se { x, .. }
+                | Node::Gap { x, .. }
+                | Node::Dropout { x, .. }
+                | Node::Linear { x, .. } => Some(*x).filter(|&x| x != input),
+                Node::Fork { x, .. } => Some(*x),
+                Node::Add { branch, .. } => Some(*branch),
+            })
+            .collect();
+        for (fork_at, first, block_in, out) in extra_slots {
+            grads.push(Some(gpu.zeros(&shapes[block_in])?));
+            let slot = grads.len() - 1;
+            dx_slot[first] = Some(slot);
+            nodes[fork_at] = Node::Fork {
+                x: block_in,
+                out,
+                branch: slot,
+            };
+        }
+        let store = ParamStore::new(gpu, pb)?;
+        Ok(Self {
+            cfg: cfg.clone(),
+            batch: b,
+            image,
+            store,
+            nodes,
+            acts,
+            grads,
+            dx_slot,
+            labels: gpu.zeros(&[b])?,
+            loss_w: gpu.zeros(&[b])?,
+            loss_rows: gpu.zeros(&[b])?,
+            ones: gpu.upload(&vec![1.0; b], &[b])?,
+            head_start,
+        })
+    }
+
+    fn grad(&self, slot: usize) -> &Tensor {
+        self.grads[slot].as_ref().expect("gradient slot")
+    }
+
+    fn forward(&mut self, rec: &mut Recorder, training: bool, rng: Option<&mut Rng>) -> Result<()> {
+        let gpu = rec.gpu();
+        let mut rng = rng;
+        for node in &self.nodes {
+            match node {
+                Node::Conv { l, x, y } => {
+                    l.forward(rec, &self.store, &self.acts[*x], &self.acts[*y])?
+                }
+                Node::Norm { l, x, y } => {
+                    l.forward(rec, &self.store, training, &self.acts[*x], &self.acts[*y])?
+                }
+                Node::Se { l, x, y } => {
+                    l.forward(rec, &self.store, &self.acts[*x], &self.acts[*y])?
+                }
+                Node::Fork { .. } => {}
+                Node::Add {
+                    skip,
+                    branch,
+                    y,
+                    mask,
+                    rate,
+                } => {
+                    let m = match (training, rng.as_deref_mut()) {
+                        (true, Some(r)) if *rate > 0.0 => {
+                            let keep = 1.0 - rate;
+                            (0..self.batch)
+                                .map(|_| {
+                                    if r.uniform() < keep {
+                                        (1.0 / keep) as f32
+                                    } else {
+                                        0.0
+                                    }
+                                })
+                                .collect()
+                        }
+                        _ => vec![1.0; self.batch],
+                    };
+                    gpu.write_f32(mask, &m)?;
+                    elementwise::residual_add(
+                        rec,
+                        &self.acts[*skip],
+                        &self.acts[*branch],
+                        mask,
+                        &self.acts[*y],
+                    )?;
+                }
+                Node::Gap { x, y } => {
+                    let s = self.acts[*x].shape();
+                    let ax = reduce::Axes {
+                        o: s[0],
+                        m: s[1] * s[2],
+                        i: s[3],
+                    };
+                    reduce::sum_axis(
+                        rec,
+                        &self.acts[*x],
+                        None,
+                        &self.acts[*y],
+                        ax,
+                        1.0 / ax.m as f32,
+                        None,
+                    )?;
+                }
+                Node::Dropout { x, y, mask, rate } => {
+                    let n = mask.len();
+                    let m: Vec<f32> = match (training, rng.as_deref_mut()) {
+                        (true, Some(r)) => {
+                            let keep = 1.0 - rate;
+                            (0..n)
+                                .map(|_| {
+                                    if r.uniform() < keep {
+                                        (1.0 / keep) as f32
+                                    } else {
+                                        0.0
+                                    }
+                                })
+                                .collect()
+                        }
+                        _ => vec![1.0; n],
+                    };
+                    gpu.write_f32(mask, &m)?;
+                    elementwise::channel_scale(rec, &self.acts[*x], mask, &self.acts[*y])?;
+                }
+                Node::Linear { l, x, y } => {
+                    l.forward(rec, &self.store, &self.acts[*x], &self.acts[*y])?
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn backward(&mut self, rec: &mut Recorder, stop: usize) -> Result<()> {
+        for (k, node) in self.nodes.iter().enumerate().rev() {
+            if k < stop {
+                break;
+            }
+            let dx = if k == stop && stop > 0 {
+                None
+            } else {
+                self.dx_slot[k].map(|s| self.grad(s))
+            };
+            match node {
+                Node::Conv { l, x, y } => {
+                    l.backward(rec, &self.store, &self.acts[*x], self.grad(*y), dx)?
+                }
+                Node::Norm { l, x, y } => l.backward(
+                    rec,
+                    &self.store,
+                    &self.acts[*x],
+                    self.grad(*y),
+                    dx.expect("norm input has a gradient"),
+                )?,
+                Node::Se { l, x, y } => l.backward(
+                    rec,
+                    &self.store,
+                    &self.acts[*x],
+                    self.grad(*y),
+                    dx.expect("se input"),
+                )?,
+                Node::Fork { x, out, branch } => {
+                    elementwise::residual_add(
+                        rec,
+                        self.grad(*out),
+                        self.grad(*branch),
+                        &self.ones,
+                        self.grad(*x),
+                    )?;
+                }
+                Node::Add { y, mask, .. } => {
+                    elementwise::scale_rows(rec, self.grad(*y), mask, dx.expect("branch"))?;
+                }
+                Node::Gap { x, y } => {
+                    let s = self.acts[*x].shape();
+                    let ax = reduce::Axes {
+                        o: s[0],
+                        m: s[1] * s[2],
+                        i: s[3],
+                    };
+                    reduce::broadcast(
+                        rec,
+                        self.grad(*y),
+                        dx.expect("gap input"),
+                        ax,
+                        1.0 / ax.m as f32,
+                    )?;
+                }
+                Node::Dropout { y, mask, .. } => {
+                    elementwise::channel_scale(
+                        rec,
+                        self.grad(*y),
+                        mask,
+                        dx.expect("dropout input"),
+                    )?;
+                }
+                Node::Linear { l, x, y } => {
+                    l.backward(rec, &self.store, &self.acts[*x], self.grad(*y), dx)?
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn logits_id(&self) -> usize {
+        self.acts.len() - 1
+    }
+}
+
+impl Trainable for EfficientNet {
+    fn store(&self) -> &ParamStore {
+        &self.store
+    }
+
+    fn state_tensors(&self) -> Vec<(String, Tensor)> {
+        self.nodes
+            .iter()
+            .filter_map(|n| match n {
+                Node::Norm { l, .. } => Some(l.state()),
+                _ => None,
+            })
+            .flatten()
+            .collect()
+    }
+
+    fn batch(&self) -> usize {
+        self.batch
+    }
+
+    fn input(&self) -> &Tensor {
+        &self.acts[0]
+    }
+
+    fn labels(&self) -> &Tensor {
+        &self.labels
+    }
+
+    fn loss_weights(&self) -> &Tensor {
+        &self.loss_w
+    }
+
+    fn loss_rows(&self) -> &Tensor {
+        &self.loss_rows
+    }
+
+    fn logits(&self) -> &Tensor {
+        &self.acts[self.logits_id()]
+    }
+
+    fn record_train_step(
+        &mut self,
+        rec: &mut Recorder,
+        rng: &mut Rng,
+        label_smoothing: f32,
+        head_only: bool,
+    ) -> Result<()> {
+        self.forward(rec, true, Some(rng))?;
+        let id = self.logits_id();
+        let logits = self.acts[id].reshape(&[self.batch, self.cfg.classes])?;
+        let dlogits = self.grad(id).reshape(&[self.batch, self.cfg.classes])?;
+        loss::softmax_xent(
+            rec,
+            &logits,
+            &self.labels,
+            &self.loss_w,
+            &self.loss_rows,
+            &dlogits,
+            label_smoothing,
+        )?;
+        let stop = if head_only { self.head_start } else { 0 };
+        self.backward(rec, stop)
+    }
+
+    fn record_eval(&mut self, rec: &mut Recorder) -> Result<()> {
+        self.forward(rec, false, None)
+    }
+
+    fn record_after_update(&mut self, rec: &mut Recorder) -> Result<()> {
+        for n in &self.nodes {
+            if let Node::Norm { l, .. } = n {
+                l.after_update(rec, &self.store)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn is_head_param(&self, name: &str) -> bool {
+        name.starts_with("conv_head") || name.starts_with("bn2.") || name.starts_with("classifier")
+    }
+}

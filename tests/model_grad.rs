@@ -1,0 +1,130 @@
+//! Whole-model gradient check: the gradient the recorded backward produces, projected on a
+//! random direction, against a central difference of the GPU loss along that direction.
+mod common;
+
+use effnet::gpu::Recorder;
+use effnet::models::efficientnet::EfficientNet;
+use effnet::models::{ModelConfig, NormChoice};
+use effnet::nn::ParamId;
+use effnet::train::model::Trainable;
+use effnet::util::Rng;
+
+fn tiny(norm: &str) -> ModelConfig {
+    let mut c = ModelConfig::preset("b0-g16").unwrap();
+    c.width = 0.25;
+    c.depth = 0.25;
+    c.norm = NormChoice::parse(norm).unwrap();
+    c.classes = 5;
+    c.in_channels = 1;
+    c.dropout = 0.0;
+    c.drop_connect = 0.0;
+    c
+}
+
+fn loss(gpu: &effnet::Gpu, m: &mut EfficientNet) -> f64 {
+    let mut rec = Recorder::new(gpu);
+    m.record_train_step(&mut rec, &mut Rng::new(0), 0.1, false)
+        .unwrap();
+    rec.submit().unwrap().wait(gpu).unwrap();
+    let rows = gpu.read(m.loss_rows()).unwrap();
+    rows.iter().map(|&v| v as f64).sum::<f64>() / rows.len() as f64
+}
+
+fn check(norm: &str) {
+    let gpu = common::gpu();
+    let cfg = tiny(norm);
+    let (b, s) = (16, 16);
+    let mut m = EfficientNet::new(gpu, &cfg, b, s).unwrap();
+    let mut rng = Rng::new(5);
+    m.store().initialize(gpu, &mut rng, 0.0).unwrap();
+    let x: Vec<f32> = (0..m.input().len()).map(|_| rng.normal() as f32).collect();
+    gpu.write_f32(m.input(), &x).unwrap();
+    gpu.write_u32(
+        m.labels(),
+        &(0..b as u32).map(|i| i % 5).collect::<Vec<_>>(),
+    )
+    .unwrap();
+    gpu.write_f32(m.loss_weights(), &vec![1.0 / b as f32; b])
+        .unwrap();
+    let mut rec = Recorder::new(gpu);
+    m.record_after_update(&mut rec).unwrap();
+    rec.submit().unwrap().wait(gpu).unwrap();
+    // Analytic gradient.
+    let l0 = loss(gpu, &mut m);
+    let n = m.store().defs.len();
+    let w0: Vec<Vec<f32>> = (0..n)
+        .map(|i| gpu.read(m.store().w(ParamId(i))).unwrap())
+        .collect();
+    let g: Vec<Vec<f32>> = (0..n)
+        .map(|i| gpu.read(m.store().g(ParamId(i))).unwrap())
+        .collect();
+    // Per-tensor directional checks on a few tensors of each kind, then all at once.
+    let mut worst: f64 = 0.0;
+    let mut report = Vec::new();
+    // Every third tensor (all kinds appear), to keep the test short on lavapipe.
+    let picks: Vec<usize> = (0..n).filter(|i| i % 3 == 0).collect();
+    for &i in picks.iter() {
+        let dname = m.store().defs[i].name.clone();
+        let v: Vec<f32> = (0..w0[i].len()).map(|_| rng.normal() as f32).collect();
+        let dot: f64 = v
+            .iter()
+            .zip(&g[i])
+            .map(|(a, b)| *a as f64 * *b as f64)
+            .sum();
+        let norm_w: f64 = w0[i]
+            .iter()
+            .map(|a| (*a as f64).powi(2))
+            .sum::<f64>()
+            .sqrt()
+            .max(1.0);
+        let norm_v: f64 = v.iter().map(|a| (*a as f64).powi(2)).sum::<f64>().sqrt();
+        let h = 1e-3 * norm_w.max(10.0) / norm_v;
+        let set = |m: &mut EfficientNet, t: f64| {
+            let w: Vec<f32> = w0[i]
+                .iter()
+                .zip(&v)
+                .map(|(a, b)| (*a as f64 + t * *b as f64) as f32)
+                .collect();
+            gpu.write_f32(m.store().w(ParamId(i)), &w).unwrap();
+            let mut rec = Recorder::new(gpu);
+            m.record_after_update(&mut rec).unwrap();
+            rec.submit().unwrap().wait(gpu).unwrap();
+        };
+        set(&mut m, h);
+        let lp = loss(gpu, &mut m);
+        set(&mut m, -h);
+        let lm = loss(gpu, &mut m);
+        set(&mut m, 0.0);
+        let fd = (lp - lm) / (2.0 * h);
+        // Below ~3e-3 the f32 loss difference is noise (e.g. biases that a following
+        // BatchNorm cancels have an exact gradient of 0): compare absolutely there.
+        let err = (fd - dot).abs() / (fd.abs().max(dot.abs()).max(3e-3));
+        if err > 0.1 {
+            report.push(format!(
+                "{dname}: analytic {dot:.6e} fd {fd:.6e} rel {err:.3}"
+            ));
+        }
+        worst = worst.max(err);
+    }
+    assert!(l0.is_finite());
+    assert!(
+        report.is_empty(),
+        "{norm}: gradient mismatches:\n{}",
+        report.join("\n")
+    );
+}
+
+#[test]
+fn bn_gradients() {
+    check("bn");
+}
+
+#[test]
+fn ln_pn_gradients() {
+    check("ln-pn");
+}
+
+#[test]
+fn gn_gradients() {
+    check("gn");
+}
