@@ -9,22 +9,27 @@
 //!   the step recorder (one command buffer per step);
 //! - [`ops`]: one module per op family with GPU launchers, f64 CPU references and the op
 //!   test harness;
+//! - [`nn`]: layers owning parameter slices and saved tensors; the parameter store;
+//! - [`models`]: EfficientNet B0-B7 / G16 configurations and the explicit training graph;
+//! - [`data`]: datasets, augmentation and the loader thread;
+//! - [`train`]: the trainer, optimizers, schedules, checkpoints and metrics;
+//! - [`cli`]: the commands behind the `effnet` binary;
 //! - [`selftest`]: the harness run over every op, as `effnet selftest` does.
 
 #![warn(missing_docs)]
 
 pub mod bench;
 pub mod bench_conv;
+pub mod cli;
+pub mod data;
 pub mod error;
 pub mod gpu;
+pub mod models;
+pub mod nn;
 pub mod ops;
 pub mod selftest;
+pub mod train;
 pub mod util;
 
 pub use error::{Error, Result};
 pub use gpu::{Gpu, GpuOptions, Recorder, Tensor};
-pub mod models;
-pub mod data;
-pub mod train;
-pub mod nn;
-pub mod cli;
