@@ -66,6 +66,15 @@ enum Cmd {
         /// Print JSON lines.
         #[arg(long)]
         json: bool,
+        /// `bench train`: model preset.
+        #[arg(long, default_value = "b0-g16")]
+        model: String,
+        /// `bench train`: normalization.
+        #[arg(long, default_value = "ln-pn")]
+        norm: String,
+        /// `bench train`: resolution.
+        #[arg(long, default_value_t = 224)]
+        image_size: usize,
     },
     /// Check every op's GPU forward and backward against the CPU reference.
     Selftest {
@@ -85,6 +94,8 @@ enum BenchWhat {
     Conv,
     /// BN+SiLU, GN+SiLU and LN+PN(SiLU) forward and backward at B0 activation shapes.
     Norm,
+    /// Training-step and inference img/s of a whole model, with its GPU memory.
+    Train,
 }
 
 fn run(cli: Cli) -> effnet::Result<bool> {
@@ -211,9 +222,32 @@ fn run(cli: Cli) -> effnet::Result<bool> {
             batch,
             iters,
             json,
+            model,
+            norm,
+            image_size,
         } => {
             let gpu = Gpu::new(&opts)?;
             match what {
+                BenchWhat::Train => {
+                    let r = effnet::cli::bench_train::run(&gpu, &model, &norm, batch.max(1), image_size, iters)?;
+                    if json {
+                        println!("{}", serde_json::to_string(&r).expect("serializable"));
+                    } else {
+                        println!(
+                            "{} ({}) batch {} at {}px on {}: training {:.1} img/s, inference {:.1} img/s, \
+                             {:.1} MiB of GPU buffers, first step after {:.2} s",
+                            r.model,
+                            r.norm,
+                            r.batch,
+                            r.image_size,
+                            r.adapter,
+                            r.train_img_s,
+                            r.infer_img_s,
+                            r.gpu_bytes as f64 / 1048576.0,
+                            r.startup_s
+                        );
+                    }
+                }
                 BenchWhat::Conv => {
                     effnet::bench_conv::run(&gpu, batch.max(1), iters.max(1), json)?;
                 }

@@ -65,6 +65,7 @@ fn tmp(name: &str) -> PathBuf {
 }
 
 fn run(a: &TrainArgs, dir: &Path, resume: bool) -> trainer::TrainSummary {
+    let start = if resume { trainer::Start::Resume } else { trainer::Start::Fresh };
     let gpu = common::gpu();
     let cfg = train_config(a).unwrap();
     let (tr, te) = trainer::load_datasets(&cfg).unwrap();
@@ -79,7 +80,7 @@ fn run(a: &TrainArgs, dir: &Path, resume: bool) -> trainer::TrainSummary {
         &te,
         (&mean, &std),
         dir,
-        resume,
+        start,
         "{}",
         10,
         true,

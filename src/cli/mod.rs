@@ -1,4 +1,5 @@
 //! Command implementations behind the `effnet` binary.
 
+pub mod bench_train;
 pub mod profile;
 pub mod train;

@@ -15,7 +15,7 @@ use crate::train::checkpoint;
 use crate::train::model::Trainable;
 use crate::train::optim::Optimizer;
 use crate::train::schedule::Decay;
-use crate::train::trainer::{self, DatasetKind, TrainConfig, TrainSummary};
+use crate::train::trainer::{self, DatasetKind, Start, TrainConfig, TrainSummary};
 use crate::util::safetensors::SafeTensors;
 
 /// Options of `effnet train`.
@@ -257,7 +257,7 @@ pub fn run(gpu: &Gpu, a: &TrainArgs) -> Result<Vec<(String, TrainSummary)>> {
         &test_ds,
         (&mean, &std),
         &a.run_dir,
-        a.resume,
+        if a.resume { Start::Resume } else { Start::Fresh },
         &meta,
         classes,
         false,
@@ -281,12 +281,6 @@ pub fn run(gpu: &Gpu, a: &TrainArgs) -> Result<Vec<(String, TrainSummary)>> {
         let mut fmodel = EfficientNet::new(gpu, &mcfg, cfg.batch, ft)?;
         let src = SafeTensors::load(&trainer::checkpoint_path(&a.run_dir))?;
         init_from_average(gpu, &fmodel, &src)?;
-        std::fs::create_dir_all(&dir).map_err(|e| Error::file(&dir, e.to_string()))?;
-        let fck = trainer::checkpoint_path(&dir);
-        let mut meta2 = std::collections::BTreeMap::new();
-        meta2.insert("step".to_string(), "0".to_string());
-        meta2.insert("rng".to_string(), "1,2,3,4".to_string());
-        checkpoint::save(&fck, gpu, fmodel.store(), &fmodel.state_tensors(), meta2)?;
         println!(
             "fine-tuning the head at {ft}px for {} epochs (FixRes)",
             a.finetune_epochs
@@ -299,7 +293,7 @@ pub fn run(gpu: &Gpu, a: &TrainArgs) -> Result<Vec<(String, TrainSummary)>> {
             &test_ds,
             (&mean, &std),
             &dir,
-            true,
+            Start::Keep,
             &meta,
             classes,
             false,
@@ -311,7 +305,7 @@ pub fn run(gpu: &Gpu, a: &TrainArgs) -> Result<Vec<(String, TrainSummary)>> {
 }
 
 /// Copy a checkpoint's weight average (or weights) into a model's weights and average, and
-/// its state tensors; optimizer state starts fresh.
+/// its state tensors (the trainer resets the optimizer state).
 fn init_from_average(gpu: &Gpu, model: &EfficientNet, src: &SafeTensors) -> Result<()> {
     let store = model.store();
     for (i, d) in store.defs.iter().enumerate() {
@@ -323,7 +317,6 @@ fn init_from_average(gpu: &Gpu, model: &EfficientNet, src: &SafeTensors) -> Resu
         let id = crate::nn::ParamId(i);
         gpu.write_f32(store.w(id), &t.data)?;
         gpu.write_f32(store.tensor_of(&store.ema, id), &t.data)?;
-        gpu.write_f32(store.tensor_of(&store.s1, id), &vec![0.0; t.data.len()])?;
     }
     for (name, t) in model.state_tensors() {
         if let Some(v) = src.tensors.get(&format!("state/{name}")) {

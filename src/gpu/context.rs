@@ -149,6 +149,9 @@ pub struct Gpu {
     /// Largest grid dimension the recorder uses (normally the adapter's limit; tests lower
     /// it to exercise linearised 2-D grids on small tensors).
     pub(crate) grid_dim_cap: std::sync::atomic::AtomicU32,
+    /// Bytes of storage buffers allocated through this handle so far (effnet plans every
+    /// buffer up front and frees none during training, so this is its peak footprint).
+    pub(crate) allocated: std::sync::atomic::AtomicU64,
     errors: Arc<Mutex<Vec<String>>>,
 }
 
@@ -296,6 +299,7 @@ impl Gpu {
             pipelines: PipelineCache::default(),
             uniforms: UniformPool::default(),
             grid_dim_cap: std::sync::atomic::AtomicU32::new(grid),
+            allocated: std::sync::atomic::AtomicU64::new(0),
             errors,
         })
     }
@@ -350,6 +354,11 @@ impl Gpu {
     /// The grid-dimension cap in force.
     pub fn grid_dim_cap(&self) -> u32 {
         self.grid_dim_cap.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Bytes of tensors and arenas allocated so far (see the field's docs).
+    pub fn allocated_bytes(&self) -> u64 {
+        self.allocated.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Wait for all submitted work.

@@ -118,6 +118,8 @@ impl Gpu {
                 bytes as f64 / 1048576.0
             )));
         }
+        self.allocated
+            .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
         Ok(buffer)
     }
 

@@ -275,13 +275,25 @@ struct Pending {
     valid: usize,
 }
 
+/// How a run starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Start {
+    /// Initialize the parameters from the seed.
+    Fresh,
+    /// Continue from the run folder's checkpoint (fresh if there is none).
+    Resume,
+    /// Keep the weights already in the model (e.g. a fine-tune from a trained run);
+    /// optimizer state starts from zero.
+    Keep,
+}
+
 /// Checkpoint file of a run folder.
 pub fn checkpoint_path(run_dir: &Path) -> PathBuf {
     run_dir.join("checkpoint.safetensors")
 }
 
 /// Train `model` per `cfg`, in `run_dir`. `model_meta` (the model configuration as JSON)
-/// goes into checkpoints. With `resume`, continues from the run folder's checkpoint.
+/// goes into checkpoints. `start` says where the parameters come from.
 #[allow(clippy::too_many_arguments)]
 pub fn train(
     gpu: &Gpu,
@@ -291,7 +303,7 @@ pub fn train(
     test_ds: &Dataset,
     norm_stats: (&[f32], &[f32]),
     run_dir: &Path,
-    resume: bool,
+    start: Start,
     model_meta: &str,
     classes: usize,
     quiet: bool,
@@ -326,7 +338,7 @@ pub fn train(
     let ckpt = checkpoint_path(run_dir);
     let mut rng = Rng::new(cfg.seed ^ 0xD80F);
     let mut step: u64 = 0;
-    if resume && ckpt.exists() {
+    if start == Start::Resume && ckpt.exists() {
         let meta = checkpoint::load(&ckpt, gpu, model.store(), &model.state_tensors())?;
         step = meta
             .get("step")
@@ -464,10 +476,15 @@ pub fn train(
             train_time += tw.elapsed().as_secs_f64();
         }
         if !quiet && (step.is_multiple_of(cfg.log_every.max(1) as u64) || step as usize == total) {
+            // The loss shown is the latest one read back (asynchronously, so it may lag).
+            let shown = if last_loss.is_nan() {
+                "    ...".to_string()
+            } else {
+                format!("{last_loss:>8.4} (step {last_good_step})")
+            };
             println!(
-                "step {step:>6}/{total} epoch {:>6.2} loss {:>8.4} lr {:.5} {:>8.1} img/s",
+                "step {step:>6}/{total} epoch {:>6.2} loss {shown} lr {:.5} {:>8.1} img/s",
                 step as f64 / per_epoch as f64,
-                last_loss,
                 lr,
                 rate
             );

@@ -1,0 +1,149 @@
+//! `effnet bench train`: images per second of a whole training step (forward, loss,
+//! backward, optimizer, Proxy Norm statistics, weight average) and of inference, with the
+//! GPU memory effnet allocated, for one model, batch and resolution.
+
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::error::Result;
+use crate::gpu::{Gpu, Recorder};
+use crate::models::efficientnet::EfficientNet;
+use crate::models::{ModelConfig, NormChoice};
+use crate::train::model::Trainable;
+use crate::train::optim::{self, Optimizer};
+use crate::util::Rng;
+
+/// One measurement.
+#[derive(Clone, Debug, Serialize)]
+pub struct TrainBench {
+    /// Model preset.
+    pub model: String,
+    /// Norm.
+    pub norm: String,
+    /// Batch.
+    pub batch: usize,
+    /// Resolution.
+    pub image_size: usize,
+    /// Adapter name.
+    pub adapter: String,
+    /// Training images per second (steady state, submissions pipelined).
+    pub train_img_s: f64,
+    /// Inference images per second.
+    pub infer_img_s: f64,
+    /// Bytes of GPU buffers effnet allocated (all planned at build; peak).
+    pub gpu_bytes: u64,
+    /// Seconds from building the model to the end of the first training step.
+    pub startup_s: f64,
+}
+
+/// A model ready to be stepped with synthetic data.
+pub struct Bencher {
+    model: EfficientNet,
+    opt: Optimizer,
+    rng: Rng,
+}
+
+impl Bencher {
+    /// Build a model with random weights and synthetic inputs.
+    pub fn new(gpu: &Gpu, preset: &str, norm: &str, batch: usize, image: usize, classes: usize) -> Result<Self> {
+        let mut cfg = ModelConfig::preset(preset)?;
+        cfg.norm = NormChoice::parse(norm)?;
+        cfg.classes = classes;
+        Self::from_config(gpu, &cfg, batch, image)
+    }
+
+    /// Build from a full configuration.
+    pub fn from_config(gpu: &Gpu, cfg: &ModelConfig, batch: usize, image: usize) -> Result<Self> {
+        let classes = cfg.classes;
+        let model = EfficientNet::new(gpu, cfg, batch, image)?;
+        let mut rng = Rng::new(7);
+        let opt = Optimizer::parse("adamw")?;
+        model.store().initialize(gpu, &mut rng, opt.s2_init())?;
+        let x: Vec<f32> = (0..model.input().len()).map(|_| rng.normal() as f32).collect();
+        gpu.write_f32(model.input(), &x)?;
+        let labels: Vec<u32> = (0..batch).map(|i| (i % classes) as u32).collect();
+        gpu.write_u32(model.labels(), &labels)?;
+        gpu.write_f32(model.loss_weights(), &vec![1.0 / batch as f32; batch])?;
+        Ok(Self { model, opt, rng })
+    }
+
+    /// Record and submit one training step (same work as the trainer's).
+    pub fn train_step(&mut self, gpu: &Gpu, step: u64) -> Result<crate::gpu::Submitted> {
+        let mut rec = Recorder::new(gpu);
+        self.model.record_train_step(&mut rec, &mut self.rng, 0.1, false)?;
+        let s = self.model.store();
+        optim::update(
+            &mut rec,
+            &self.opt,
+            &s.segments,
+            &s.w.chunks,
+            &s.g.chunks,
+            &s.s1.chunks,
+            &s.s2.chunks,
+            1e-3,
+            0.05,
+            step,
+            1.0,
+        )?;
+        self.model.record_after_update(&mut rec)?;
+        let s = self.model.store();
+        optim::ema(&mut rec, &s.w.chunks, &s.ema.chunks, 0.999)?;
+        rec.submit()
+    }
+
+    /// Record and submit one inference pass.
+    pub fn infer(&mut self, gpu: &Gpu) -> Result<crate::gpu::Submitted> {
+        let mut rec = Recorder::new(gpu);
+        self.model.record_eval(&mut rec)?;
+        rec.submit()
+    }
+}
+
+/// Measure `steps` training steps and inference passes after a warm-up.
+pub fn run(gpu: &Gpu, preset: &str, norm: &str, batch: usize, image: usize, steps: usize) -> Result<TrainBench> {
+    let t0 = Instant::now();
+    let before = gpu.allocated_bytes();
+    let mut b = Bencher::new(gpu, preset, norm, batch, image, 1000)?;
+    b.train_step(gpu, 1)?.wait(gpu)?;
+    let startup_s = t0.elapsed().as_secs_f64();
+    let gpu_bytes = gpu.allocated_bytes() - before;
+    let steps = steps.max(1);
+    let t = Instant::now();
+    let mut last = None;
+    for k in 0..steps {
+        // Keep at most two steps in flight, as the trainer does.
+        let s = b.train_step(gpu, k as u64 + 2)?;
+        if let Some(prev) = last.replace(s) {
+            prev.wait(gpu)?;
+        }
+    }
+    if let Some(s) = last {
+        s.wait(gpu)?;
+    }
+    let train_img_s = (steps * batch) as f64 / t.elapsed().as_secs_f64();
+    b.infer(gpu)?.wait(gpu)?;
+    let t = Instant::now();
+    let mut last = None;
+    for _ in 0..steps {
+        let s = b.infer(gpu)?;
+        if let Some(prev) = last.replace(s) {
+            prev.wait(gpu)?;
+        }
+    }
+    if let Some(s) = last {
+        s.wait(gpu)?;
+    }
+    let infer_img_s = (steps * batch) as f64 / t.elapsed().as_secs_f64();
+    Ok(TrainBench {
+        model: preset.into(),
+        norm: norm.into(),
+        batch,
+        image_size: image,
+        adapter: gpu.info.name.clone(),
+        train_img_s,
+        infer_img_s,
+        gpu_bytes,
+        startup_s,
+    })
+}
