@@ -383,6 +383,7 @@ pub fn train(
     let mut first_step_seconds = 0.0;
     let mut window = (Instant::now(), 0usize);
     let start_step = step;
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stdout());
     let mut final_eval = None;
 
     while (step as usize) < total {
@@ -475,20 +476,35 @@ pub fn train(
             checkpoint::save(&ckpt, gpu, model.store(), &model.state_tensors(), meta)?;
             train_time += tw.elapsed().as_secs_f64();
         }
-        if !quiet && (step.is_multiple_of(cfg.log_every.max(1) as u64) || step as usize == total) {
+        let log_now = step.is_multiple_of(cfg.log_every.max(1) as u64) || step as usize == total;
+        if !quiet && (log_now || tty) {
             // The loss shown is the latest one read back (asynchronously, so it may lag).
             let shown = if last_loss.is_nan() {
                 "    ...".to_string()
             } else {
                 format!("{last_loss:>8.4} (step {last_good_step})")
             };
-            println!(
+            let line = format!(
                 "step {step:>6}/{total} epoch {:>6.2} loss {shown} lr {:.5} {:>8.1} img/s",
                 step as f64 / per_epoch as f64,
                 lr,
                 rate
             );
-            window = (Instant::now(), 0);
+            if tty {
+                // A progress bar redrawn in place; a plain line per log step otherwise.
+                let done = step as f64 / total as f64;
+                let filled = (done * 30.0).round() as usize;
+                print!("\r[{}{}] {line}", "=".repeat(filled), " ".repeat(30 - filled.min(30)));
+                if step as usize == total {
+                    println!();
+                }
+                let _ = std::io::Write::flush(&mut std::io::stdout());
+            } else {
+                println!("{line}");
+            }
+            if log_now {
+                window = (Instant::now(), 0);
+            }
         }
         let epoch_f = step as f64 / per_epoch as f64;
         let eval_now = step as usize == total
@@ -517,6 +533,9 @@ pub fn train(
                 weights: if use_ema { "ema".into() } else { "raw".into() },
             })?;
             if !quiet {
+                if tty && step as usize != total {
+                    println!();
+                }
                 println!(
                     "eval  step {step} epoch {epoch_f:.2}: top-1 {:.2}% top-5 {:.2}% loss {:.4} ({} images{})",
                     100.0 * r.top1,
