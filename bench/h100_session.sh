@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Everything issues 2-8 want measured on the H100 machine, as one prepared script whose
+# parts can be chosen (the device budget is ~15 minutes per session, start-up included).
+# On this machine:   ../shared/device/prepare && cargo build --release && cp target/release/effnet .device/
+#   (for the fmnist part also: cp -r /usr/share/datasets/fashion-mnist .device/; ~30 MB of the 64 MB that travel)
+# Then run (device tool):   . .device/gpu-env && bash bench/h100_session.sh "info selftest conv norm train" 
+# Parts: info selftest conv norm train fmnist moments (default: info selftest conv norm train).
+# Results land in $OUT (or ./bench-out): one log per part plus results tables.
+set -uo pipefail
+OUTDIR=${OUT:-bench-out}
+mkdir -p "$OUTDIR"
+E=${EFFNET:-./.device/effnet}
+parts=${1:-"info selftest conv norm train"}
+export PYTHONUNBUFFERED=1
+run() { local name=$1; shift; echo "== $name: $*" | tee -a "$OUTDIR/summary.log"; ( "$@" ) > "$OUTDIR/$name.log" 2>&1; echo "   exit $?" | tee -a "$OUTDIR/summary.log"; tail -3 "$OUTDIR/$name.log" >> "$OUTDIR/summary.log"; }
+for p in $parts; do
+  case $p in
+    info) run info "$E" info ;;
+    selftest) run selftest "$E" selftest ;;
+    conv) run conv-effnet "$E" bench conv --batch 128 --iters 10
+          run conv-torch python3 bench/pytorch_conv.py ;;
+    norm) run norm-effnet "$E" bench norm --batch 128 --iters 10
+          run norm-torch python3 bench/pytorch_norm.py ;;
+    train) run train-compare bash bench/h100_compare.sh "$OUTDIR" ;;
+    fmnist) run fmnist "$E" train --data-dir "${FMNIST_DIR:-.device/fashion-mnist}" --run-dir "$OUTDIR/fmnist" ;;
+    moments) run moments "$E" moments --net bn-ff --depth 200 --width 512 --batch 64 --sims 100 --out "$OUTDIR/moments-bn-ff" ;;
+    *) echo "unknown part $p" ;;
+  esac
+done
+cat "$OUTDIR/summary.log"
