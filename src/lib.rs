@@ -12,6 +12,8 @@
 //! - [`nn`]: layers owning parameter slices and saved tensors; the parameter store;
 //! - [`models`]: EfficientNet B0-B7 / G16 configurations and the explicit training graph;
 //! - [`data`]: datasets, augmentation and the loader thread;
+//! - [`moments`]: moments of signal and sensitivity through depth at initialization;
+//! - [`interop`]: timm / PyTorch weights in and out (safetensors, timm names);
 //! - [`train`]: the trainer, optimizers, schedules, checkpoints and metrics;
 //! - [`cli`]: the commands behind the `effnet` binary;
 //! - [`selftest`]: the harness run over every op, as `effnet selftest` does.
@@ -24,7 +26,9 @@ pub mod cli;
 pub mod data;
 pub mod error;
 pub mod gpu;
+pub mod interop;
 pub mod models;
+pub mod moments;
 pub mod nn;
 pub mod ops;
 pub mod selftest;

@@ -34,8 +34,14 @@ enum Cmd {
     Train(Box<effnet::cli::train::TrainArgs>),
     /// Evaluate a checkpoint: top-1, top-5 and the confusion matrix.
     Eval(effnet::cli::train::EvalArgs),
+    /// Classify images or an input tensor with timm or effnet weights (top-k, logits).
+    Predict(Box<effnet::cli::predict::PredictArgs>),
+    /// Write an effnet training checkpoint as timm-named safetensors for PyTorch.
+    Export(effnet::cli::predict::ExportArgs),
     /// Time one training step per kernel (timestamp queries).
     Profile(effnet::cli::profile::ProfileArgs),
+    /// Moments of signal and sensitivity through depth at initialization (paper 3).
+    Moments(Box<effnet::cli::moments::MomentsArgs>),
     /// Print a model's layer table with parameters and multiply-accumulates.
     Model {
         /// Preset: b0..b7 or b0-g16..b7-g16.
@@ -166,9 +172,23 @@ fn run(cli: Cli) -> effnet::Result<bool> {
             effnet::cli::profile::run(&gpu, &a)?;
             Ok(true)
         }
+        Cmd::Moments(a) => {
+            let gpu = Gpu::new(&opts)?;
+            effnet::cli::moments::run(&gpu, &a)?;
+            Ok(true)
+        }
         Cmd::Eval(a) => {
             let gpu = Gpu::new(&opts)?;
             effnet::cli::train::eval(&gpu, &a)?;
+            Ok(true)
+        }
+        Cmd::Predict(a) => {
+            let gpu = Gpu::new(&opts)?;
+            effnet::cli::predict::run(&gpu, &a)?;
+            Ok(true)
+        }
+        Cmd::Export(a) => {
+            effnet::cli::predict::export(&a)?;
             Ok(true)
         }
         Cmd::Model {
@@ -229,7 +249,14 @@ fn run(cli: Cli) -> effnet::Result<bool> {
             let gpu = Gpu::new(&opts)?;
             match what {
                 BenchWhat::Train => {
-                    let r = effnet::cli::bench_train::run(&gpu, &model, &norm, batch.max(1), image_size, iters)?;
+                    let r = effnet::cli::bench_train::run(
+                        &gpu,
+                        &model,
+                        &norm,
+                        batch.max(1),
+                        image_size,
+                        iters,
+                    )?;
                     if json {
                         println!("{}", serde_json::to_string(&r).expect("serializable"));
                     } else {

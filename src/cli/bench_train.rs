@@ -46,7 +46,14 @@ pub struct Bencher {
 
 impl Bencher {
     /// Build a model with random weights and synthetic inputs.
-    pub fn new(gpu: &Gpu, preset: &str, norm: &str, batch: usize, image: usize, classes: usize) -> Result<Self> {
+    pub fn new(
+        gpu: &Gpu,
+        preset: &str,
+        norm: &str,
+        batch: usize,
+        image: usize,
+        classes: usize,
+    ) -> Result<Self> {
         let mut cfg = ModelConfig::preset(preset)?;
         cfg.norm = NormChoice::parse(norm)?;
         cfg.classes = classes;
@@ -60,7 +67,9 @@ impl Bencher {
         let mut rng = Rng::new(7);
         let opt = Optimizer::parse("adamw")?;
         model.store().initialize(gpu, &mut rng, opt.s2_init())?;
-        let x: Vec<f32> = (0..model.input().len()).map(|_| rng.normal() as f32).collect();
+        let x: Vec<f32> = (0..model.input().len())
+            .map(|_| rng.normal() as f32)
+            .collect();
         gpu.write_f32(model.input(), &x)?;
         let labels: Vec<u32> = (0..batch).map(|i| (i % classes) as u32).collect();
         gpu.write_u32(model.labels(), &labels)?;
@@ -71,7 +80,8 @@ impl Bencher {
     /// Record and submit one training step (same work as the trainer's).
     pub fn train_step(&mut self, gpu: &Gpu, step: u64) -> Result<crate::gpu::Submitted> {
         let mut rec = Recorder::new(gpu);
-        self.model.record_train_step(&mut rec, &mut self.rng, 0.1, false)?;
+        self.model
+            .record_train_step(&mut rec, &mut self.rng, 0.1, false)?;
         let s = self.model.store();
         optim::update(
             &mut rec,
@@ -101,7 +111,14 @@ impl Bencher {
 }
 
 /// Measure `steps` training steps and inference passes after a warm-up.
-pub fn run(gpu: &Gpu, preset: &str, norm: &str, batch: usize, image: usize, steps: usize) -> Result<TrainBench> {
+pub fn run(
+    gpu: &Gpu,
+    preset: &str,
+    norm: &str,
+    batch: usize,
+    image: usize,
+    steps: usize,
+) -> Result<TrainBench> {
     let t0 = Instant::now();
     let before = gpu.allocated_bytes();
     let mut b = Bencher::new(gpu, preset, norm, batch, image, 1000)?;

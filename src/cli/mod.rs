@@ -1,5 +1,7 @@
 //! Command implementations behind the `effnet` binary.
 
 pub mod bench_train;
+pub mod moments;
+pub mod predict;
 pub mod profile;
 pub mod train;

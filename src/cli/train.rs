@@ -257,7 +257,11 @@ pub fn run(gpu: &Gpu, a: &TrainArgs) -> Result<Vec<(String, TrainSummary)>> {
         &test_ds,
         (&mean, &std),
         &a.run_dir,
-        if a.resume { Start::Resume } else { Start::Fresh },
+        if a.resume {
+            Start::Resume
+        } else {
+            Start::Fresh
+        },
         &meta,
         classes,
         false,

@@ -146,6 +146,11 @@ pub fn round_repeats(r: usize, depth: f64) -> usize {
     (depth * r as f64 - 1e-9).ceil() as usize
 }
 
+/// Default BatchNorm running-statistics momentum (TF convention, SPEC §A).
+fn default_bn_momentum() -> f64 {
+    0.99
+}
+
 /// A full model configuration.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ModelConfig {
@@ -167,8 +172,16 @@ pub struct ModelConfig {
     pub norm: NormChoice,
     /// Groups for GroupNorm variants.
     pub gn_groups: usize,
+    /// GroupNorm channels per group (timm's `GroupNormAct(group_size=...)`); when set, a
+    /// layer of `C` channels gets `C / gn_group_size` groups instead of `gn_groups`.
+    #[serde(default)]
+    pub gn_group_size: Option<usize>,
     /// Norm epsilon.
     pub norm_eps: f64,
+    /// BatchNorm running-statistics momentum in the TF convention
+    /// (`run = m * run + (1 - m) * batch`; PyTorch's momentum 0.1 is 0.9 here).
+    #[serde(default = "default_bn_momentum")]
+    pub bn_momentum: f64,
     /// Output classes.
     pub classes: usize,
     /// Input channels.
@@ -209,7 +222,9 @@ impl ModelConfig {
             expand: if g16 { 4 } else { 6 },
             norm: NormChoice::Bn,
             gn_groups: 4,
+            gn_group_size: None,
             norm_eps: 1e-3,
+            bn_momentum: default_bn_momentum(),
             classes: 1000,
             in_channels: 3,
             drop_connect: 0.2,
@@ -269,8 +284,38 @@ impl ModelConfig {
         round_filters(self.head, self.width)
     }
 
+    /// Groups of a GroupNorm over `c` channels: `c / gn_group_size` when that is set,
+    /// else the largest divisor of `c` not above `gn_groups`.
+    pub fn norm_groups(&self, c: usize) -> usize {
+        match self.gn_group_size {
+            Some(gs) if gs > 0 => (c / gs).max(1),
+            _ => (1..=self.gn_groups.min(c))
+                .rev()
+                .find(|&g| c.is_multiple_of(g))
+                .unwrap_or(1),
+        }
+    }
+
     /// Check the configuration can be built.
     pub fn validate(&self) -> Result<()> {
+        if let (Some(gs), NormChoice::Gn | NormChoice::GnPn) = (self.gn_group_size, self.norm) {
+            let mut widths = vec![self.stem_width(), self.head_width()];
+            for b in self.blocks() {
+                widths.extend([b.mid, b.cout]);
+            }
+            if let Some(c) = widths.iter().find(|&&c| gs == 0 || !c.is_multiple_of(gs)) {
+                return Err(Error::Config(format!(
+                    "GroupNorm with {gs} channels per group cannot normalize {c} channels"
+                )));
+            }
+        }
+        if self.norm_eps.is_nan() || self.norm_eps <= 0.0 || !(0.0..1.0).contains(&self.bn_momentum)
+        {
+            return Err(Error::Config(format!(
+                "norm eps must be positive and BatchNorm momentum in [0, 1), got {} and {}",
+                self.norm_eps, self.bn_momentum
+            )));
+        }
         for b in self.blocks() {
             if b.mid % b.groups != 0 {
                 return Err(Error::Config(format!(

@@ -60,6 +60,19 @@ enum Node {
     },
 }
 
+/// Activation index of the network input.
+const INPUT: usize = 0;
+
+/// One node output of the graph (see [`EfficientNet::node_outputs`]).
+pub struct NodeOutput<'a> {
+    /// Kind: `conv`, `norm`, `se`, `add`, `gap`, `dropout` or `fc`.
+    pub kind: &'static str,
+    /// Short description: the convolution's shape, the norm's kind and activation.
+    pub label: String,
+    /// The output tensor (NHWC).
+    pub tensor: &'a Tensor,
+}
+
 /// A built EfficientNet for a fixed batch size and resolution.
 pub struct EfficientNet {
     /// Configuration.
@@ -80,13 +93,6 @@ pub struct EfficientNet {
     loss_rows: Tensor,
     ones: Tensor,
     head_start: usize,
-}
-
-fn pick_groups(c: usize, want: usize) -> usize {
-    (1..=want.min(c))
-        .rev()
-        .find(|&g| c.is_multiple_of(g))
-        .unwrap_or(1)
 }
 
 impl EfficientNet {
@@ -118,8 +124,8 @@ impl EfficientNet {
             &mut acts,
             &mut shapes,
         )?;
-        let norm_for =
-            |c: usize| -> (NormChoice, usize) { (cfg.norm, pick_groups(c, cfg.gn_groups)) };
+        debug_assert_eq!(input, INPUT);
+        let norm_for = |c: usize| -> (NormChoice, usize) { (cfg.norm, cfg.norm_groups(c)) };
 
         // Stem.
         let stem = cfg.stem_width();
@@ -152,7 +158,8 @@ impl EfficientNet {
             ng,
             cfg.norm_eps,
             NormRole::Act,
-        )?;
+        )?
+        .with_momentum(cfg.bn_momentum);
         let mut cur = new_act(gpu, [b, hw, hw, stem], &mut acts, &mut shapes)?;
         nodes.push(Node::Norm { l, x: y, y: cur });
 
@@ -207,7 +214,8 @@ impl EfficientNet {
                     ng,
                     cfg.norm_eps,
                     NormRole::Act,
-                )?;
+                )?
+                .with_momentum(cfg.bn_momentum);
                 cur = new_act(gpu, [b, hw, hw, blk.mid], &mut acts, &mut shapes)?;
                 nodes.push(Node::Norm { l, x: y, y: cur });
             }
@@ -241,7 +249,8 @@ impl EfficientNet {
                 ng,
                 cfg.norm_eps,
                 NormRole::Act,
-            )?;
+            )?
+            .with_momentum(cfg.bn_momentum);
             cur = new_act(gpu, [b, hw, hw, blk.mid], &mut acts, &mut shapes)?;
             nodes.push(Node::Norm { l, x: y, y: cur });
             let l = SeLayer::new(
@@ -290,7 +299,8 @@ impl EfficientNet {
                 ng,
                 cfg.norm_eps,
                 NormRole::Projection,
-            )?;
+            )?
+            .with_momentum(cfg.bn_momentum);
             cur = new_act(gpu, [b, hw, hw, blk.cout], &mut acts, &mut shapes)?;
             nodes.push(Node::Norm { l, x: y, y: cur });
             if blk.residual {
@@ -338,7 +348,8 @@ impl EfficientNet {
             ng,
             cfg.norm_eps,
             NormRole::Head,
-        )?;
+        )?
+        .with_momentum(cfg.bn_momentum);
         cur = new_act(gpu, [b, hw, hw, head], &mut acts, &mut shapes)?;
         nodes.push(Node::Norm { l, x: y, y: cur });
         let y = new_act(gpu, [b, 1, 1, head], &mut acts, &mut shapes)?;
@@ -409,6 +420,62 @@ impl EfficientNet {
             ones: gpu.upload(&vec![1.0; b], &[b])?,
             head_start,
         })
+    }
+
+    /// Also compute the gradient of the loss with respect to the input in training steps
+    /// (off by default: training never needs it; parity checks against PyTorch do).
+    pub fn enable_input_grad(&mut self, gpu: &Gpu) -> Result<()> {
+        if self.grads[INPUT].is_none() {
+            self.grads[INPUT] = Some(gpu.zeros(self.acts[INPUT].shape())?);
+            for (k, n) in self.nodes.iter().enumerate() {
+                if matches!(n, Node::Conv { x: INPUT, .. }) {
+                    self.dx_slot[k] = Some(INPUT);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Gradient of the loss with respect to the input (NHWC, like [`Trainable::input`])
+    /// after a full training step, when [`Self::enable_input_grad`] was called.
+    pub fn input_grad(&self) -> Option<&Tensor> {
+        self.grads[INPUT].as_ref()
+    }
+
+    /// Record the forward pass alone: no loss, drop-connect and dropout off. `training`
+    /// selects BatchNorm's batch statistics (and updates its running statistics). Analyses
+    /// (`effnet moments`) read [`Self::node_outputs`] afterwards.
+    pub fn record_forward(&mut self, rec: &mut Recorder, training: bool) -> Result<()> {
+        self.forward(rec, training, None)
+    }
+
+    /// Every node's output in graph order (residual forks have none), valid after a
+    /// recorded forward pass.
+    pub fn node_outputs(&self) -> Vec<NodeOutput<'_>> {
+        self.nodes
+            .iter()
+            .filter_map(|n| {
+                let (kind, label, y) = match n {
+                    Node::Conv { l, y, .. } => ("conv", l.spec().label(), y),
+                    Node::Norm { l, y, .. } => (
+                        "norm",
+                        format!("{}+{}", l.spec().kind_name(), l.spec().act.name()),
+                        y,
+                    ),
+                    Node::Se { y, .. } => ("se", "se".to_string(), y),
+                    Node::Fork { .. } => return None,
+                    Node::Add { y, .. } => ("add", "add".to_string(), y),
+                    Node::Gap { y, .. } => ("gap", "gap".to_string(), y),
+                    Node::Dropout { y, .. } => ("dropout", "dropout".to_string(), y),
+                    Node::Linear { y, .. } => ("fc", "fc".to_string(), y),
+                };
+                Some(NodeOutput {
+                    kind,
+                    label,
+                    tensor: &self.acts[*y],
+                })
+            })
+            .collect()
     }
 
     fn grad(&self, slot: usize) -> &Tensor {

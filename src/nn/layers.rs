@@ -348,6 +348,13 @@ impl NormActLayer {
         &self.spec
     }
 
+    /// Set the BatchNorm running-statistics momentum (TF convention, see
+    /// [`NormSpec::momentum`]); no effect on the other kinds.
+    pub fn with_momentum(mut self, momentum: f64) -> Self {
+        self.spec.momentum = momentum as f32;
+        self
+    }
+
     fn params<'a>(&'a self, s: &'a ParamStore) -> NormParams<'a> {
         NormParams {
             gamma: self.gamma.map(|g| s.w(g)),

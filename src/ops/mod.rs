@@ -46,5 +46,6 @@ pub fn kernels() -> Vec<&'static crate::gpu::KernelDef> {
     v.extend_from_slice(norm::KERNELS);
     v.extend_from_slice(proxy_norm::KERNELS);
     v.extend_from_slice(crate::train::optim::KERNELS);
+    v.extend_from_slice(crate::moments::kernels::KERNELS);
     v
 }

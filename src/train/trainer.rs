@@ -494,7 +494,11 @@ pub fn train(
                 // A progress bar redrawn in place; a plain line per log step otherwise.
                 let done = step as f64 / total as f64;
                 let filled = (done * 30.0).round() as usize;
-                print!("\r[{}{}] {line}", "=".repeat(filled), " ".repeat(30 - filled.min(30)));
+                print!(
+                    "\r[{}{}] {line}",
+                    "=".repeat(filled),
+                    " ".repeat(30 - filled.min(30))
+                );
                 if step as usize == total {
                     println!();
                 }

@@ -1,0 +1,442 @@
+//! `effnet predict`: classify images (or a prepared input tensor) with timm or effnet
+//! weights, and `effnet export`: an effnet training checkpoint as timm-named safetensors.
+
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+
+use crate::error::{Error, Result};
+use crate::gpu::{Gpu, Recorder};
+use crate::interop::{self, arch, convert, TimmEquivalent, Weights};
+use crate::models::efficientnet::EfficientNet;
+use crate::models::{ModelConfig, NormChoice};
+use crate::train::model::Trainable;
+use crate::train::trainer;
+use crate::util::safetensors::SafeTensors;
+
+/// ImageNet channel means (timm's `IMAGENET_DEFAULT_MEAN`).
+pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
+/// ImageNet channel standard deviations (timm's `IMAGENET_DEFAULT_STD`).
+pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
+
+/// Options of `effnet predict`.
+#[derive(Args, Debug, Clone)]
+pub struct PredictArgs {
+    /// Architecture: a timm name (efficientnet_b0..efficientnet_b7, efficientnet_b0_gn,
+    /// efficientnet_b0_g8_gn; hub prefixes and tags such as `.ra_in1k` are ignored) or an
+    /// effnet preset (b0..b7, b0-g16..b7-g16).
+    #[arg(long)]
+    pub arch: String,
+    /// Weights: a timm state dict as safetensors, a file from `effnet export`, or an
+    /// effnet training checkpoint (run folder or file).
+    #[arg(long)]
+    pub weights: PathBuf,
+    /// Inputs: PNG/JPEG images, or one safetensors file whose `input` tensor
+    /// [N, C, H, W] f32 is already preprocessed.
+    #[arg(long, required = true, num_args = 1..)]
+    pub input: Vec<PathBuf>,
+    /// Write the logits here as safetensors (tensor `logits`, [N, classes] f32).
+    #[arg(long)]
+    pub output: Option<PathBuf>,
+    /// Classes printed per input.
+    #[arg(long, default_value_t = 5)]
+    pub top_k: usize,
+    /// Inputs per forward pass (the model is planned for this batch; the last batch is
+    /// padded).
+    #[arg(long, default_value_t = 8)]
+    pub batch: usize,
+    /// Image resolution (default: the architecture's).
+    #[arg(long)]
+    pub image_size: Option<usize>,
+    /// Images: resize the shorter side to image_size / crop_pct (bicubic), then take the
+    /// central image_size square (timm's evaluation transform).
+    #[arg(long, default_value_t = 0.875)]
+    pub crop_pct: f64,
+    /// Class names, one per line, printed next to the indices.
+    #[arg(long)]
+    pub labels: Option<PathBuf>,
+    /// With an effnet training checkpoint: use its raw weights, not their average.
+    #[arg(long)]
+    pub raw: bool,
+}
+
+/// A model ready to build: configuration, weights in effnet's layouts and the input
+/// normalization.
+#[derive(Clone, Debug)]
+pub struct Resolved {
+    /// Model configuration.
+    pub cfg: ModelConfig,
+    /// Parameters and running statistics.
+    pub weights: Weights,
+    /// Per-channel mean subtracted from images in [0, 1].
+    pub mean: Vec<f32>,
+    /// Per-channel standard deviation images are divided by.
+    pub std: Vec<f32>,
+}
+
+fn imagenet_stats(c: usize) -> (Vec<f32>, Vec<f32>) {
+    if c == 3 {
+        (IMAGENET_MEAN.to_vec(), IMAGENET_STD.to_vec())
+    } else {
+        let m = IMAGENET_MEAN.iter().sum::<f32>() / 3.0;
+        let s = IMAGENET_STD.iter().sum::<f32>() / 3.0;
+        (vec![m; c], vec![s; c])
+    }
+}
+
+/// The base configuration of `--arch`: a timm name or an effnet preset.
+fn arch_config(name: &str) -> Result<(ModelConfig, bool)> {
+    if arch::find_arch(name).is_some() {
+        return Ok((interop::config_from_timm(name)?, true));
+    }
+    match ModelConfig::preset(name) {
+        Ok(c) => Ok((c, false)),
+        Err(_) => Err(Error::Config(format!(
+            "unknown --arch '{name}': use a timm name ({}) or an effnet preset (b0..b7, \
+             b0-g16..b7-g16)",
+            arch::TIMM_ARCHS
+                .iter()
+                .map(|a| a.name)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+    }
+}
+
+/// Check a configuration read from a file against `--arch`.
+fn check_family(arch_name: &str, base: &ModelConfig, timm: bool, cfg: &ModelConfig) -> Result<()> {
+    let same = if timm {
+        cfg.group_size == base.group_size
+            && cfg.expand == base.expand
+            && cfg.norm == base.norm
+            && (cfg.norm != NormChoice::Gn || cfg.gn_group_size == base.gn_group_size)
+    } else {
+        cfg.group_size == base.group_size && cfg.expand == base.expand
+    };
+    if same {
+        Ok(())
+    } else {
+        Err(Error::Config(format!(
+            "--arch {arch_name} does not match the weights' model {} ({} channels per conv \
+             group, expansion {}, {} norm)",
+            cfg.name,
+            cfg.group_size,
+            cfg.expand,
+            cfg.norm.name()
+        )))
+    }
+}
+
+/// Resolve `--arch` and `--weights` into a configuration and weights. Effnet training
+/// checkpoints and `effnet export` files carry their configuration; plain timm state dicts
+/// take the named architecture (or the preset with timm's conventions: norm eps 1e-5,
+/// BatchNorm when the file has running statistics, else GroupNorm with 8 channels per
+/// group) adapted to the file's classes, input channels, width and depth.
+pub fn resolve(arch_name: &str, weights: &Path, raw: bool) -> Result<Resolved> {
+    let (base, timm) = arch_config(arch_name)?;
+    let path = if weights.is_dir() {
+        trainer::checkpoint_path(weights)
+    } else {
+        weights.to_path_buf()
+    };
+    let st = SafeTensors::load(&path)?;
+    if st.metadata.contains_key("model_config") {
+        // An effnet training checkpoint: w/, ema/, state/ tensors.
+        let cfg = convert::checkpoint_config(&path, &st)?;
+        check_family(arch_name, &base, timm, &cfg)?;
+        let prefix = if raw { "w/" } else { "ema/" };
+        let mut w = Weights::new();
+        for (name, t) in &st.tensors {
+            if let Some(n) = name
+                .strip_prefix(prefix)
+                .or_else(|| name.strip_prefix("state/"))
+            {
+                w.insert(n.to_string(), t.data.clone());
+            }
+        }
+        let parse = |k: &str| -> Option<Vec<f32>> {
+            let v: Vec<f32> = st
+                .metadata
+                .get(k)?
+                .trim_matches(|c| c == '[' || c == ']')
+                .split(',')
+                .filter_map(|v| v.trim().parse().ok())
+                .collect();
+            (v.len() == cfg.in_channels).then_some(v)
+        };
+        let (mean, std) = match (parse("norm_mean"), parse("norm_std")) {
+            (Some(m), Some(s)) => (m, s),
+            _ => imagenet_stats(cfg.in_channels),
+        };
+        return Ok(Resolved {
+            cfg,
+            weights: w,
+            mean,
+            std,
+        });
+    }
+    let cfg = match st.metadata.get(convert::META_CONFIG) {
+        Some(s) => {
+            let cfg: ModelConfig = serde_json::from_str(s).map_err(|e| {
+                Error::file(&path, format!("bad {} metadata: {e}", convert::META_CONFIG))
+            })?;
+            check_family(arch_name, &base, timm, &cfg)?;
+            cfg
+        }
+        None => {
+            let mut base = base;
+            if !timm {
+                base.norm_eps = arch::TIMM_NORM_EPS;
+                base.bn_momentum = arch::TIMM_BN_MOMENTUM;
+                if st.tensors.contains_key("bn1.running_mean") {
+                    base.norm = NormChoice::Bn;
+                } else {
+                    base.norm = NormChoice::Gn;
+                    base.gn_group_size = Some(8);
+                }
+            }
+            interop::infer_config(&base, &st).map_err(|e| Error::file(&path, e.to_string()))?
+        }
+    };
+    let w = interop::from_timm(&cfg, &st).map_err(|e| Error::file(&path, e.to_string()))?;
+    let (mean, std) = imagenet_stats(cfg.in_channels);
+    Ok(Resolved {
+        cfg,
+        weights: w,
+        mean,
+        std,
+    })
+}
+
+/// Load an image as `[size, size, c]` NHWC f32: resize the shorter side to
+/// `floor(size / crop_pct)` (bicubic), take the central `size` square (torchvision's
+/// rounding), scale to [0, 1] and normalize with `mean` / `std`.
+pub fn preprocess(
+    path: &Path,
+    size: usize,
+    crop_pct: f64,
+    mean: &[f32],
+    std: &[f32],
+) -> Result<Vec<f32>> {
+    let c = mean.len();
+    let img =
+        image::open(path).map_err(|e| Error::file(path, format!("cannot decode image ({e})")))?;
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let scale = ((size as f64 / crop_pct).floor() as usize).max(size);
+    let (nw, nh) = if w <= h {
+        (scale, (scale as f64 * h as f64 / w as f64) as usize)
+    } else {
+        ((scale as f64 * w as f64 / h as f64) as usize, scale)
+    };
+    let resized = img.resize_exact(
+        nw as u32,
+        nh as u32,
+        image::imageops::FilterType::CatmullRom,
+    );
+    // torchvision: int(round((h - th) / 2.0)), Python rounding half to even.
+    let top = ((nh - size) as f64 / 2.0).round_ties_even() as usize;
+    let left = ((nw - size) as f64 / 2.0).round_ties_even() as usize;
+    let px: Vec<u8> = if c == 1 {
+        resized.to_luma8().into_raw()
+    } else if c == 3 {
+        resized.to_rgb8().into_raw()
+    } else {
+        return Err(Error::Config(format!(
+            "images give 1 or 3 channels; the model takes {c} (use a safetensors input)"
+        )));
+    };
+    let mut out = Vec::with_capacity(size * size * c);
+    for y in 0..size {
+        for x in 0..size {
+            for ch in 0..c {
+                let v = px[((top + y) * nw + left + x) * c + ch] as f32 / 255.0;
+                out.push((v - mean[ch]) / std[ch]);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The inputs as NHWC images: (names, data, count, size).
+fn read_inputs(a: &PredictArgs, r: &Resolved) -> Result<(Vec<String>, Vec<f32>, usize, usize)> {
+    let c = r.cfg.in_channels;
+    let is_st = |p: &Path| {
+        p.extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| e.eq_ignore_ascii_case("safetensors"))
+    };
+    if a.input.len() == 1 && is_st(&a.input[0]) {
+        let path = &a.input[0];
+        let st = SafeTensors::load(path)?;
+        let t = st
+            .get("input")
+            .map_err(|e| Error::file(path, e.to_string()))?;
+        let s = &t.shape;
+        if s.len() != 4 || s[1] != c || s[2] != s[3] || s[2] < 8 {
+            return Err(Error::file(
+                path,
+                format!(
+                    "input has shape {s:?}; the model needs [N, {c}, S, S] with square images \
+                     of at least 8 pixels"
+                ),
+            ));
+        }
+        if let Some(want) = a.image_size.filter(|&v| v != s[2]) {
+            return Err(Error::file(
+                path,
+                format!("input is {}px but --image-size is {want}", s[2]),
+            ));
+        }
+        let (n, hw) = (s[0], s[2]);
+        let mut out = vec![0.0; t.data.len()];
+        for b in 0..n {
+            for ch in 0..c {
+                for p in 0..hw * hw {
+                    out[(b * hw * hw + p) * c + ch] = t.data[(b * c + ch) * hw * hw + p];
+                }
+            }
+        }
+        let names = (0..n).map(|i| format!("input[{i}]")).collect();
+        return Ok((names, out, n, hw));
+    }
+    if let Some(p) = a.input.iter().find(|p| is_st(p)) {
+        return Err(Error::file(
+            p,
+            "a safetensors input must be the only --input",
+        ));
+    }
+    let size = a.image_size.unwrap_or(r.cfg.resolution);
+    if a.crop_pct.is_nan() || a.crop_pct <= 0.0 || a.crop_pct > 1.0 {
+        return Err(Error::Config(format!(
+            "--crop-pct must be in (0, 1], got {}",
+            a.crop_pct
+        )));
+    }
+    let mut data = Vec::with_capacity(a.input.len() * size * size * c);
+    for p in &a.input {
+        data.extend(preprocess(p, size, a.crop_pct, &r.mean, &r.std)?);
+    }
+    let names = a.input.iter().map(|p| p.display().to_string()).collect();
+    Ok((names, data, a.input.len(), size))
+}
+
+/// Evaluation-mode logits `[n, classes]` of NHWC inputs `[n, size, size, c]`, in batches
+/// of `batch` (the last one padded with zeros).
+pub fn logits(
+    gpu: &Gpu,
+    r: &Resolved,
+    inputs: &[f32],
+    n: usize,
+    size: usize,
+    batch: usize,
+) -> Result<Vec<f32>> {
+    let batch = batch.clamp(1, n.max(1));
+    let mut model = EfficientNet::new(gpu, &r.cfg, batch, size)?;
+    convert::write_model(gpu, &model, &r.weights)?;
+    let mut rec = Recorder::new(gpu);
+    model.record_after_update(&mut rec)?;
+    rec.submit()?.wait(gpu)?;
+    let per = size * size * r.cfg.in_channels;
+    let k = r.cfg.classes;
+    let mut out = Vec::with_capacity(n * k);
+    let mut buf = vec![0.0f32; batch * per];
+    for start in (0..n).step_by(batch) {
+        let m = batch.min(n - start);
+        buf[..m * per].copy_from_slice(&inputs[start * per..(start + m) * per]);
+        buf[m * per..].fill(0.0);
+        gpu.write_f32(model.input(), &buf)?;
+        let mut rec = Recorder::new(gpu);
+        model.record_eval(&mut rec)?;
+        rec.submit()?.wait(gpu)?;
+        let l = gpu.read(model.logits())?;
+        out.extend_from_slice(&l[..m * k]);
+    }
+    Ok(out)
+}
+
+/// The `k` most likely classes of a row of logits: (class, probability), best first.
+pub fn top_k(logits: &[f32], k: usize) -> Vec<(usize, f64)> {
+    let mx = logits.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
+    let z: f64 = logits.iter().map(|&v| (v as f64 - mx).exp()).sum();
+    let mut idx: Vec<usize> = (0..logits.len()).collect();
+    idx.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]).then(a.cmp(&b)));
+    idx.into_iter()
+        .take(k)
+        .map(|i| (i, (logits[i] as f64 - mx).exp() / z))
+        .collect()
+}
+
+/// Run `effnet predict`; returns the logits `[N, classes]`.
+pub fn run(gpu: &Gpu, a: &PredictArgs) -> Result<Vec<f32>> {
+    let r = resolve(&a.arch, &a.weights, a.raw)?;
+    let (names, data, n, size) = read_inputs(a, &r)?;
+    let classes = r.cfg.classes;
+    let label_names: Vec<String> = match &a.labels {
+        Some(p) => std::fs::read_to_string(p)
+            .map_err(|e| Error::file(p, format!("cannot read: {e}")))?
+            .lines()
+            .map(|l| l.trim().to_string())
+            .collect(),
+        None => Vec::new(),
+    };
+    let out = logits(gpu, &r, &data, n, size, a.batch)?;
+    println!(
+        "{}: {} classes, {n} input(s) at {size}px on {} ({:?})",
+        r.cfg.name, classes, gpu.info.name, gpu.info.backend
+    );
+    for (i, name) in names.iter().enumerate() {
+        let top = top_k(&out[i * classes..(i + 1) * classes], a.top_k.max(1));
+        let s: Vec<String> = top
+            .iter()
+            .map(|(c, p)| match label_names.get(*c) {
+                Some(l) => format!("{c} {l} {:.2}%", 100.0 * p),
+                None => format!("{c} {:.2}%", 100.0 * p),
+            })
+            .collect();
+        println!("{name}: {}", s.join(", "));
+    }
+    if let Some(p) = &a.output {
+        let mut st = SafeTensors::default();
+        st.insert("logits", &[n, classes], out.clone());
+        st.metadata.insert("arch".into(), r.cfg.name.clone());
+        st.save(p)?;
+        println!("wrote logits [{n}, {classes}] to {}", p.display());
+    }
+    Ok(out)
+}
+
+/// Options of `effnet export`.
+#[derive(Args, Debug, Clone)]
+pub struct ExportArgs {
+    /// Run folder or checkpoint file from `effnet train`.
+    pub checkpoint: PathBuf,
+    /// Output safetensors file (timm names, PyTorch layouts).
+    #[arg(long)]
+    pub output: PathBuf,
+    /// Export the raw weights instead of their average.
+    #[arg(long)]
+    pub raw: bool,
+}
+
+/// Run `effnet export`: write the checkpoint as a timm state dict and say how to load it.
+pub fn export(a: &ExportArgs) -> Result<TimmEquivalent> {
+    let path = if a.checkpoint.is_dir() {
+        trainer::checkpoint_path(&a.checkpoint)
+    } else {
+        a.checkpoint.clone()
+    };
+    let eq = convert::export_checkpoint(&path, &a.output, a.raw)?;
+    println!(
+        "wrote {} ({} weights) as timm {}; in Python:",
+        a.output.display(),
+        if a.raw { "raw" } else { "averaged" },
+        eq.name
+    );
+    println!("  import functools, timm, safetensors.torch");
+    println!("  model = {}", eq.python());
+    println!(
+        "  model.load_state_dict(safetensors.torch.load_file(\"{}\"))",
+        a.output.display()
+    );
+    Ok(eq)
+}

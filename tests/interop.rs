@@ -1,0 +1,602 @@
+//! timm / PyTorch interop: state-dict names and shapes for every mapped timm EfficientNet,
+//! import errors, export round trips, and llm.c-style parity against PyTorch fixtures
+//! (tests/fixtures/gen_timm_fixtures.py): eval logits, train-mode loss, every parameter
+//! gradient and the input gradient, and a 10-step SGD loss trajectory.
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use effnet::cli::predict::{self, ExportArgs, PredictArgs};
+use effnet::gpu::Recorder;
+use effnet::interop::{self, Layout};
+use effnet::models::efficientnet::EfficientNet;
+use effnet::models::ModelConfig;
+use effnet::train::model::Trainable;
+use effnet::train::optim::{self, Optimizer};
+use effnet::util::safetensors::SafeTensors;
+use effnet::util::Rng;
+
+const ARCHS: [&str; 3] = [
+    "efficientnet_b0",
+    "efficientnet_b0_gn",
+    "efficientnet_b0_g8_gn",
+];
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/timm")
+        .join(name)
+}
+
+fn load(name: &str) -> SafeTensors {
+    SafeTensors::load(&fixture(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+/// A reduced fixture model: its timm weights, PyTorch reference and effnet configuration.
+struct Case {
+    weights: SafeTensors,
+    parity: SafeTensors,
+    cfg: ModelConfig,
+    batch: usize,
+    image: usize,
+}
+
+fn case(arch: &str) -> Case {
+    let weights = load(&format!("{arch}.weights.safetensors"));
+    let parity = load(&format!("{arch}.parity.safetensors"));
+    let base = interop::config_from_timm(arch).unwrap();
+    let mut cfg = interop::infer_config(&base, &weights).unwrap();
+    let meta = |k: &str| -> f64 { parity.metadata[k].parse().unwrap() };
+    assert_eq!(
+        cfg.width,
+        meta("channel_multiplier"),
+        "{arch}: inferred width"
+    );
+    assert_eq!(
+        cfg.depth,
+        meta("depth_multiplier"),
+        "{arch}: inferred depth"
+    );
+    assert_eq!(cfg.classes, meta("num_classes") as usize);
+    cfg.dropout = 0.0;
+    cfg.drop_connect = 0.0;
+    let x = &parity.tensors["input"];
+    Case {
+        batch: x.shape[0],
+        image: x.shape[2],
+        weights,
+        parity,
+        cfg,
+    }
+}
+
+fn nchw_to_nhwc(x: &[f32], s: &[usize]) -> Vec<f32> {
+    let (n, c, h, w) = (s[0], s[1], s[2], s[3]);
+    let mut out = vec![0.0; x.len()];
+    for b in 0..n {
+        for ch in 0..c {
+            for y in 0..h {
+                for xx in 0..w {
+                    out[((b * h + y) * w + xx) * c + ch] = x[((b * c + ch) * h + y) * w + xx];
+                }
+            }
+        }
+    }
+    out
+}
+
+/// ||a - b|| / ||b||.
+fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    let (mut d, mut n) = (0.0f64, 0.0f64);
+    for (x, y) in a.iter().zip(b) {
+        d += (*x as f64 - *y as f64).powi(2);
+        n += (*y as f64).powi(2);
+    }
+    (d / n.max(1e-300)).sqrt()
+}
+
+fn mean_loss(gpu: &effnet::Gpu, m: &EfficientNet) -> f64 {
+    let rows = gpu.read(m.loss_rows()).unwrap();
+    rows.iter().map(|&v| v as f64).sum::<f64>() / rows.len() as f64
+}
+
+/// Names of the parameters the model trains, in timm order, with their layouts.
+fn param_maps(cfg: &ModelConfig) -> Vec<interop::TensorMap> {
+    interop::tensor_maps(cfg)
+        .unwrap()
+        .into_iter()
+        .filter(|m| !m.running)
+        .collect()
+}
+
+#[test]
+fn timm_names_and_shapes_for_every_mapped_arch() {
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("keys.json")).unwrap()).unwrap();
+    let models = v["models"].as_object().unwrap();
+    assert_eq!(models.len(), interop::arch::TIMM_ARCHS.len());
+    for a in interop::arch::TIMM_ARCHS {
+        let want: Vec<(String, Vec<usize>)> = models[a.name]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                (
+                    e[0].as_str().unwrap().to_string(),
+                    e[1].as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|d| d.as_u64().unwrap() as usize)
+                        .collect(),
+                )
+            })
+            .filter(|(n, _)| !n.ends_with(".num_batches_tracked"))
+            .collect();
+        let cfg = interop::config_from_timm(a.name).unwrap();
+        let got: Vec<(String, Vec<usize>)> = interop::tensor_maps(&cfg)
+            .unwrap()
+            .into_iter()
+            .map(|m| (m.name, m.timm_shape))
+            .collect();
+        assert_eq!(got, want, "{}: names/shapes differ from timm", a.name);
+        // And back: the configuration maps to the same registered timm model.
+        let eq = interop::timm_equivalent(&cfg).unwrap();
+        assert_eq!(eq.name, a.name);
+        assert!(eq.registered);
+        assert_eq!(
+            eq.python(),
+            format!("timm.create_model(\"{}\")", a.name),
+            "{}",
+            a.name
+        );
+    }
+}
+
+#[test]
+fn timm_name_forms_and_unknown_names() {
+    assert_eq!(
+        interop::arch::base_name("timm/efficientnet_b3.ra2_in1k"),
+        "efficientnet_b3"
+    );
+    assert_eq!(
+        interop::arch::base_name("hf-hub:timm/efficientnet_b0.ra_in1k"),
+        "efficientnet_b0"
+    );
+    let c = interop::config_from_timm("efficientnet_b2.ra_in1k").unwrap();
+    assert_eq!((c.width, c.depth, c.resolution), (1.1, 1.2, 260));
+    assert_eq!(c.norm_eps, 1e-5);
+    let e = interop::config_from_timm("efficientnet_b3_gn")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("efficientnet_b0_g8_gn"), "{e}");
+    // effnet's own G16 / Proxy Norm / 4-group GN models have no timm equivalent.
+    let mut g16 = ModelConfig::preset("b0-g16").unwrap();
+    let e = interop::timm_equivalent(&g16).unwrap_err().to_string();
+    assert!(e.contains("expansion 4"), "{e}");
+    g16.norm = effnet::models::NormChoice::LnPn;
+    assert!(interop::tensor_maps(&g16).is_err());
+    let mut gn = ModelConfig::preset("b0").unwrap();
+    gn.norm = effnet::models::NormChoice::Gn;
+    let e = interop::timm_equivalent(&gn).unwrap_err().to_string();
+    assert!(e.contains("gn_group_size"), "{e}");
+    gn.gn_group_size = Some(8);
+    gn.norm_eps = 1e-3;
+    let eq = interop::timm_equivalent(&gn).unwrap();
+    assert_eq!(eq.name, "efficientnet_b0_gn");
+    assert!(eq.python().contains("eps=1e-3"), "{}", eq.python());
+}
+
+#[test]
+fn import_lists_every_problem() {
+    let cfg = case("efficientnet_b0").cfg;
+    let mut st = load("efficientnet_b0.weights.safetensors");
+    st.tensors.remove("blocks.1.0.conv_dw.weight");
+    st.tensors.remove("bn2.running_var");
+    st.insert("blocks.9.0.conv_pw.weight", &[4], vec![0.0; 4]);
+    let t = st.tensors.get_mut("classifier.weight").unwrap();
+    t.shape = vec![t.shape[1], t.shape[0]];
+    let e = interop::from_timm(&cfg, &st).unwrap_err().to_string();
+    for want in [
+        "4 problem(s)",
+        "missing blocks.1.0.conv_dw.weight",
+        "missing bn2.running_var",
+        "unexpected blocks.9.0.conv_pw.weight",
+        "classifier.weight: shape [320, 10] in the file, the model needs [10, 320]",
+    ] {
+        assert!(e.contains(want), "'{want}' not in:\n{e}");
+    }
+    // A GN state dict read as BatchNorm: every running statistic is missing.
+    let gn = load("efficientnet_b0_gn.weights.safetensors");
+    let e = interop::from_timm(&cfg, &gn).unwrap_err().to_string();
+    assert!(e.contains("missing bn1.running_mean"), "{e}");
+    // A state dict of another width does not pass as this architecture.
+    let base = interop::config_from_timm("efficientnet_b0_g8_gn").unwrap();
+    let e = interop::from_timm(&base, &gn).unwrap_err().to_string();
+    assert!(e.contains("conv_stem.weight: shape [8, 3, 3, 3]"), "{e}");
+}
+
+#[test]
+fn export_round_trips_on_the_host() {
+    for arch in ARCHS {
+        let c = case(arch);
+        let w = interop::from_timm(&c.cfg, &c.weights).unwrap();
+        let (st, eq) = interop::to_timm(&c.cfg, &w).unwrap();
+        assert_eq!(eq.name, arch);
+        assert!(!eq.registered);
+        let want: BTreeMap<&String, _> = c
+            .weights
+            .tensors
+            .iter()
+            .filter(|(n, _)| !n.ends_with(".num_batches_tracked"))
+            .collect();
+        assert_eq!(
+            st.tensors.keys().collect::<Vec<_>>(),
+            want.keys().copied().collect::<Vec<_>>(),
+            "{arch}"
+        );
+        for (n, t) in &st.tensors {
+            assert_eq!(t, want[n], "{arch}: {n} changed in the round trip");
+        }
+        // Kept for `python3 tests/fixtures/gen_timm_fixtures.py --check-exports DIR`,
+        // which loads them into timm strictly and compares logits with PyTorch's.
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("timm-exports");
+        std::fs::create_dir_all(&dir).unwrap();
+        st.save(&dir.join(format!("{arch}.safetensors"))).unwrap();
+        let back: ModelConfig =
+            serde_json::from_str(&st.metadata[interop::convert::META_CONFIG]).unwrap();
+        assert_eq!(back, c.cfg);
+        assert_eq!(interop::from_timm(&c.cfg, &st).unwrap(), w);
+    }
+}
+
+fn parity(arch: &str) {
+    let gpu = common::gpu();
+    let c = case(arch);
+    let (b, classes) = (c.batch, c.cfg.classes);
+    let mut m = EfficientNet::new(gpu, &c.cfg, b, c.image).unwrap();
+    m.enable_input_grad(gpu).unwrap();
+    let w = interop::from_timm(&c.cfg, &c.weights).unwrap();
+    interop::write_model(gpu, &m, &w).unwrap();
+    // The GPU round trip gives back the same tensors.
+    assert_eq!(
+        interop::read_model(gpu, &m).unwrap(),
+        w,
+        "{arch}: GPU round trip"
+    );
+    let p = &c.parity.tensors;
+    let x = &p["input"];
+    gpu.write_f32(m.input(), &nchw_to_nhwc(&x.data, &x.shape))
+        .unwrap();
+    let labels: Vec<u32> = p["labels"].data.iter().map(|&v| v as u32).collect();
+    gpu.write_u32(m.labels(), &labels).unwrap();
+    gpu.write_f32(m.loss_weights(), &vec![1.0 / b as f32; b])
+        .unwrap();
+
+    // Eval logits (BatchNorm: running statistics as timm stores them).
+    let mut rec = Recorder::new(gpu);
+    m.record_eval(&mut rec).unwrap();
+    rec.submit().unwrap().wait(gpu).unwrap();
+    let logits = gpu.read(m.logits()).unwrap();
+    assert_eq!(logits.len(), b * classes);
+    let logits_err = rel_l2(&logits, &p["logits_eval"].data);
+
+    // One training step: loss and every gradient.
+    let mut rec = Recorder::new(gpu);
+    m.record_train_step(&mut rec, &mut Rng::new(0), 0.1, false)
+        .unwrap();
+    rec.submit().unwrap().wait(gpu).unwrap();
+    let loss = mean_loss(gpu, &m);
+    let want = p["loss_train"].data[0] as f64;
+    let loss_err = (loss - want).abs() / want.abs();
+    let store = m.store();
+    let mut worst = (0.0, String::new());
+    let mut bad = Vec::new();
+    let maps = param_maps(&c.cfg);
+    assert_eq!(maps.len(), store.defs.len());
+    let norm = |v: &[f32]| v.iter().map(|&x| (x as f64).powi(2)).sum::<f64>().sqrt();
+    let total = maps
+        .iter()
+        .map(|m| norm(&p[&format!("grad.{}", m.name)].data).powi(2))
+        .sum::<f64>()
+        .sqrt();
+    let mut zero = Vec::new();
+    for map in &maps {
+        let id = store
+            .find(&map.name)
+            .unwrap_or_else(|| panic!("{}", map.name));
+        assert_eq!(store.defs[id.0].shape, map.effnet_shape, "{}", map.name);
+        let g = gpu.read(store.g(id)).unwrap();
+        let t = &p[&format!("grad.{}", map.name)];
+        assert_eq!(t.shape, map.timm_shape);
+        let want = map.layout.to_effnet(&t.data);
+        if norm(&want) < 1e-10 * total {
+            // Zero in exact arithmetic (a projection-norm bias whose shift the next
+            // train-mode BatchNorm removes): the float64 reference holds roundoff (~1e-16)
+            // and any float32 engine (PyTorch's too) ~1e-8 of the total gradient norm, so
+            // a relative error is meaningless; require float32 roundoff level instead.
+            let r = norm(&g) / total;
+            if r >= 1e-6 {
+                bad.push(format!(
+                    "{}: should be ~0, norm {r:.3e} of the total",
+                    map.name
+                ));
+            }
+            zero.push(format!("{} ({r:.1e})", map.name));
+            continue;
+        }
+        let e = rel_l2(&g, &want);
+        if e > worst.0 {
+            worst = (e, map.name.clone());
+        }
+        if e >= 1e-3 {
+            bad.push(format!("{}: relative L2 error {e:.3e}", map.name));
+        }
+    }
+    if !zero.is_empty() {
+        println!(
+            "{arch}: {} gradients are zero in exact arithmetic (effnet norm / total): {}",
+            zero.len(),
+            zero.join(", ")
+        );
+    }
+    let dx = gpu.read(m.input_grad().unwrap()).unwrap();
+    let gx = &p["input_grad"];
+    let input_grad = rel_l2(&dx, &nchw_to_nhwc(&gx.data, &gx.shape));
+
+    // Ten SGD steps (momentum 0.9, no weight decay) on the same batch.
+    let lr: f32 = c.parity.metadata["lr"].parse().unwrap();
+    let opt = Optimizer::Sgd {
+        momentum: c.parity.metadata["momentum"].parse().unwrap(),
+        nesterov: false,
+    };
+    let want_traj = &p["sgd_losses"].data;
+    let mut sgd = 0.0f64;
+    let mut traj = Vec::new();
+    for (step, &want) in want_traj.iter().enumerate() {
+        let mut rec = Recorder::new(gpu);
+        m.record_train_step(&mut rec, &mut Rng::new(0), 0.1, false)
+            .unwrap();
+        let s = m.store();
+        optim::update(
+            &mut rec,
+            &opt,
+            &s.segments,
+            &s.w.chunks,
+            &s.g.chunks,
+            &s.s1.chunks,
+            &s.s2.chunks,
+            lr,
+            0.0,
+            step as u64 + 1,
+            1.0,
+        )
+        .unwrap();
+        rec.submit().unwrap().wait(gpu).unwrap();
+        let l = mean_loss(gpu, &m);
+        traj.push(l);
+        sgd = sgd.max((l - want as f64).abs());
+    }
+    println!(
+        "{arch}: eval logits rel {logits_err:.2e}, train loss rel {loss_err:.2e}, worst \
+         gradient rel L2 {:.2e} ({}), input gradient rel L2 {input_grad:.2e}, SGD \
+         trajectory max |diff| {sgd:.2e}",
+        worst.0, worst.1
+    );
+    assert!(
+        logits_err < 1e-4,
+        "{arch}: eval logits relative error {logits_err:.3e}"
+    );
+    assert!(
+        loss_err < 1e-4,
+        "{arch}: loss {loss} vs {want}: relative error {loss_err:.3e}"
+    );
+    assert!(bad.is_empty(), "{arch}: gradients off:\n{}", bad.join("\n"));
+    assert!(
+        input_grad < 1e-3,
+        "{arch}: input gradient relative error {input_grad:.3e}"
+    );
+    assert!(
+        sgd <= 1e-3,
+        "{arch}: SGD trajectory {traj:?} vs PyTorch {want_traj:?} (max difference {sgd:.3e})"
+    );
+}
+
+#[test]
+fn parity_efficientnet_b0_bn() {
+    parity("efficientnet_b0");
+}
+
+#[test]
+fn parity_efficientnet_b0_gn() {
+    parity("efficientnet_b0_gn");
+}
+
+#[test]
+fn parity_efficientnet_b0_g8_gn() {
+    parity("efficientnet_b0_g8_gn");
+}
+
+#[test]
+fn layouts_convert_both_ways() {
+    let l = Layout::Linear { cin: 2, cout: 3 };
+    let pt = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]; // [3, 2]
+    let e = l.to_effnet(&pt);
+    assert_eq!(e, vec![1.0, 3.0, 5.0, 2.0, 4.0, 6.0]); // [2, 3]
+    assert_eq!(l.to_timm(&e), pt.to_vec());
+    let c = Layout::Conv {
+        k: 3,
+        cin: 4,
+        cout: 6,
+        groups: 2,
+    };
+    let v: Vec<f32> = (0..6 * 2 * 9).map(|i| i as f32).collect();
+    assert_eq!(c.to_timm(&c.to_effnet(&v)), v);
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("effnet-interop-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn predict_args(arch: &str, weights: &Path, input: &[&Path], extra: &[&str]) -> PredictArgs {
+    #[derive(clap::Parser)]
+    struct Wrap {
+        #[command(flatten)]
+        a: PredictArgs,
+    }
+    let mut v: Vec<String> = vec!["t".into(), "--arch".into(), arch.into()];
+    v.extend(["--weights".into(), weights.display().to_string()]);
+    v.push("--input".into());
+    v.extend(input.iter().map(|p| p.display().to_string()));
+    v.extend(extra.iter().map(|s| s.to_string()));
+    <Wrap as clap::Parser>::parse_from(v).a
+}
+
+#[test]
+fn predict_on_a_tensor_matches_pytorch_logits() {
+    let gpu = common::gpu();
+    let dir = tmp("predict");
+    let out = dir.join("logits.safetensors");
+    let parity = fixture("efficientnet_b0.parity.safetensors");
+    // Batch 3 over 4 inputs: the last batch is padded.
+    let a = predict_args(
+        "timm/efficientnet_b0.ra_in1k",
+        &fixture("efficientnet_b0.weights.safetensors"),
+        &[&parity],
+        &[
+            "--batch",
+            "3",
+            "--top-k",
+            "3",
+            "--output",
+            out.to_str().unwrap(),
+        ],
+    );
+    let logits = predict::run(gpu, &a).unwrap();
+    let st = SafeTensors::load(&out).unwrap();
+    let t = st.get("logits").unwrap();
+    assert_eq!(t.shape, vec![4, 10]);
+    assert_eq!(t.data, logits);
+    let want = &load("efficientnet_b0.parity.safetensors").tensors["logits_eval"];
+    let e = rel_l2(&t.data, &want.data);
+    println!("predict efficientnet_b0: logits relative error {e:.2e}");
+    assert!(e < 1e-4, "predict logits relative error {e:.3e}");
+    // The preset name with a plain timm state dict takes timm's conventions.
+    let b = predict_args(
+        "b0",
+        &fixture("efficientnet_b0.weights.safetensors"),
+        &[&parity],
+        &[],
+    );
+    assert!(rel_l2(&predict::run(gpu, &b).unwrap(), &want.data) < 1e-4);
+    // A wrong architecture is refused with the tensor list.
+    let c = predict_args(
+        "efficientnet_b0_g8_gn",
+        &fixture("efficientnet_b0.weights.safetensors"),
+        &[&parity],
+        &[],
+    );
+    let e = predict::run(gpu, &c).unwrap_err().to_string();
+    assert!(
+        e.contains("missing bn1.running_mean") || e.contains("unexpected"),
+        "{e}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn image_preprocessing_matches_timm_transform() {
+    let want = &load("preprocess.safetensors").tensors["input"];
+    let got = predict::preprocess(
+        &fixture("image.png"),
+        40,
+        0.875,
+        &predict::IMAGENET_MEAN,
+        &predict::IMAGENET_STD,
+    )
+    .unwrap();
+    let want = nchw_to_nhwc(&want.data, &want.shape);
+    let diff: Vec<f64> = got
+        .iter()
+        .zip(&want)
+        .map(|(a, b)| (*a as f64 - *b as f64).abs())
+        .collect();
+    let max = diff.iter().cloned().fold(0.0, f64::max);
+    let mean = diff.iter().sum::<f64>() / diff.len() as f64;
+    println!("preprocessing vs timm: max |diff| {max:.4}, mean {mean:.5} (normalized units)");
+    // Same resize, crop and normalization; the bicubic resamplers (image's Catmull-Rom,
+    // PIL's bicubic) differ by uint8 rounding: at most 2 steps of 1/255 / std.
+    let step = 1.0 / 255.0 / 0.224;
+    assert!(
+        max < 2.0 * step && mean < 0.5 * step,
+        "max {max}, mean {mean}"
+    );
+}
+
+#[test]
+fn predict_on_images_runs_end_to_end() {
+    let gpu = common::gpu();
+    let img = fixture("image.png");
+    let a = predict_args(
+        "efficientnet_b0_g8_gn",
+        &fixture("efficientnet_b0_g8_gn.weights.safetensors"),
+        &[&img, &img],
+        &["--image-size", "40", "--top-k", "2"],
+    );
+    let l = predict::run(gpu, &a).unwrap();
+    assert_eq!(l.len(), 20);
+    assert_eq!(l[..10], l[10..]);
+    let top = predict::top_k(&l[..10], 2);
+    assert!(top[0].1 >= top[1].1 && top[0].1 <= 1.0);
+}
+
+#[test]
+fn export_cli_writes_a_training_checkpoint_as_timm() {
+    let gpu = common::gpu();
+    let c = case("efficientnet_b0");
+    let dir = tmp("export");
+    let m = EfficientNet::new(gpu, &c.cfg, 2, 32).unwrap();
+    interop::write_model(gpu, &m, &interop::from_timm(&c.cfg, &c.weights).unwrap()).unwrap();
+    let ckpt = dir.join("checkpoint.safetensors");
+    let mut meta = BTreeMap::new();
+    meta.insert(
+        "model_config".to_string(),
+        serde_json::to_string(&c.cfg).unwrap(),
+    );
+    effnet::train::checkpoint::save(&ckpt, gpu, m.store(), &m.state_tensors(), meta).unwrap();
+    let out = dir.join("timm.safetensors");
+    let a = ExportArgs {
+        checkpoint: dir.clone(),
+        output: out.clone(),
+        raw: false,
+    };
+    let eq = predict::export(&a).unwrap();
+    assert_eq!(eq.name, "efficientnet_b0");
+    assert!(
+        eq.python().contains("channel_multiplier=0.25"),
+        "{}",
+        eq.python()
+    );
+    let st = SafeTensors::load(&out).unwrap();
+    for (n, t) in &st.tensors {
+        assert_eq!(t, &c.weights.tensors[n], "{n}");
+    }
+    assert_eq!(
+        st.tensors.len(),
+        c.weights
+            .tensors
+            .keys()
+            .filter(|n| !n.ends_with("num_batches_tracked"))
+            .count()
+    );
+    // predict reads the training checkpoint itself too (effnet preset name).
+    let parity = fixture("efficientnet_b0.parity.safetensors");
+    let p = predict_args("b0", &dir, &[&parity], &[]);
+    let want = &load("efficientnet_b0.parity.safetensors").tensors["logits_eval"];
+    assert!(rel_l2(&predict::run(gpu, &p).unwrap(), &want.data) < 1e-4);
+    let _ = std::fs::remove_dir_all(&dir);
+}
