@@ -65,7 +65,11 @@ fn tmp(name: &str) -> PathBuf {
 }
 
 fn run(a: &TrainArgs, dir: &Path, resume: bool) -> trainer::TrainSummary {
-    let start = if resume { trainer::Start::Resume } else { trainer::Start::Fresh };
+    let start = if resume {
+        trainer::Start::Resume
+    } else {
+        trainer::Start::Fresh
+    };
     let gpu = common::gpu();
     let cfg = train_config(a).unwrap();
     let (tr, te) = trainer::load_datasets(&cfg).unwrap();
@@ -195,4 +199,65 @@ fn corrupt_dataset_gives_clear_error() {
         e.contains("train-images-idx3-ubyte.gz") && e.contains("corrupt"),
         "{e}"
     );
+}
+
+#[test]
+fn finetune_trains_only_the_head_and_chosen_stages() {
+    if !have_data() {
+        return;
+    }
+    use effnet::nn::ParamId;
+    use effnet::train::model::Trainable;
+    let gpu = common::gpu();
+    let a = args(&["--norm", "ln-pn", "--max-steps", "3", "--ema-decay", "0"]);
+    let mut cfg = train_config(&a).unwrap();
+    let (tr, te) = trainer::load_datasets(&cfg).unwrap();
+    let mcfg = model_config(&a, tr.classes.len(), tr.c).unwrap();
+    let mut m = EfficientNet::new(gpu, &mcfg, cfg.batch, 48).unwrap();
+    m.set_finetune_stages(&[7]).unwrap();
+    assert!(m.set_finetune_stages(&[9]).is_err());
+    m.set_finetune_stages(&[7]).unwrap();
+    m.store()
+        .initialize(gpu, &mut effnet::util::Rng::new(1), 0.0)
+        .unwrap();
+    let n = m.store().defs.len();
+    let before: Vec<Vec<f32>> = (0..n)
+        .map(|i| gpu.read(m.store().w(ParamId(i))).unwrap())
+        .collect();
+    cfg.image_size = 48;
+    cfg.head_only = true;
+    cfg.eval_preprocessing = true;
+    let dir = tmp("finetune");
+    let (mean, std) = ([0.2860f32], [0.3530f32]);
+    let s = trainer::train(
+        gpu,
+        &mut m,
+        &cfg,
+        Arc::new(tr),
+        &te,
+        (&mean, &std),
+        &dir,
+        trainer::Start::Keep,
+        "{}",
+        10,
+        true,
+    )
+    .unwrap();
+    assert_eq!(s.steps, 3);
+    let mut changed = 0;
+    for i in 0..n {
+        let name = m.store().defs[i].name.clone();
+        let after = gpu.read(m.store().w(ParamId(i))).unwrap();
+        let trained = m.is_head_param(&name);
+        if trained {
+            changed += (after != before[i]) as usize;
+        } else {
+            assert_eq!(after, before[i], "{name} changed although frozen");
+        }
+    }
+    assert!(
+        m.is_head_param("blocks.6.0.conv_pw.weight")
+            && !m.is_head_param("blocks.5.0.conv_pw.weight")
+    );
+    assert!(changed > 5, "only {changed} trained tensors changed");
 }

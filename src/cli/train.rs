@@ -110,6 +110,10 @@ pub struct TrainArgs {
     /// Fine-tuning epochs.
     #[arg(long, default_value_t = 1.0)]
     pub finetune_epochs: f64,
+    /// Stages (1..7) trained with the head when fine-tuning, e.g. `6,7` (the paper's
+    /// `block6`, `block7` option); default: the head only.
+    #[arg(long, value_delimiter = ',')]
+    pub finetune_stages: Vec<usize>,
     /// Fine-tuning learning rate (cosine schedule).
     #[arg(long, default_value_t = 0.01)]
     pub finetune_lr: f64,
@@ -118,7 +122,8 @@ pub struct TrainArgs {
 const FIXRES_HELP: &str = "\
 Reduced-resolution training and fine-tuning (paper 1, FixRes):
   Train at a lower --image-size, then fine-tune only the head (conv_head, its norm and the
-  classifier) for --finetune-epochs at --finetune-size with evaluation preprocessing, and
+  classifier; add stages with --finetune-stages 6,7) for --finetune-epochs at
+  --finetune-size with evaluation preprocessing, and
   evaluate at that size. Choose sizes with train % 32 == test % 32 (e.g. 160 -> 224,
   176 -> 240, 196 -> 260, 224 -> 288; 16 -> 48 or 32 -> 64 for 28-px Fashion-MNIST): the
   network's stride-32 grid then lines up the same way at both sizes, and the apparent
@@ -283,6 +288,7 @@ pub fn run(gpu: &Gpu, a: &TrainArgs) -> Result<Vec<(String, TrainSummary)>> {
         fcfg.decay = Decay::Cosine;
         fcfg.weight_decay = 0.0;
         let mut fmodel = EfficientNet::new(gpu, &mcfg, cfg.batch, ft)?;
+        fmodel.set_finetune_stages(&a.finetune_stages)?;
         let src = SafeTensors::load(&trainer::checkpoint_path(&a.run_dir))?;
         init_from_average(gpu, &fmodel, &src)?;
         println!(

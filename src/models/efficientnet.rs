@@ -93,6 +93,10 @@ pub struct EfficientNet {
     loss_rows: Tensor,
     ones: Tensor,
     head_start: usize,
+    /// Node index where each stage's first block begins (index = stage number 1..=7).
+    stage_start: [usize; 8],
+    /// Stages trained besides the head when fine-tuning.
+    finetune_stages: Vec<usize>,
 }
 
 impl EfficientNet {
@@ -164,10 +168,14 @@ impl EfficientNet {
         nodes.push(Node::Norm { l, x: y, y: cur });
 
         let mut stage_idx = [0usize; 8];
+        let mut stage_start = [0usize; 8];
         let mut extra_slots = Vec::new();
         for blk in cfg.blocks() {
             let j = stage_idx[blk.stage];
             stage_idx[blk.stage] += 1;
+            if j == 0 {
+                stage_start[blk.stage] = nodes.len();
+            }
             let p = format!("blocks.{}.{}", blk.stage - 1, j);
             let block_in = cur;
             let fork_at = nodes.len();
@@ -419,6 +427,8 @@ impl EfficientNet {
             loss_rows: gpu.zeros(&[b])?,
             ones: gpu.upload(&vec![1.0; b], &[b])?,
             head_start,
+            stage_start,
+            finetune_stages: Vec::new(),
         })
     }
 
@@ -709,7 +719,14 @@ impl Trainable for EfficientNet {
             &dlogits,
             label_smoothing,
         )?;
-        let stop = if head_only { self.head_start } else { 0 };
+        let stop = if head_only {
+            self.finetune_stages
+                .iter()
+                .map(|&s| self.stage_start[s])
+                .fold(self.head_start, usize::min)
+        } else {
+            0
+        };
         self.backward(rec, stop)
     }
 
@@ -727,6 +744,22 @@ impl Trainable for EfficientNet {
     }
 
     fn is_head_param(&self, name: &str) -> bool {
-        name.starts_with("conv_head") || name.starts_with("bn2.") || name.starts_with("classifier")
+        name.starts_with("conv_head")
+            || name.starts_with("bn2.")
+            || name.starts_with("classifier")
+            || self
+                .finetune_stages
+                .iter()
+                .any(|s| name.starts_with(&format!("blocks.{}.", s - 1)))
+    }
+
+    fn set_finetune_stages(&mut self, stages: &[usize]) -> Result<()> {
+        if let Some(s) = stages.iter().find(|&&s| !(1..=7).contains(&s)) {
+            return Err(Error::Config(format!(
+                "stage {s} does not exist: EfficientNet stages are 1..7"
+            )));
+        }
+        self.finetune_stages = stages.to_vec();
+        Ok(())
     }
 }

@@ -39,6 +39,10 @@ pub trait Trainable {
     fn record_eval(&mut self, rec: &mut Recorder) -> Result<()>;
     /// Record work that must follow each optimizer update (Proxy Norm statistics).
     fn record_after_update(&mut self, rec: &mut Recorder) -> Result<()>;
-    /// Names of the parameters trained when fine-tuning the head only.
+    /// Names of the parameters trained when fine-tuning (the head, plus any stages chosen
+    /// with [`Trainable::set_finetune_stages`]).
     fn is_head_param(&self, name: &str) -> bool;
+    /// Also train these stages (1-based) when fine-tuning; the backward pass then stops at
+    /// the first of them.
+    fn set_finetune_stages(&mut self, stages: &[usize]) -> Result<()>;
 }

@@ -355,6 +355,13 @@ pub fn train(
         if !quiet {
             println!("resumed from {} at step {step}", ckpt.display());
         }
+    } else if start == Start::Keep {
+        // Weights come from the caller; optimizer state starts from scratch.
+        let s = model.store();
+        for (s1, s2) in s.s1.chunks.iter().zip(&s.s2.chunks) {
+            gpu.write_f32(s1, &vec![0.0; s1.len()])?;
+            gpu.write_f32(s2, &vec![cfg.optimizer.s2_init(); s2.len()])?;
+        }
     } else {
         let mut init = Rng::new(cfg.seed);
         model
