@@ -245,14 +245,13 @@ fn finetune_trains_only_the_head_and_chosen_stages() {
     .unwrap();
     assert_eq!(s.steps, 3);
     let mut changed = 0;
-    for i in 0..n {
+    for (i, old) in before.iter().enumerate() {
         let name = m.store().defs[i].name.clone();
         let after = gpu.read(m.store().w(ParamId(i))).unwrap();
-        let trained = m.is_head_param(&name);
-        if trained {
-            changed += (after != before[i]) as usize;
+        if m.is_head_param(&name) {
+            changed += (&after != old) as usize;
         } else {
-            assert_eq!(after, before[i], "{name} changed although frozen");
+            assert_eq!(&after, old, "{name} changed although frozen");
         }
     }
     assert!(
