@@ -4,7 +4,7 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Recorder, Tensor};
-use crate::models::config::{ModelConfig, NormChoice};
+use crate::models::config::ModelConfig;
 use crate::nn::layers::{ConvLayer, LinearLayer, NormActLayer, NormRole, SeLayer};
 use crate::nn::{ParamBuilder, ParamStore};
 use crate::ops::{elementwise, loss, reduce};
@@ -99,6 +99,73 @@ pub struct EfficientNet {
     finetune_stages: Vec<usize>,
 }
 
+/// Builds the graph: registers parameters, allocates activations, appends nodes.
+struct GraphBuilder<'a> {
+    gpu: &'a Gpu,
+    cfg: &'a ModelConfig,
+    b: usize,
+    pb: ParamBuilder,
+    acts: Vec<Tensor>,
+    shapes: Vec<[usize; 4]>,
+    nodes: Vec<Node>,
+}
+
+impl GraphBuilder<'_> {
+    /// A new activation tensor; returns its index.
+    fn act(&mut self, s: [usize; 4]) -> Result<usize> {
+        self.acts.push(self.gpu.zeros(&s)?);
+        self.shapes.push(s);
+        Ok(self.acts.len() - 1)
+    }
+
+    /// A convolution (`conv` = kernel, stride, groups) followed by its fused norm; returns
+    /// the norm's output index and the output resolution.
+    fn conv_norm(
+        &mut self,
+        (conv_name, norm_name): (&str, &str),
+        x: usize,
+        hw: usize,
+        (cin, cout): (usize, usize),
+        (k, stride, groups): (usize, usize, usize),
+        role: NormRole,
+    ) -> Result<(usize, usize)> {
+        let (gpu, cfg, b) = (self.gpu, self.cfg, self.b);
+        let l = ConvLayer::new(
+            gpu,
+            &mut self.pb,
+            conv_name,
+            b,
+            hw,
+            hw,
+            cin,
+            cout,
+            k,
+            stride,
+            groups,
+            false,
+        )?;
+        let ho = (hw - 1) / stride + 1;
+        let y = self.act([b, ho, ho, cout])?;
+        self.nodes.push(Node::Conv { l, x, y });
+        let l = NormActLayer::new(
+            gpu,
+            &mut self.pb,
+            norm_name,
+            b,
+            ho * ho,
+            cout,
+            cfg.norm,
+            cfg.norm_groups(cout),
+            cfg.norm_eps,
+            role,
+        )?
+        .with_momentum(cfg.bn_momentum);
+        let out = self.act([b, ho, ho, cout])?;
+        self.nodes.push(Node::Norm { l, x: y, y: out });
+        Ok((out, ho))
+    }
+}
+
 impl EfficientNet {
     /// Build the graph and allocate every buffer.
     pub fn new(gpu: &Gpu, cfg: &ModelConfig, batch: usize, image: usize) -> Result<Self> {
@@ -108,64 +175,29 @@ impl EfficientNet {
                 "image size {image} is too small (need >= 8)"
             )));
         }
-        let mut pb = ParamBuilder::default();
-        let mut acts: Vec<Tensor> = Vec::new();
-        let mut shapes: Vec<[usize; 4]> = Vec::new();
-        let mut nodes: Vec<Node> = Vec::new();
-        let new_act = |gpu: &Gpu,
-                       s: [usize; 4],
-                       acts: &mut Vec<Tensor>,
-                       shapes: &mut Vec<[usize; 4]>|
-         -> Result<usize> {
-            acts.push(gpu.zeros(&s)?);
-            shapes.push(s);
-            Ok(acts.len() - 1)
-        };
         let b = batch;
-        let input = new_act(
+        let mut g = GraphBuilder {
             gpu,
-            [b, image, image, cfg.in_channels],
-            &mut acts,
-            &mut shapes,
-        )?;
+            cfg,
+            b,
+            pb: ParamBuilder::default(),
+            acts: Vec::new(),
+            shapes: Vec::new(),
+            nodes: Vec::new(),
+        };
+        let input = g.act([b, image, image, cfg.in_channels])?;
         debug_assert_eq!(input, INPUT);
-        let norm_for = |c: usize| -> (NormChoice, usize) { (cfg.norm, cfg.norm_groups(c)) };
 
         // Stem.
         let stem = cfg.stem_width();
-        let mut hw = (image - 1) / 2 + 1;
-        let l = ConvLayer::new(
-            gpu,
-            &mut pb,
-            "conv_stem",
-            b,
+        let (mut cur, mut hw) = g.conv_norm(
+            ("conv_stem", "bn1"),
+            input,
             image,
-            image,
-            cfg.in_channels,
-            stem,
-            3,
-            2,
-            1,
-            false,
-        )?;
-        let y = new_act(gpu, [b, hw, hw, stem], &mut acts, &mut shapes)?;
-        nodes.push(Node::Conv { l, x: input, y });
-        let (nk, ng) = norm_for(stem);
-        let l = NormActLayer::new(
-            gpu,
-            &mut pb,
-            "bn1",
-            b,
-            hw * hw,
-            stem,
-            nk,
-            ng,
-            cfg.norm_eps,
+            (cfg.in_channels, stem),
+            (3, 2, 1),
             NormRole::Act,
-        )?
-        .with_momentum(cfg.bn_momentum);
-        let mut cur = new_act(gpu, [b, hw, hw, stem], &mut acts, &mut shapes)?;
-        nodes.push(Node::Norm { l, x: y, y: cur });
+        )?;
 
         let mut stage_idx = [0usize; 8];
         let mut stage_start = [0usize; 8];
@@ -174,96 +206,34 @@ impl EfficientNet {
             let j = stage_idx[blk.stage];
             stage_idx[blk.stage] += 1;
             if j == 0 {
-                stage_start[blk.stage] = nodes.len();
+                stage_start[blk.stage] = g.nodes.len();
             }
             let p = format!("blocks.{}.{}", blk.stage - 1, j);
             let block_in = cur;
-            let fork_at = nodes.len();
+            let fork_at = g.nodes.len();
             if blk.residual {
                 // Placeholder index fixed below once the block output exists.
-                nodes.push(Node::Fork {
+                g.nodes.push(Node::Fork {
                     x: block_in,
                     out: 0,
                     branch: 0,
                 });
             }
-            let first_branch_node = nodes.len();
-            let (pw_name, n1, dw_norm) = if blk.expand != 1 {
-                ("conv_pw", "bn1", "bn2")
-            } else {
-                ("", "", "bn1")
-            };
-            if blk.expand != 1 {
-                let l = ConvLayer::new(
-                    gpu,
-                    &mut pb,
-                    &format!("{p}.{pw_name}"),
-                    b,
-                    hw,
-                    hw,
-                    blk.cin,
-                    blk.mid,
-                    1,
-                    1,
-                    1,
-                    false,
-                )?;
-                let y = new_act(gpu, [b, hw, hw, blk.mid], &mut acts, &mut shapes)?;
-                nodes.push(Node::Conv { l, x: cur, y });
-                let (nk, ng) = norm_for(blk.mid);
-                let l = NormActLayer::new(
-                    gpu,
-                    &mut pb,
-                    &format!("{p}.{n1}"),
-                    b,
-                    hw * hw,
-                    blk.mid,
-                    nk,
-                    ng,
-                    cfg.norm_eps,
-                    NormRole::Act,
-                )?
-                .with_momentum(cfg.bn_momentum);
-                cur = new_act(gpu, [b, hw, hw, blk.mid], &mut acts, &mut shapes)?;
-                nodes.push(Node::Norm { l, x: y, y: cur });
+            let first_branch_node = g.nodes.len();
+            // timm's names: a DS block (expansion 1) has conv_dw, bn1, se, conv_pw, bn2.
+            let expands = blk.expand != 1;
+            if expands {
+                let names = (&*format!("{p}.conv_pw"), &*format!("{p}.bn1"));
+                (cur, _) =
+                    g.conv_norm(names, cur, hw, (blk.cin, blk.mid), (1, 1, 1), NormRole::Act)?;
             }
-            let ho = (hw - 1) / blk.stride + 1;
-            let l = ConvLayer::new(
-                gpu,
-                &mut pb,
-                &format!("{p}.conv_dw"),
-                b,
-                hw,
-                hw,
-                blk.mid,
-                blk.mid,
-                blk.k,
-                blk.stride,
-                blk.groups,
-                false,
-            )?;
-            hw = ho;
-            let y = new_act(gpu, [b, hw, hw, blk.mid], &mut acts, &mut shapes)?;
-            nodes.push(Node::Conv { l, x: cur, y });
-            let (nk, ng) = norm_for(blk.mid);
-            let l = NormActLayer::new(
-                gpu,
-                &mut pb,
-                &format!("{p}.{dw_norm}"),
-                b,
-                hw * hw,
-                blk.mid,
-                nk,
-                ng,
-                cfg.norm_eps,
-                NormRole::Act,
-            )?
-            .with_momentum(cfg.bn_momentum);
-            cur = new_act(gpu, [b, hw, hw, blk.mid], &mut acts, &mut shapes)?;
-            nodes.push(Node::Norm { l, x: y, y: cur });
+            let dw_norm = format!("{p}.{}", if expands { "bn2" } else { "bn1" });
+            let names = (&*format!("{p}.conv_dw"), &*dw_norm);
+            let conv = (blk.k, blk.stride, blk.groups);
+            (cur, hw) = g.conv_norm(names, cur, hw, (blk.mid, blk.mid), conv, NormRole::Act)?;
             let l = SeLayer::new(
                 gpu,
-                &mut pb,
+                &mut g.pb,
                 &format!("{p}.se"),
                 b,
                 hw,
@@ -271,49 +241,25 @@ impl EfficientNet {
                 blk.mid,
                 blk.se_hidden,
             )?;
-            let y = new_act(gpu, [b, hw, hw, blk.mid], &mut acts, &mut shapes)?;
-            nodes.push(Node::Se { l, x: cur, y });
-            cur = y;
-            let (pwl, n3) = if blk.expand != 1 {
+            let y = g.act([b, hw, hw, blk.mid])?;
+            g.nodes.push(Node::Se { l, x: cur, y });
+            let (pwl, n3) = if expands {
                 ("conv_pwl", "bn3")
             } else {
                 ("conv_pw", "bn2")
             };
-            let l = ConvLayer::new(
-                gpu,
-                &mut pb,
-                &format!("{p}.{pwl}"),
-                b,
+            let names = (&*format!("{p}.{pwl}"), &*format!("{p}.{n3}"));
+            (cur, _) = g.conv_norm(
+                names,
+                y,
                 hw,
-                hw,
-                blk.mid,
-                blk.cout,
-                1,
-                1,
-                1,
-                false,
-            )?;
-            let y = new_act(gpu, [b, hw, hw, blk.cout], &mut acts, &mut shapes)?;
-            nodes.push(Node::Conv { l, x: cur, y });
-            let (nk, ng) = norm_for(blk.cout);
-            let l = NormActLayer::new(
-                gpu,
-                &mut pb,
-                &format!("{p}.{n3}"),
-                b,
-                hw * hw,
-                blk.cout,
-                nk,
-                ng,
-                cfg.norm_eps,
+                (blk.mid, blk.cout),
+                (1, 1, 1),
                 NormRole::Projection,
-            )?
-            .with_momentum(cfg.bn_momentum);
-            cur = new_act(gpu, [b, hw, hw, blk.cout], &mut acts, &mut shapes)?;
-            nodes.push(Node::Norm { l, x: y, y: cur });
+            )?;
             if blk.residual {
-                let out = new_act(gpu, [b, hw, hw, blk.cout], &mut acts, &mut shapes)?;
-                nodes.push(Node::Add {
+                let out = g.act([b, hw, hw, blk.cout])?;
+                g.nodes.push(Node::Add {
                     skip: block_in,
                     branch: cur,
                     y: out,
@@ -327,45 +273,21 @@ impl EfficientNet {
         // Head.
         let last = cfg.blocks().last().map_or(stem, |x| x.cout);
         let head = cfg.head_width();
-        let head_start = nodes.len();
-        let l = ConvLayer::new(
-            gpu,
-            &mut pb,
-            "conv_head",
-            b,
+        let head_start = g.nodes.len();
+        (cur, _) = g.conv_norm(
+            ("conv_head", "bn2"),
+            cur,
             hw,
-            hw,
-            last,
-            head,
-            1,
-            1,
-            1,
-            false,
-        )?;
-        let y = new_act(gpu, [b, hw, hw, head], &mut acts, &mut shapes)?;
-        nodes.push(Node::Conv { l, x: cur, y });
-        let (nk, ng) = norm_for(head);
-        let l = NormActLayer::new(
-            gpu,
-            &mut pb,
-            "bn2",
-            b,
-            hw * hw,
-            head,
-            nk,
-            ng,
-            cfg.norm_eps,
+            (last, head),
+            (1, 1, 1),
             NormRole::Head,
-        )?
-        .with_momentum(cfg.bn_momentum);
-        cur = new_act(gpu, [b, hw, hw, head], &mut acts, &mut shapes)?;
-        nodes.push(Node::Norm { l, x: y, y: cur });
-        let y = new_act(gpu, [b, 1, 1, head], &mut acts, &mut shapes)?;
-        nodes.push(Node::Gap { x: cur, y });
+        )?;
+        let y = g.act([b, 1, 1, head])?;
+        g.nodes.push(Node::Gap { x: cur, y });
         cur = y;
         if cfg.dropout > 0.0 {
-            let y = new_act(gpu, [b, 1, 1, head], &mut acts, &mut shapes)?;
-            nodes.push(Node::Dropout {
+            let y = g.act([b, 1, 1, head])?;
+            g.nodes.push(Node::Dropout {
                 x: cur,
                 y,
                 mask: gpu.upload(&vec![1.0; b * head], &[b, head])?,
@@ -373,9 +295,16 @@ impl EfficientNet {
             });
             cur = y;
         }
-        let l = LinearLayer::new(gpu, &mut pb, "classifier", b, head, cfg.classes)?;
-        let y = new_act(gpu, [b, 1, 1, cfg.classes], &mut acts, &mut shapes)?;
-        nodes.push(Node::Linear { l, x: cur, y });
+        let l = LinearLayer::new(gpu, &mut g.pb, "classifier", b, head, cfg.classes)?;
+        let y = g.act([b, 1, 1, cfg.classes])?;
+        g.nodes.push(Node::Linear { l, x: cur, y });
+        let GraphBuilder {
+            pb,
+            acts,
+            shapes,
+            mut nodes,
+            ..
+        } = g;
 
         // Gradient slots: one per activation except the input, plus one per residual branch.
         let mut grads: Vec<Option<Tensor>> = shapes
