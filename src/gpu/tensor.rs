@@ -274,6 +274,14 @@ pub struct Arena {
 }
 
 impl Arena {
+    /// Index of the chunk holding `t` (a tensor of this arena).
+    pub fn chunk_index(&self, t: &Tensor) -> usize {
+        self.chunks
+            .iter()
+            .position(|c| c.buffer == t.buffer)
+            .expect("tensor belongs to this arena")
+    }
+
     /// Allocate zero-filled tensors for `shapes`.
     pub fn new(gpu: &Gpu, shapes: &[Shape]) -> Result<Arena> {
         let align = gpu.limits.min_storage_buffer_offset_alignment.max(16) as u64;

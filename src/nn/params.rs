@@ -129,29 +129,7 @@ impl ParamStore {
         let s1 = Arena::new(gpu, &shapes)?;
         let s2 = Arena::new(gpu, &shapes)?;
         let ema = Arena::new(gpu, &shapes)?;
-        // Segments: per chunk, the element range of decayed tensors and of the others.
-        let mut segments: Vec<Segment> = Vec::new();
-        for (k, &i) in order.iter().enumerate() {
-            let t = &w.tensors[k];
-            let chunk = w
-                .chunks
-                .iter()
-                .position(|c| c.buffer == t.buffer)
-                .expect("tensor in a chunk");
-            let start = (t.offset / 4) as usize;
-            let end = start + t.len();
-            let decay = defs[i].kind.decayed();
-            match segments.last_mut() {
-                Some(s) if s.chunk == chunk && s.decay == decay => s.end = end,
-                _ => segments.push(Segment {
-                    chunk,
-                    start,
-                    end,
-                    decay,
-                }),
-            }
-        }
-        Ok(ParamStore {
+        let mut store = ParamStore {
             defs,
             slot,
             w,
@@ -159,8 +137,11 @@ impl ParamStore {
             s1,
             s2,
             ema,
-            segments,
-        })
+            segments: Vec::new(),
+        };
+        // Per chunk, the element range of decayed tensors and of the others.
+        store.segments = store.segments_for(|_| true);
+        Ok(store)
     }
 
     /// Optimizer segments covering only the parameters `keep` selects (for fine-tuning a
@@ -174,12 +155,7 @@ impl ParamStore {
         let mut last_slot = usize::MAX;
         for i in idx {
             let t = self.w(ParamId(i));
-            let chunk = self
-                .w
-                .chunks
-                .iter()
-                .position(|c| c.buffer == t.buffer)
-                .expect("tensor in a chunk");
+            let chunk = self.w.chunk_index(t);
             let start = (t.offset / 4) as usize;
             let end = start + t.len();
             let decay = self.defs[i].kind.decayed();

@@ -32,11 +32,7 @@ fn read_arena(gpu: &Gpu, store: &ParamStore, a: &Arena) -> Result<Vec<Vec<f32>>>
     Ok((0..store.defs.len())
         .map(|i| {
             let t = store.tensor_of(a, ParamId(i));
-            let c = a
-                .chunks
-                .iter()
-                .position(|c| c.buffer == t.buffer)
-                .expect("tensor in chunk");
+            let c = a.chunk_index(t);
             let s = (t.offset / 4) as usize;
             chunks[c][s..s + t.len()].to_vec()
         })
