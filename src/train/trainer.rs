@@ -117,10 +117,7 @@ pub fn load_datasets(cfg: &TrainConfig) -> Result<(Dataset, Dataset)> {
                 .data_dir
                 .clone()
                 .unwrap_or_else(|| PathBuf::from(data::FASHION_MNIST_DIR));
-            Ok((
-                data::load_idx_dir(&dir, true)?,
-                data::load_idx_dir(&dir, false)?,
-            ))
+            data::load_idx_splits(&dir)
         }
         DatasetKind::Cifar10 => {
             let dir = cfg.data_dir.clone().ok_or_else(|| {
@@ -136,17 +133,7 @@ pub fn load_datasets(cfg: &TrainConfig) -> Result<(Dataset, Dataset)> {
                 .data_dir
                 .clone()
                 .ok_or_else(|| Error::Config("an image-folder dataset needs --data-dir".into()))?;
-            let test = ["test", "val"]
-                .iter()
-                .map(|s| dir.join(s))
-                .find(|p| p.is_dir())
-                .ok_or_else(|| Error::file(&dir, "needs train/ and test/ (or val/) sub-folders"))?;
-            let train = data::load_folder(&dir.join("train"), cfg.image_size)?;
-            let test = data::load_folder(&test, cfg.image_size)?;
-            if train.classes != test.classes {
-                return Err(Error::file(&dir, "train and test class folders differ"));
-            }
-            Ok((train, test))
+            data::load_folder_splits(&dir, cfg.image_size)
         }
     }
 }
@@ -207,6 +194,24 @@ pub fn evaluate(
     classes: usize,
 ) -> Result<EvalResult> {
     let n = limit.map_or(ds.len(), |l| l.min(ds.len()));
+    if n == 0 {
+        return Err(Error::Config(format!(
+            "nothing to evaluate: the test set has {} images and the limit is {limit:?}",
+            ds.len()
+        )));
+    }
+    if let Some((i, &y)) = ds
+        .labels
+        .iter()
+        .enumerate()
+        .find(|(_, &y)| y as usize >= classes)
+    {
+        return Err(Error::Config(format!(
+            "test image {i} has label {y} but the model has {classes} classes (0..={}): the \
+             test set does not belong to the data this model was trained on",
+            classes.saturating_sub(1)
+        )));
+    }
     let order: Vec<usize> = (0..n).collect();
     let batches = n.div_ceil(lc.batch);
     let mut confusion = vec![vec![0usize; classes]; classes];
