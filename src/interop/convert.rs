@@ -205,5 +205,15 @@ pub fn checkpoint_config(path: &Path, st: &SafeTensors) -> Result<ModelConfig> {
             "not an effnet training checkpoint (no model_config metadata)",
         )
     })?;
-    serde_json::from_str(s).map_err(|e| Error::file(path, format!("bad model_config: {e}")))
+    parse_config(path, "model_config", s)
+}
+
+/// Parse a [`ModelConfig`] stored as JSON under metadata key `key` of `path`, and check
+/// its ranges ([`ModelConfig::validate`]) before anything is planned from it.
+pub fn parse_config(path: &Path, key: &str, json: &str) -> Result<ModelConfig> {
+    let cfg: ModelConfig = serde_json::from_str(json)
+        .map_err(|e| Error::file(path, format!("bad {key} metadata: {e}")))?;
+    cfg.validate()
+        .map_err(|e| Error::file(path, format!("{key} metadata: {e}")))?;
+    Ok(cfg)
 }

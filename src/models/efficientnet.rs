@@ -175,6 +175,11 @@ impl EfficientNet {
                 "image size {image} is too small (need >= 8)"
             )));
         }
+        // Refuse what the adapter cannot hold before allocating anything.
+        crate::models::footprint::estimate(cfg, batch, image)?.check(
+            gpu,
+            &format!("model {} at batch {batch} and {image}px", cfg.name),
+        )?;
         let b = batch;
         let mut g = GraphBuilder {
             gpu,
