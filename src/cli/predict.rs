@@ -72,6 +72,10 @@ pub struct Resolved {
     pub mean: Vec<f32>,
     /// Per-channel standard deviation images are divided by.
     pub std: Vec<f32>,
+    /// For weights in effnet's layouts (training checkpoints): the file and each tensor's
+    /// shape in it, checked against the built model. None when the import already checked
+    /// every shape (timm state dicts and `effnet export` files).
+    pub file_shapes: Option<(PathBuf, std::collections::BTreeMap<String, Vec<usize>>)>,
 }
 
 fn imagenet_stats(c: usize) -> (Vec<f32>, Vec<f32>) {
@@ -103,27 +107,129 @@ fn arch_config(name: &str) -> Result<(ModelConfig, bool)> {
     }
 }
 
-/// Check a configuration read from a file against `--arch`.
-fn check_family(arch_name: &str, base: &ModelConfig, timm: bool, cfg: &ModelConfig) -> Result<()> {
-    let same = if timm {
-        cfg.group_size == base.group_size
-            && cfg.expand == base.expand
-            && cfg.norm == base.norm
-            && (cfg.norm != NormChoice::Gn || cfg.gn_group_size == base.gn_group_size)
+/// True when two configurations are of one family: the spatial convolutions' groups and
+/// the expansion, and for timm names the normalization too.
+fn same_family(base: &ModelConfig, timm: bool, cfg: &ModelConfig) -> bool {
+    cfg.group_size == base.group_size
+        && cfg.expand == base.expand
+        && (!timm
+            || (cfg.norm == base.norm
+                && (cfg.norm != NormChoice::Gn || cfg.gn_group_size == base.gn_group_size)))
+}
+
+fn same_scale(a: &ModelConfig, b: &ModelConfig) -> bool {
+    a.width == b.width && a.depth == b.depth
+}
+
+/// The `--arch` name (timm name or effnet preset, as `timm` says) whose family and width
+/// and depth multipliers are those of `cfg`, if one is.
+fn named_arch(timm: bool, cfg: &ModelConfig) -> Option<String> {
+    let candidates: Vec<ModelConfig> = if timm {
+        arch::TIMM_ARCHS
+            .iter()
+            .filter_map(|a| interop::config_from_timm(a.name).ok())
+            .collect()
     } else {
-        cfg.group_size == base.group_size && cfg.expand == base.expand
+        (0..8)
+            .flat_map(|i| [format!("b{i}"), format!("b{i}-g16")])
+            .filter_map(|n| ModelConfig::preset(&n).ok())
+            .collect()
     };
-    if same {
+    candidates
+        .into_iter()
+        .find(|c| same_family(c, timm, cfg) && same_scale(c, cfg))
+        .map(|c| c.name)
+}
+
+fn describe(cfg: &ModelConfig) -> String {
+    format!(
+        "width {}, depth {}, {} channels per conv group, expansion {}, {} norm",
+        cfg.width,
+        cfg.depth,
+        cfg.group_size,
+        cfg.expand,
+        cfg.norm.name()
+    )
+}
+
+/// Check the model of the weights against `--arch`: the same family, and the same width
+/// and depth multipliers. A configuration stored in the file (`stored`) may also be a
+/// width or depth override of the named preset (its name then starts with the preset's,
+/// as `effnet train --width` names it); a scale read from a timm state dict's shapes may
+/// be any that no other named architecture has.
+fn check_arch(
+    arch_name: &str,
+    base: &ModelConfig,
+    timm: bool,
+    cfg: &ModelConfig,
+    stored: bool,
+    path: &Path,
+) -> Result<()> {
+    let other = named_arch(timm, cfg).filter(|n| *n != base.name);
+    let ok = same_family(base, timm, cfg)
+        && (same_scale(base, cfg)
+            || if stored {
+                cfg.name.starts_with(&format!("{}-", base.name))
+            } else {
+                other.is_none()
+            });
+    if ok {
+        return Ok(());
+    }
+    let hint = match &other {
+        Some(n) => format!("pass --arch {n}"),
+        None => "pass the --arch the weights were trained as".into(),
+    };
+    Err(Error::file(
+        path,
+        format!(
+            "--arch {arch_name} ({}) does not match the weights' model {} ({}): {hint}",
+            describe(base),
+            cfg.name,
+            describe(cfg)
+        ),
+    ))
+}
+
+/// Check that every tensor of a built model has the shape the weights file gives it
+/// (`shapes`, by effnet name), as `effnet eval` does for training checkpoints.
+fn check_shapes(
+    path: &Path,
+    model: &EfficientNet,
+    shapes: &std::collections::BTreeMap<String, Vec<usize>>,
+) -> Result<()> {
+    let want = model
+        .store()
+        .defs
+        .iter()
+        .map(|d| (d.name.clone(), d.shape.clone()))
+        .chain(
+            model
+                .state_tensors()
+                .into_iter()
+                .map(|(n, t)| (n, t.shape().to_vec())),
+        );
+    let problems: Vec<String> = want
+        .filter_map(|(name, shape)| match shapes.get(&name) {
+            None => Some(format!("missing {name}")),
+            Some(s) if *s != shape => Some(format!(
+                "{name}: shape {s:?} in the file, the model needs {shape:?}"
+            )),
+            Some(_) => None,
+        })
+        .collect();
+    if problems.is_empty() {
         Ok(())
     } else {
-        Err(Error::Config(format!(
-            "--arch {arch_name} does not match the weights' model {} ({} channels per conv \
-             group, expansion {}, {} norm)",
-            cfg.name,
-            cfg.group_size,
-            cfg.expand,
-            cfg.norm.name()
-        )))
+        Err(Error::file(
+            path,
+            format!(
+                "checkpoint does not match its model {}: {} problem(s):\n  {}",
+                model.cfg.name,
+                problems.len(),
+                problems.join("\n  ")
+            ),
+        ))
     }
 }
 
@@ -143,15 +249,17 @@ pub fn resolve(arch_name: &str, weights: &Path, raw: bool) -> Result<Resolved> {
     if st.metadata.contains_key("model_config") {
         // An effnet training checkpoint: w/, ema/, state/ tensors.
         let cfg = convert::checkpoint_config(&path, &st)?;
-        check_family(arch_name, &base, timm, &cfg)?;
+        check_arch(arch_name, &base, timm, &cfg, true, &path)?;
         let prefix = if raw { "w/" } else { "ema/" };
         let mut w = Weights::new();
-        for (name, t) in &st.tensors {
+        let mut shapes = std::collections::BTreeMap::new();
+        for (name, t) in st.tensors {
             if let Some(n) = name
                 .strip_prefix(prefix)
                 .or_else(|| name.strip_prefix("state/"))
             {
-                w.insert(n.to_string(), t.data.clone());
+                shapes.insert(n.to_string(), t.shape);
+                w.insert(n.to_string(), t.data);
             }
         }
         let parse = |k: &str| -> Option<Vec<f32>> {
@@ -173,14 +281,13 @@ pub fn resolve(arch_name: &str, weights: &Path, raw: bool) -> Result<Resolved> {
             weights: w,
             mean,
             std,
+            file_shapes: Some((path, shapes)),
         });
     }
     let cfg = match st.metadata.get(convert::META_CONFIG) {
         Some(s) => {
-            let cfg: ModelConfig = serde_json::from_str(s).map_err(|e| {
-                Error::file(&path, format!("bad {} metadata: {e}", convert::META_CONFIG))
-            })?;
-            check_family(arch_name, &base, timm, &cfg)?;
+            let cfg = convert::parse_config(&path, convert::META_CONFIG, s)?;
+            check_arch(arch_name, &base, timm, &cfg, true, &path)?;
             cfg
         }
         None => {
@@ -195,7 +302,10 @@ pub fn resolve(arch_name: &str, weights: &Path, raw: bool) -> Result<Resolved> {
                     base.gn_group_size = Some(8);
                 }
             }
-            interop::infer_config(&base, &st).map_err(|e| Error::file(&path, e.to_string()))?
+            let cfg =
+                interop::infer_config(&base, &st).map_err(|e| Error::file(&path, e.to_string()))?;
+            check_arch(arch_name, &base, timm, &cfg, false, &path)?;
+            cfg
         }
     };
     let w = interop::from_timm(&cfg, &st).map_err(|e| Error::file(&path, e.to_string()))?;
@@ -205,8 +315,12 @@ pub fn resolve(arch_name: &str, weights: &Path, raw: bool) -> Result<Resolved> {
         weights: w,
         mean,
         std,
+        file_shapes: None,
     })
 }
+
+/// Most pixels `predict` resizes an image to before cropping it (8192 x 8192).
+pub const MAX_RESIZED_PIXELS: usize = 1 << 26;
 
 /// Load an image as `[size, size, c]` NHWC f32: resize the shorter side to
 /// `floor(size / crop_pct)` (bicubic), take the central `size` square (torchvision's
@@ -224,10 +338,21 @@ pub fn preprocess(
     let (w, h) = (img.width() as usize, img.height() as usize);
     let scale = ((size as f64 / crop_pct).floor() as usize).max(size);
     let (nw, nh) = if w <= h {
-        (scale, (scale as f64 * h as f64 / w as f64) as usize)
+        (scale, (scale as f64 * h as f64 / w.max(1) as f64) as usize)
     } else {
-        ((scale as f64 * w as f64 / h as f64) as usize, scale)
+        ((scale as f64 * w as f64 / h.max(1) as f64) as usize, scale)
     };
+    // The resize happens before the crop: an extreme aspect ratio (a 1 x 65535 image)
+    // would allocate gigabytes for pixels the crop throws away.
+    if w == 0 || h == 0 || nw.saturating_mul(nh) > MAX_RESIZED_PIXELS {
+        return Err(Error::file(
+            path,
+            format!(
+                "a {w}x{h} image would be resized to {nw}x{nh} before the {size}px crop (more \
+                 than {MAX_RESIZED_PIXELS} pixels): crop it closer to square first"
+            ),
+        ));
+    }
     let resized = img.resize_exact(
         nw as u32,
         nh as u32,
@@ -288,6 +413,9 @@ fn read_inputs(a: &PredictArgs, r: &Resolved) -> Result<(Vec<String>, Vec<f32>, 
             ));
         }
         let (n, hw) = (s[0], s[2]);
+        if n == 0 {
+            return Err(Error::file(path, "input holds no images (shape [0, ...])"));
+        }
         let mut out = vec![0.0; t.data.len()];
         for b in 0..n {
             for ch in 0..c {
@@ -332,6 +460,9 @@ pub fn logits(
 ) -> Result<Vec<f32>> {
     let batch = batch.clamp(1, n.max(1));
     let mut model = EfficientNet::new(gpu, &r.cfg, batch, size)?;
+    if let Some((path, shapes)) = &r.file_shapes {
+        check_shapes(path, &model, shapes)?;
+    }
     convert::write_model(gpu, &model, &r.weights)?;
     let mut rec = Recorder::new(gpu);
     model.record_after_update(&mut rec)?;
