@@ -378,8 +378,7 @@ fn checkpoint_metadata_with_depth_1e6_is_refused_quickly() {
     let p = config_only_checkpoint(&d, &cfg);
     let t = Instant::now();
     let e = predict::resolve("b0-g16", &p, false)
-        .err()
-        .expect("refused")
+        .expect_err("refused")
         .to_string();
     assert!(
         e.contains("checkpoint.safetensors") && e.contains("depth 1000000"),
@@ -413,13 +412,14 @@ fn footprint_refuses_with_numbers_before_allocating() {
     assert!(e.contains("largest tensor"), "{e}");
     // Sizes that overflow 64 bits are an error, not a wrapped number.
     assert!(footprint::estimate(&cfg, usize::MAX / 2, 1 << 20).is_err());
-    // On the adapter: refused before anything is allocated.
-    let gpu = common::gpu();
+    // On the adapter: refused before anything is allocated (a device of its own, so that
+    // tests running alongside do not move its allocation counter).
+    let gpu = &effnet::Gpu::new(&effnet::GpuOptions::from_env()).unwrap();
     let before = gpu.allocated_bytes();
     let t = Instant::now();
-    let e = EfficientNet::new(gpu, &cfg, 1 << 16, 1024)
-        .err()
-        .expect("refused");
+    let Err(e) = EfficientNet::new(gpu, &cfg, 1 << 16, 1024) else {
+        panic!("a model of 2^16 images at 1024 px was built");
+    };
     assert!(matches!(e, effnet::Error::TooLarge(_)), "{e}");
     assert_eq!(gpu.allocated_bytes(), before);
     assert!(t.elapsed().as_secs_f64() < 1.0);
@@ -427,7 +427,8 @@ fn footprint_refuses_with_numbers_before_allocating() {
 
 #[test]
 fn footprint_is_a_close_lower_bound_of_what_is_allocated() {
-    let gpu = common::gpu();
+    // A device of its own: its allocation counter sees only this test's models.
+    let gpu = &effnet::Gpu::new(&effnet::GpuOptions::from_env()).unwrap();
     for (norm, dropout) in [
         (NormChoice::Bn, 0.2),
         (NormChoice::LnPn, 0.0),
@@ -529,8 +530,7 @@ fn predict_arch_that_disagrees_with_the_file_names_both() {
     let p = config_only_checkpoint(&d, &cfg);
     // Before: accepted (same group size and expansion) and the file's b3 was built.
     let e = predict::resolve("b0-g16", &p, false)
-        .err()
-        .expect("refused")
+        .expect_err("refused")
         .to_string();
     assert!(
         e.contains("--arch b0-g16") && e.contains("b3-g16") && e.contains("pass --arch b3-g16"),
@@ -544,6 +544,17 @@ fn predict_arch_that_disagrees_with_the_file_names_both() {
     cfg.classes = 10;
     let p = config_only_checkpoint(&d, &cfg);
     assert!(predict::resolve("b0-g16", &p, false).is_ok());
+    let e = predict::resolve("b1-g16", &p, false)
+        .expect_err("refused")
+        .to_string();
+    assert!(e.contains("pass --arch b0-g16"), "{e}");
+    // A timm name stands for its effnet preset and the preset's overrides.
+    let mut cfg = ModelConfig::preset("b0").unwrap();
+    cfg.width = 0.25;
+    cfg.name = "b0-w0.25".into();
+    cfg.classes = 10;
+    let p = config_only_checkpoint(&d, &cfg);
+    assert!(predict::resolve("efficientnet_b0", &p, false).is_ok());
 }
 
 #[test]
@@ -572,8 +583,7 @@ fn predict_checks_training_checkpoint_shapes_as_eval_does() {
     st.save(&p).unwrap();
     let r = predict::resolve("b0-g16", &p, false).unwrap();
     let e = predict::logits(gpu, &r, &input, 1, 16, 1)
-        .err()
-        .expect("refused")
+        .expect_err("refused")
         .to_string();
     assert!(
         e.contains("classifier.weight") && e.contains(&format!("{shape:?}")),

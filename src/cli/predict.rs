@@ -141,6 +141,43 @@ fn named_arch(timm: bool, cfg: &ModelConfig) -> Option<String> {
         .map(|c| c.name)
 }
 
+/// The longest architecture name (timm or effnet, as `timm` says) that a stored model
+/// name is, or begins with followed by `-` (`b1-g16-w0.25` is a width override of
+/// `b1-g16`).
+fn preset_of(timm: bool, name: &str) -> Option<String> {
+    let names: Vec<String> = if timm {
+        arch::TIMM_ARCHS
+            .iter()
+            .map(|a| a.name.to_string())
+            .collect()
+    } else {
+        (0..8)
+            .flat_map(|i| [format!("b{i}"), format!("b{i}-g16")])
+            .collect()
+    };
+    names
+        .into_iter()
+        .filter(|n| name == n || name.starts_with(&format!("{n}-")))
+        .max_by_key(|n| n.len())
+}
+
+/// The architecture names (timm names and effnet presets) that a model name is or extends
+/// (`b1-g16-w0.25` extends `b1-g16`), with the effnet preset of each timm name.
+fn lineage(name: &str) -> Vec<String> {
+    let presets = (0..8).flat_map(|i| [format!("b{i}"), format!("b{i}-g16")]);
+    let timm = arch::TIMM_ARCHS.iter().map(|a| a.name.to_string());
+    let mut v: Vec<String> = presets
+        .chain(timm)
+        .filter(|n| name == n || name.starts_with(&format!("{n}-")))
+        .collect();
+    let mapped: Vec<String> = v
+        .iter()
+        .filter_map(|n| arch::find_arch(n).map(|a| a.preset.to_string()))
+        .collect();
+    v.extend(mapped);
+    v
+}
+
 fn describe(cfg: &ModelConfig) -> String {
     format!(
         "width {}, depth {}, {} channels per conv group, expansion {}, {} norm",
@@ -169,14 +206,18 @@ fn check_arch(
     let ok = same_family(base, timm, cfg)
         && (same_scale(base, cfg)
             || if stored {
-                cfg.name.starts_with(&format!("{}-", base.name))
+                // A width or depth override of the named architecture: `effnet train
+                // --model b0 --width 0.25` names its model b0-w0.25, an imported timm
+                // model is efficientnet_b0-w0.25-d0.25; a timm name stands for its preset.
+                let theirs = lineage(&cfg.name);
+                lineage(&base.name).iter().any(|n| theirs.contains(n))
             } else {
                 other.is_none()
             });
     if ok {
         return Ok(());
     }
-    let hint = match &other {
+    let hint = match other.or_else(|| stored.then(|| preset_of(timm, &cfg.name)).flatten()) {
         Some(n) => format!("pass --arch {n}"),
         None => "pass the --arch the weights were trained as".into(),
     };
