@@ -184,12 +184,13 @@ pub fn export_checkpoint(ckpt: &Path, out: &Path, raw: bool) -> Result<TimmEquiv
     let cfg = checkpoint_config(ckpt, &src)?;
     let prefix = if raw { "w/" } else { "ema/" };
     let mut w = Weights::new();
-    for (name, t) in &src.tensors {
+    // Move the tensors out of the file's map: no second copy of the checkpoint.
+    for (name, t) in src.tensors {
         if let Some(n) = name
             .strip_prefix(prefix)
             .or_else(|| name.strip_prefix("state/"))
         {
-            w.insert(n.to_string(), t.data.clone());
+            w.insert(n.to_string(), t.data);
         }
     }
     let (st, eq) = to_timm(&cfg, &w).map_err(|e| Error::file(ckpt, e.to_string()))?;
