@@ -610,3 +610,23 @@ fn predict_refuses_images_that_would_resize_to_gigabytes() {
     assert!(e.contains("tall.png") && e.contains("1x65535"), "{e}");
     assert!(t.elapsed().as_secs_f64() < 2.0);
 }
+
+#[test]
+fn timm_names_and_empty_tensors_cannot_claim_huge_models() {
+    // A state dict of zero-sized tensors whose names claim 10^12 blocks per stage and
+    // whose classifier holds no data. Before: a layer plan of trillions of blocks.
+    let mut st = SafeTensors::default();
+    st.insert("conv_stem.weight", &[32, 3, 3, 3], vec![0.0; 864]);
+    st.insert("classifier.weight", &[10, 0], vec![]);
+    for (s, r) in [1usize, 2, 2, 3, 3, 4, 1].iter().enumerate() {
+        let j = r * 1_000_000_000_000 - 1;
+        st.insert(format!("blocks.{s}.{j}.conv_pwl.weight"), &[0, 8], vec![]);
+    }
+    let base = effnet::interop::config_from_timm("efficientnet_b0").unwrap();
+    let t = Instant::now();
+    let e = effnet::interop::infer_config(&base, &st)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("out of range") && e.contains("depth"), "{e}");
+    assert!(t.elapsed().as_secs_f64() < 1.0);
+}
