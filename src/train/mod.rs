@@ -4,5 +4,7 @@ pub mod checkpoint;
 pub mod metrics;
 pub mod model;
 pub mod optim;
+pub mod run_dir;
 pub mod schedule;
+pub mod stop;
 pub mod trainer;
