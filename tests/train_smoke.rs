@@ -9,6 +9,7 @@ use std::sync::Arc;
 use clap::Parser;
 use effnet::cli::train::{model_config, train_config, TrainArgs};
 use effnet::models::efficientnet::EfficientNet;
+use effnet::train::run_dir::{Mode, RunDir};
 use effnet::train::trainer;
 use effnet::util::safetensors::SafeTensors;
 
@@ -65,11 +66,17 @@ fn tmp(name: &str) -> PathBuf {
 }
 
 fn run(a: &TrainArgs, dir: &Path, resume: bool) -> trainer::TrainSummary {
-    let start = if resume {
-        trainer::Start::Resume
+    let (start, mode) = if resume {
+        // The split run changes --max-steps, which sets the schedule's length (constant
+        // here, so the learning rates are the same).
+        let s = trainer::Start::Resume {
+            allow_schedule_change: true,
+        };
+        (s, Mode::Resume)
     } else {
-        trainer::Start::Fresh
+        (trainer::Start::Fresh, Mode::Fresh)
     };
+    let dir = RunDir::open(dir, mode).unwrap();
     let gpu = common::gpu();
     let cfg = train_config(a).unwrap();
     let (tr, te) = trainer::load_datasets(&cfg).unwrap();
@@ -83,7 +90,7 @@ fn run(a: &TrainArgs, dir: &Path, resume: bool) -> trainer::TrainSummary {
         Arc::new(tr),
         &te,
         (&mean, &std),
-        dir,
+        &dir,
         start,
         "{}",
         10,
@@ -227,7 +234,7 @@ fn finetune_trains_only_the_head_and_chosen_stages() {
     cfg.image_size = 48;
     cfg.head_only = true;
     cfg.eval_preprocessing = true;
-    let dir = tmp("finetune");
+    let dir = RunDir::open(&tmp("finetune"), Mode::Fresh).unwrap();
     let (mean, std) = ([0.2860f32], [0.3530f32]);
     let s = trainer::train(
         gpu,

@@ -144,16 +144,7 @@ pub fn resolve(arch_name: &str, weights: &Path, raw: bool) -> Result<Resolved> {
         // An effnet training checkpoint: w/, ema/, state/ tensors.
         let cfg = convert::checkpoint_config(&path, &st)?;
         check_family(arch_name, &base, timm, &cfg)?;
-        let prefix = if raw { "w/" } else { "ema/" };
-        let mut w = Weights::new();
-        for (name, t) in &st.tensors {
-            if let Some(n) = name
-                .strip_prefix(prefix)
-                .or_else(|| name.strip_prefix("state/"))
-            {
-                w.insert(n.to_string(), t.data.clone());
-            }
-        }
+        let w = convert::checkpoint_weights(&st, raw);
         let parse = |k: &str| -> Option<Vec<f32>> {
             let v: Vec<f32> = st
                 .metadata
@@ -332,10 +323,7 @@ pub fn logits(
 ) -> Result<Vec<f32>> {
     let batch = batch.clamp(1, n.max(1));
     let mut model = EfficientNet::new(gpu, &r.cfg, batch, size)?;
-    convert::write_model(gpu, &model, &r.weights)?;
-    let mut rec = Recorder::new(gpu);
-    model.record_after_update(&mut rec)?;
-    rec.submit()?.wait(gpu)?;
+    convert::write_model(gpu, &mut model, &r.weights)?;
     let per = size * size * r.cfg.in_channels;
     let k = r.cfg.classes;
     let mut out = Vec::with_capacity(n * k);
