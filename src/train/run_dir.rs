@@ -277,29 +277,36 @@ fn no_checkpoint(path: &Path) -> Error {
     )
 }
 
-/// ", but ... holds one" hints for a misspelled folder: siblings with a checkpoint.
+/// " (did you mean ...?)": the run folders next to `path` whose names are closest to its
+/// name (Jaro-Winkler similarity above 0.8, best first, at most three).
 fn suggestions(path: &Path) -> String {
     let parent = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
-    let mut found: Vec<String> = std::fs::read_dir(parent)
+    let want = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut found: Vec<(f64, String)> = std::fs::read_dir(parent)
         .map(|rd| {
             rd.filter_map(|e| e.ok())
                 .map(|e| e.path())
                 .filter(|p| p != path && p.join(RUN_FILES[0]).is_file())
-                .map(|p| p.display().to_string())
+                .filter_map(|p| {
+                    let name = p.file_name()?.to_string_lossy().into_owned();
+                    let score = strsim::jaro_winkler(&want, &name);
+                    (score > 0.8).then(|| (score, p.display().to_string()))
+                })
                 .collect()
         })
         .unwrap_or_default();
-    found.sort();
-    found.truncate(5);
+    found.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+    found.truncate(3);
     if found.is_empty() {
         String::new()
     } else {
-        format!(
-            " (run folders next to it that hold one: {})",
-            found.join(", ")
-        )
+        let names: Vec<String> = found.into_iter().map(|(_, p)| p).collect();
+        format!(" (did you mean {}?)", names.join(" or "))
     }
 }

@@ -648,11 +648,16 @@ impl Context {
     }
 
     fn diverged(&self) -> String {
+        let then = if self.last_ckpt.is_some() {
+            "then continue from that checkpoint with --resume --allow-schedule-change, or \
+             start over with --overwrite"
+        } else {
+            "then start over with --overwrite"
+        };
         format!(
             "Training diverged: the learning rate (peak {:e}) is most likely too high for \
              this model and batch, or the warm-up too short. Lower --lr or lengthen \
-             --warmup-epochs, then continue with --resume --allow-schedule-change, or start \
-             over with --overwrite.",
+             --warmup-epochs, {then}.",
             self.lr
         )
     }
