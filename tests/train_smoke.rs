@@ -13,7 +13,9 @@ use effnet::train::run_dir::{Mode, RunDir};
 use effnet::train::trainer;
 use effnet::util::safetensors::SafeTensors;
 
+/// Later flags override earlier ones (tests add to a base configuration).
 #[derive(Parser)]
+#[command(args_override_self = true)]
 struct Wrap {
     #[command(flatten)]
     a: TrainArgs,
@@ -266,4 +268,86 @@ fn finetune_trains_only_the_head_and_chosen_stages() {
             && !m.is_head_param("blocks.5.0.conv_pw.weight")
     );
     assert!(changed > 5, "only {changed} trained tensors changed");
+}
+
+/// The trainer's own evaluation and `effnet eval` of the checkpoint it wrote agree
+/// exactly, for BatchNorm, LN+PN and GN+PN, with the weight average and with the raw
+/// weights: both rebuild the Proxy Norm statistics of the weights they evaluate, and
+/// swap the BatchNorm statistics' average in with the weights'. The BatchNorm run also
+/// checks that the average covers the running statistics with the warm-up decay, and that
+/// `effnet export` writes `num_batches_tracked`.
+#[test]
+fn trainer_and_eval_agree_on_the_same_checkpoint() {
+    if !have_data() {
+        return;
+    }
+    let gpu = common::gpu();
+    for norm in ["bn", "ln-pn", "gn-pn"] {
+        for ema in ["0.9", "0"] {
+            let dir = tmp(&format!("agree-{norm}-{ema}"));
+            // BatchNorm on the depthwise B0, which has a timm equivalent to export to.
+            let model = if norm == "bn" { "b0" } else { "b0-g16" };
+            let mut a = args(&[
+                "--model",
+                model,
+                "--norm",
+                norm,
+                "--max-steps",
+                "1",
+                "--ema-decay",
+                ema,
+            ]);
+            a.run_dir = dir.clone();
+            let out = effnet::cli::train::run(gpu, &a).unwrap();
+            let trained = out[0].1.eval.clone().expect("final evaluation");
+            let raw = ema == "0";
+            let evaluated = effnet::cli::train::eval(
+                gpu,
+                &effnet::cli::train::EvalArgs {
+                    checkpoint: dir.clone(),
+                    raw,
+                    image_size: None,
+                    data_dir: None,
+                    limit: Some(64),
+                },
+            )
+            .unwrap();
+            assert_eq!(
+                (evaluated.loss.to_bits(), &evaluated.confusion),
+                (trained.loss.to_bits(), &trained.confusion),
+                "{norm}, raw {raw}: effnet eval gives loss {} vs the trainer's {}",
+                evaluated.loss,
+                trained.loss
+            );
+            if norm == "bn" && !raw {
+                let st = SafeTensors::load(&dir.join("checkpoint.safetensors")).unwrap();
+                // One update of the average with the warm-up decay min(0.9, 2/11) from
+                // the initial statistics (mean 0, variance 1).
+                let d1 = 2.0f64 / 11.0;
+                for (stat, init) in [("running_mean", 0.0), ("running_var", 1.0)] {
+                    let s = &st.tensors[&format!("state/bn1.{stat}")].data;
+                    let avg = &st.tensors[&format!("state_ema/bn1.{stat}")].data;
+                    for (x, m) in s.iter().zip(avg) {
+                        let want = d1 * init + (1.0 - d1) * *x as f64;
+                        assert!((*m as f64 - want).abs() < 1e-6, "{stat}: {m} vs {want}");
+                    }
+                }
+                let out = dir.join("timm.safetensors");
+                effnet::interop::export_checkpoint(
+                    &dir.join("checkpoint.safetensors"),
+                    &out,
+                    false,
+                )
+                .unwrap();
+                let t = SafeTensors::load(&out).unwrap();
+                let nbt = &t.tensors["blocks.0.0.bn1.num_batches_tracked"];
+                assert_eq!((nbt.shape.len(), nbt.data[0]), (0, 1.0));
+                assert_eq!(
+                    t.tensors["bn1.running_var"].data,
+                    st.tensors["state_ema/bn1.running_var"].data
+                );
+            }
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
 }
