@@ -612,3 +612,61 @@ fn eval_image_size_rule_and_data_dir() {
     assert_eq!(r.images, 16);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `checkpoint::save` refuses a model holding a NaN or an infinity anywhere (weights,
+/// average, BatchNorm statistics), naming the tensor, and leaves the previous checkpoint
+/// as it was.
+#[test]
+fn checkpoint_save_refuses_non_finite_values() {
+    use effnet::models::{ModelConfig, NormChoice};
+    use effnet::nn::ParamId;
+    use effnet::train::checkpoint;
+    use effnet::train::model::Trainable;
+    let gpu = common::gpu();
+    let mut cfg = ModelConfig::preset("b0").unwrap();
+    cfg.width = 0.25;
+    cfg.depth = 0.25;
+    cfg.norm = NormChoice::Bn;
+    cfg.classes = 10;
+    cfg.in_channels = 1;
+    let m = effnet::models::efficientnet::EfficientNet::new(gpu, &cfg, 2, 16).unwrap();
+    m.store()
+        .initialize(gpu, &mut effnet::util::Rng::new(1), 0.0)
+        .unwrap();
+    let dir = tmp("save");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("checkpoint.safetensors");
+    checkpoint::save(&path, gpu, &m, Default::default()).unwrap();
+    let good = std::fs::read(&path).unwrap();
+    let store = m.store();
+    let last = store.defs.len() - 1;
+    let ema = store.tensor_of(&store.ema, ParamId(last)).clone();
+    let (name, running) = m.state_tensors().remove(1);
+    for (t, bad, tensor) in [
+        (
+            store.w(ParamId(0)).clone(),
+            f32::NAN,
+            format!("w/{}", store.defs[0].name),
+        ),
+        (ema, f32::INFINITY, format!("ema/{}", store.defs[last].name)),
+        (running, f32::NEG_INFINITY, format!("state/{name}")),
+    ] {
+        let before = gpu.read(&t).unwrap();
+        let mut v = before.clone();
+        let mid = v.len() / 2;
+        v[mid] = bad;
+        gpu.write_f32(&t, &v).unwrap();
+        let e = checkpoint::save(&path, gpu, &m, Default::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(&tensor) && e.contains("not written"), "{e}");
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            good,
+            "previous checkpoint changed"
+        );
+        gpu.write_f32(&t, &before).unwrap();
+    }
+    checkpoint::save(&path, gpu, &m, Default::default()).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}

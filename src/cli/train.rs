@@ -391,14 +391,15 @@ pub fn run(gpu: &Gpu, a: &TrainArgs) -> Result<Vec<(String, TrainSummary)>> {
     let mcfg = model_config(a, classes, train_ds.c)?;
     let (params, macs) = crate::models::totals(&mcfg, cfg.image_size);
     println!(
-        "effnet: {} ({}) {:.2}M params, {:.1} MMACs/image at {}px, batch {}, {:?} on {} ({:?})",
+        "effnet: {} ({}) {:.2}M params, {:.1} MMACs/image at {}px, batch {}, {} on {} ({:?})",
         mcfg.name,
         mcfg.norm.name(),
         params as f64 / 1e6,
         macs as f64 / 1e6,
         cfg.image_size,
         cfg.batch,
-        a.optimizer,
+        clap::ValueEnum::to_possible_value(&a.optimizer)
+            .map_or_else(String::new, |v| v.get_name().to_string()),
         gpu.info.name,
         gpu.info.backend
     );
