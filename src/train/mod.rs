@@ -1,4 +1,5 @@
-//! Training: optimizers, schedules, checkpoints, metrics and the trainer loop.
+//! Training: optimizers, schedules, checkpoints, metrics, the locked run folder, stopping on
+//! signals, and the trainer loop.
 
 pub mod checkpoint;
 pub mod metrics;
