@@ -670,3 +670,31 @@ fn checkpoint_save_refuses_non_finite_values() {
     checkpoint::save(&path, gpu, &m, Default::default()).unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The progress line carries the time left once it is measured.
+#[test]
+fn progress_line_shows_the_eta() {
+    use effnet::train::trainer::{format_duration, progress_line, Progress};
+    let mut p = Progress {
+        step: 20,
+        total: 4680,
+        epoch: 20.0 / 468.0,
+        loss: Some((2.25, 20)),
+        lr: 0.002,
+        img_per_s: 19.1,
+        eta_s: None,
+    };
+    assert!(
+        progress_line(&p).ends_with("ETA ..."),
+        "{}",
+        progress_line(&p)
+    );
+    p.eta_s = Some(8.7 * 3600.0);
+    let line = progress_line(&p);
+    assert!(
+        line.starts_with("step     20/4680") && line.ends_with("ETA 8h42m"),
+        "{line}"
+    );
+    assert_eq!(format_duration(125.0), "2m05s");
+    assert_eq!(format_duration(9.4), "9s");
+}
