@@ -13,7 +13,6 @@ use effnet::data::{self, Dataset, Pixels};
 use effnet::gpu::MemoryBudget;
 use effnet::models::efficientnet::EfficientNet;
 use effnet::models::{footprint, ModelConfig, NormChoice};
-use effnet::train::model::Trainable;
 use effnet::util::safetensors::{SafeTensors, CHECKSUM_KEY};
 
 fn tmpdir(name: &str) -> PathBuf {
@@ -571,7 +570,7 @@ fn predict_checks_training_checkpoint_shapes_as_eval_does() {
     let p = d.join("checkpoint.safetensors");
     let mut meta = std::collections::BTreeMap::new();
     meta.insert("model_config".into(), serde_json::to_string(&cfg).unwrap());
-    effnet::train::checkpoint::save(&p, gpu, model.store(), &model.state_tensors(), meta).unwrap();
+    effnet::train::checkpoint::save(&p, gpu, &model, meta).unwrap();
     let input = vec![0.0f32; 16 * 16];
     let r = predict::resolve("b0-g16", &p, false).unwrap();
     predict::logits(gpu, &r, &input, 1, 16, 1).unwrap();

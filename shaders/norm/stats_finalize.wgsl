@@ -9,7 +9,8 @@
 // over the lanes (Chan's formula). Writes
 //   saved[s] = mean, saved[S + s] = 1 / sqrt(var + eps)   (var biased: M2 / count)
 // and, in `norm_stats_finalize_running` (BatchNorm training), also updates the running
-// statistics with the biased variance (TF/Keras convention):
+// statistics, the variance unbiased as PyTorch keeps it (M2 / (count - 1); the biased one
+// when a channel has a single value):
 //   run = momentum * run + (1 - momentum) * batch.
 //!include common/grid.wgsl
 
@@ -75,6 +76,10 @@ fn biased_var(r: vec3<f32>) -> f32 {
     return r.z / max(r.x, 1.0);
 }
 
+fn unbiased_var(r: vec3<f32>) -> f32 {
+    return select(biased_var(r), r.z / (r.x - 1.0), r.x > 1.0);
+}
+
 @compute @workgroup_size(256)
 fn norm_stats_finalize(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                        @builtin(local_invocation_index) t: u32) {
@@ -109,6 +114,6 @@ fn norm_stats_finalize_running(@builtin(workgroup_id) wid: vec3<u32>,
         saved[s] = r.y;
         saved[p.segs + s] = 1.0 / sqrt(v + p.eps);
         run_mean[s] = p.momentum * run_mean[s] + (1.0 - p.momentum) * r.y;
-        run_var[s] = p.momentum * run_var[s] + (1.0 - p.momentum) * v;
+        run_var[s] = p.momentum * run_var[s] + (1.0 - p.momentum) * unbiased_var(r);
     }
 }

@@ -291,18 +291,7 @@ pub fn resolve(arch_name: &str, weights: &Path, raw: bool) -> Result<Resolved> {
         // An effnet training checkpoint: w/, ema/, state/ tensors.
         let cfg = convert::checkpoint_config(&path, &st)?;
         check_arch(arch_name, &base, timm, &cfg, true, &path)?;
-        let prefix = if raw { "w/" } else { "ema/" };
-        let mut w = Weights::new();
-        let mut shapes = std::collections::BTreeMap::new();
-        for (name, t) in st.tensors {
-            if let Some(n) = name
-                .strip_prefix(prefix)
-                .or_else(|| name.strip_prefix("state/"))
-            {
-                shapes.insert(n.to_string(), t.shape);
-                w.insert(n.to_string(), t.data);
-            }
-        }
+        let (w, shapes) = convert::checkpoint_weights(st.tensors, &st.metadata, raw);
         let parse = |k: &str| -> Option<Vec<f32>> {
             let v: Vec<f32> = st
                 .metadata
@@ -504,10 +493,7 @@ pub fn logits(
     if let Some((path, shapes)) = &r.file_shapes {
         check_shapes(path, &model, shapes)?;
     }
-    convert::write_model(gpu, &model, &r.weights)?;
-    let mut rec = Recorder::new(gpu);
-    model.record_after_update(&mut rec)?;
-    rec.submit()?.wait(gpu)?;
+    convert::write_model(gpu, &mut model, &r.weights)?;
     let per = size * size * r.cfg.in_channels;
     let k = r.cfg.classes;
     let mut out = Vec::with_capacity(n * k);

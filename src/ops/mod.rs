@@ -5,6 +5,7 @@
 pub mod act;
 pub mod conv;
 pub mod elementwise;
+pub mod finite;
 pub mod gemm;
 pub mod harness;
 pub mod loss;
@@ -23,6 +24,7 @@ pub fn cases() -> Vec<Box<dyn OpCase>> {
     v.extend(act::cases());
     v.extend(elementwise::cases());
     v.extend(reduce::cases());
+    v.extend(finite::cases());
     v.extend(loss::cases());
     v.extend(gemm::cases());
     v.extend(conv::cases());
@@ -39,6 +41,7 @@ pub fn kernels() -> Vec<&'static crate::gpu::KernelDef> {
     v.extend_from_slice(act::KERNELS);
     v.extend_from_slice(elementwise::KERNELS);
     v.extend_from_slice(reduce::KERNELS);
+    v.extend_from_slice(finite::KERNELS);
     v.extend_from_slice(loss::KERNELS);
     v.extend_from_slice(gemm::KERNELS);
     v.extend_from_slice(conv::KERNELS);

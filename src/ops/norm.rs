@@ -44,8 +44,10 @@
 //! Proxy Norm's per-step statistics `mu~`, `s~` and their backward live in
 //! [`super::proxy_norm`] (re-exported here: [`proxy_stats`], [`proxy_stats_backward`]).
 //!
-//! Variance convention: biased (divide by the count) everywhere, including BatchNorm's
-//! running variance (TF/Keras; PyTorch keeps an unbiased running variance). Running update:
+//! Variance convention: biased (divide by the count) to normalize, everywhere; BatchNorm's
+//! running variance is updated with the unbiased batch variance (count / (count - 1) times
+//! the biased one; the biased one for a single value per channel), as PyTorch keeps it, so
+//! exported statistics match a PyTorch-trained model's. Running update:
 //! `run = momentum * run + (1 - momentum) * batch` (TF convention, momentum 0.99).
 
 use super::act::Act;
@@ -454,7 +456,7 @@ pub struct NormParams<'a> {
     /// BatchNorm running mean: updated in place by a training forward when given,
     /// required by an evaluation forward.
     pub running_mean: Option<&'a Tensor>,
-    /// BatchNorm running (biased) variance, like `running_mean`.
+    /// BatchNorm running (unbiased) variance, like `running_mean`.
     pub running_var: Option<&'a Tensor>,
     /// Proxy Norm mean mu~ (required with `spec.proxy`), from
     /// [`proxy_norm::proxy_stats`].
@@ -863,6 +865,17 @@ impl NormSpec {
         }
     }
 
+    /// Bessel's correction n / (n - 1) for the values of one segment (1 for a single
+    /// value), applied to BatchNorm's running variance.
+    pub fn unbiased_factor(&self) -> f64 {
+        let n = self.segment_len() as f64;
+        if n > 1.0 {
+            n / (n - 1.0)
+        } else {
+            1.0
+        }
+    }
+
     /// Batch statistics (mean, biased variance) per segment.
     fn moments_ref(&self, x: &[f64]) -> (Vec<f64>, Vec<f64>) {
         let s = self.segments();
@@ -905,7 +918,7 @@ pub fn forward_ref(spec: &NormSpec, training: bool, x: &[f64], p: &RefParams) ->
                     .collect(),
                 rv.iter()
                     .zip(&var)
-                    .map(|(r, b)| m * r + (1.0 - m) * b)
+                    .map(|(r, b)| m * r + (1.0 - m) * b * spec.unbiased_factor())
                     .collect(),
             ))
         }

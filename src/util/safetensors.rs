@@ -268,7 +268,10 @@ fn read_from(mut r: impl Read, len: u64, path: &Path) -> Result<SafeTensors> {
     Ok(st)
 }
 
-/// Write `bytes` to `path` atomically.
+/// Write `bytes` to `path` atomically: into `.<name>.tmp<pid>` beside it, fsync, rename
+/// over `path`, then fsync the folder so the rename itself survives a power loss. A writer
+/// killed before the rename leaves only its temp file (run folders remove those when a
+/// run starts, see [`crate::train::run_dir`]).
 pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path
         .parent()
@@ -285,7 +288,12 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
-        std::fs::rename(&tmp, path)
+        std::fs::rename(&tmp, path)?;
+        // Persist the rename (a directory entry). Opening a folder as a file is a Unix
+        // idiom; Windows' rename is made durable by the file system's own journal.
+        #[cfg(unix)]
+        std::fs::File::open(dir)?.sync_all()?;
+        Ok(())
     })();
     if let Err(e) = res {
         let _ = std::fs::remove_file(&tmp);
