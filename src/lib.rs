@@ -15,6 +15,7 @@
 //! - [`moments`]: moments of signal and sensitivity through depth at initialization;
 //! - [`interop`]: timm / PyTorch weights in and out (safetensors, timm names);
 //! - [`train`]: the trainer, optimizers, schedules, checkpoints and metrics;
+//! - [`reproduce`]: the papers' comparisons (norms, FixRes, moments), one command each;
 //! - [`cli`]: the commands behind the `effnet` binary;
 //! - [`selftest`]: the harness run over every op, as `effnet selftest` does.
 
@@ -31,6 +32,7 @@ pub mod models;
 pub mod moments;
 pub mod nn;
 pub mod ops;
+pub mod reproduce;
 pub mod selftest;
 pub mod train;
 pub mod util;

@@ -42,6 +42,8 @@ enum Cmd {
     Profile(effnet::cli::profile::ProfileArgs),
     /// Moments of signal and sensitivity through depth at initialization (paper 3).
     Moments(Box<effnet::cli::moments::MomentsArgs>),
+    /// The papers' comparisons, one command each: norms, fixres, moments (docs/papers.md).
+    Reproduce(Box<effnet::cli::reproduce::ReproduceArgs>),
     /// Print a model's layer table with parameters and multiply-accumulates.
     Model {
         /// Preset: b0..b7 or b0-g16..b7-g16.
@@ -175,6 +177,11 @@ fn run(cli: Cli) -> effnet::Result<bool> {
         Cmd::Moments(a) => {
             let gpu = Gpu::new(&opts)?;
             effnet::cli::moments::run(&gpu, &a)?;
+            Ok(true)
+        }
+        Cmd::Reproduce(a) => {
+            let gpu = Gpu::new(&opts)?;
+            effnet::cli::reproduce::run(&gpu, &a)?;
             Ok(true)
         }
         Cmd::Eval(a) => {

@@ -4,4 +4,5 @@ pub mod bench_train;
 pub mod moments;
 pub mod predict;
 pub mod profile;
+pub mod reproduce;
 pub mod train;
