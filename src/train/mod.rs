@@ -1,6 +1,7 @@
 //! Training: optimizers, schedules, checkpoints, metrics and the trainer loop.
 
 pub mod checkpoint;
+pub mod input_stage;
 pub mod metrics;
 pub mod model;
 pub mod optim;
