@@ -24,6 +24,20 @@ fn status_kib(key: &str) -> Option<u64> {
         .ok()
 }
 
+/// User + system CPU seconds of this process so far (Linux: /proc/self/stat, fields 14
+/// and 15 in clock ticks, assumed 100 per second).
+fn cpu_seconds() -> f64 {
+    let s = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the parenthesised command name, which may contain spaces.
+    let rest = s.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<f64> = rest
+        .split_whitespace()
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // rest starts at field 3 (state, not numeric, skipped): utime is field 14.
+    f.get(10).copied().unwrap_or(0.0) / 100.0 + f.get(11).copied().unwrap_or(0.0) / 100.0
+}
+
 fn main() -> effnet::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (Some(mode), Some(root)) = (args.first(), args.get(1)) else {
@@ -56,13 +70,15 @@ fn main() -> effnet::Result<()> {
         }
         "list" => {
             let rss0 = status_kib("VmRSS:").unwrap_or(0);
-            let t = Instant::now();
+            let (t, cpu0) = (Instant::now(), cpu_seconds());
             let ds = effnet::data::load_folder(&train, 224)?;
             let secs = t.elapsed().as_secs_f64();
+            let cpu = cpu_seconds() - cpu0;
             let rss1 = status_kib("VmRSS:").unwrap_or(0);
             let hwm = status_kib("VmHWM:").unwrap_or(0);
             println!(
-                "listed {} images in {} classes in {secs:.2} s; resident memory +{:.1} MiB \
+                "listed {} images in {} classes in {secs:.2} s ({cpu:.2} s of CPU); resident \
+                 memory +{:.1} MiB \
                  ({:.0} bytes per image), peak {:.1} MiB",
                 ds.len(),
                 ds.classes.len(),

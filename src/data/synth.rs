@@ -56,7 +56,7 @@ pub fn synth_image(spec: &SynthSpec, class: usize, rng: &mut Rng) -> Vec<u8> {
     let fy: [f32; 3] = std::array::from_fn(|c| {
         (0.003 + 0.002 * ((base * 1.3 + c as f32) % 7.0)) * (0.8 + 0.4 * rng.uniform() as f32)
     });
-    let phase: [f32; 3] = std::array::from_fn(|_| 6.283 * rng.uniform() as f32);
+    let phase: [f32; 3] = std::array::from_fn(|_| std::f32::consts::TAU * rng.uniform() as f32);
     let scale = 2.0 * std::f32::consts::PI;
     // Separable pattern: a(x) * b(y) per channel, plus a diagonal gradient.
     let ax: Vec<[f32; 3]> = (0..w)
