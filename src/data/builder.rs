@@ -97,45 +97,40 @@ impl BatchBuilder {
         let start = index * cfg.batch;
         let count = cfg.batch.min(order.len().saturating_sub(start));
         let mut row = 0;
-        for &i in &order[start..start + count] {
+        for &i in order.get(start..start + count).unwrap_or(&[]) {
             let mut rng = Rng::new(mix(cfg.seed, epoch as u64, i as u64 + 1));
             let dst = &mut pixels[row * per..(row + 1) * per];
-            let built = match &ds.pixels {
+            match &ds.pixels {
                 Pixels::Memory(p) => {
                     let src = &p[i * ds.h * ds.w * c..(i + 1) * ds.h * ds.w * c];
                     let t = Instant::now();
                     augment::apply(cfg.transform, src, ds.h, ds.w, c, s, &mut rng, dst);
                     times.resize += t.elapsed();
-                    Ok(())
                 }
                 Pixels::Files(files) => {
-                    self.file_image(&files[i], cfg, c, &mut rng, dst, &mut times)
-                }
-            };
-            match built {
-                Ok(()) => {
-                    labels[row] = ds.labels[i];
-                    row += 1;
-                    times.images += 1;
-                }
-                Err(e) if cfg.skip_bad_images => {
-                    if let Pixels::Files(files) = &ds.pixels {
-                        skipped.push((files[i].clone(), e));
+                    let path = &files[i];
+                    match self.file_image(path, cfg, c, &mut rng, dst, &mut times) {
+                        Ok(()) => {}
+                        Err(e) if cfg.skip_bad_images => {
+                            skipped.push((path.clone(), e));
+                            continue;
+                        }
+                        Err(e) => {
+                            return Err(Error::file(
+                                path,
+                                format!(
+                                    "{e} (batch {index} of epoch {epoch}); remove or replace \
+                                     the file, or pass --skip-bad-images to skip and count \
+                                     such files"
+                                ),
+                            ))
+                        }
                     }
                 }
-                Err(e) => {
-                    let Pixels::Files(files) = &ds.pixels else {
-                        unreachable!("in-memory images cannot fail")
-                    };
-                    return Err(Error::file(
-                        &files[i],
-                        format!(
-                            "{e} (batch {index} of epoch {epoch}); remove or replace the file, \
-                             or pass --skip-bad-images to skip and count such files"
-                        ),
-                    ));
-                }
             }
+            labels[row] = ds.labels[i];
+            row += 1;
+            times.images += 1;
         }
         // Rows of skipped images stay zero and count as padding.
         pixels[row * per..count * per].fill(0);
