@@ -83,6 +83,13 @@ enum Cmd {
         /// `bench train`: resolution.
         #[arg(long, default_value_t = 224)]
         image_size: usize,
+        /// `bench data` (and `bench train`, to compare): an image-folder dataset (its
+        /// `train/` sub-folder when there is one); see `examples/gen_jpegs.rs`.
+        #[arg(long)]
+        data_dir: Option<std::path::PathBuf>,
+        /// `bench data`: loader worker counts to measure, e.g. `1,2,4` (default: cores - 1).
+        #[arg(long, value_delimiter = ',')]
+        workers: Vec<usize>,
     },
     /// Check every op's GPU forward and backward against the CPU reference.
     Selftest {
@@ -104,6 +111,8 @@ enum BenchWhat {
     Norm,
     /// Training-step and inference img/s of a whole model, with its GPU memory.
     Train,
+    /// Loader img/s on an image folder, per stage and per worker count (--iters batches).
+    Data,
 }
 
 fn run(cli: Cli) -> effnet::Result<bool> {
@@ -252,7 +261,13 @@ fn run(cli: Cli) -> effnet::Result<bool> {
             model,
             norm,
             image_size,
+            data_dir,
+            workers,
         } => {
+            if let BenchWhat::Data = what {
+                effnet::cli::bench_data::main(data_dir, image_size, batch, &workers, iters, json)?;
+                return Ok(true);
+            }
             let gpu = Gpu::new(&opts)?;
             match what {
                 BenchWhat::Train => {
@@ -281,6 +296,18 @@ fn run(cli: Cli) -> effnet::Result<bool> {
                             r.startup_s
                         );
                     }
+                    if data_dir.is_some() {
+                        // The loader at the same batch and size: loader-bound if slower.
+                        let d = effnet::cli::bench_data::main(
+                            data_dir, image_size, batch, &workers, iters, json,
+                        )?;
+                        for l in d.iter().filter(|l| !json && l.img_s < r.train_img_s) {
+                            println!(
+                                "loader-bound with {} workers: {:.1} img/s < {:.1} img/s of the step",
+                                l.workers, l.img_s, r.train_img_s
+                            );
+                        }
+                    }
                 }
                 BenchWhat::Conv => {
                     effnet::bench_conv::run(&gpu, batch.max(1), iters.max(1), json)?;
@@ -288,6 +315,7 @@ fn run(cli: Cli) -> effnet::Result<bool> {
                 BenchWhat::Norm => {
                     effnet::ops::norm::run_bench(&gpu, batch.max(1), iters.max(1), json)?;
                 }
+                BenchWhat::Data => unreachable!("handled above"),
             }
             Ok(true)
         }

@@ -129,22 +129,23 @@ fn evaluate_refuses_labels_the_model_lacks_and_empty_test_sets() {
     cfg.classes = 10;
     cfg.in_channels = 1;
     let mut model = EfficientNet::new(gpu, &cfg, 2, 16).unwrap();
-    let ds = Dataset {
+    let ds = std::sync::Arc::new(Dataset {
         pixels: Pixels::Memory(vec![0; 3 * 16 * 16]),
         labels: vec![1, 12, 3],
         h: 16,
         w: 16,
         c: 1,
         classes: (0..13).map(|i| i.to_string()).collect(),
-    };
+    });
     let a = train_args(&["--batch", "2", "--image-size", "16"]);
     let tc = effnet::cli::train::train_config(&a).unwrap();
-    let lc = effnet::train::trainer::loader_config(&tc, &ds, &[0.5], &[0.25], false);
-    let e = effnet::train::trainer::evaluate(gpu, &mut model, &ds, &lc, None, 10)
+    let lc = effnet::train::trainer::loader_config(&tc, &ds, false);
+    let (mean, std) = ([0.5f32], [0.25f32]);
+    let e = effnet::train::trainer::evaluate(gpu, &mut model, &ds, &lc, None, 10, &mean, &std)
         .unwrap_err()
         .to_string();
     assert!(e.contains("test image 1 has label 12"), "{e}");
-    let e = effnet::train::trainer::evaluate(gpu, &mut model, &ds, &lc, Some(0), 13)
+    let e = effnet::train::trainer::evaluate(gpu, &mut model, &ds, &lc, Some(0), 13, &mean, &std)
         .unwrap_err()
         .to_string();
     assert!(e.contains("nothing to evaluate"), "{e}");

@@ -693,6 +693,7 @@ fn progress_line_shows_the_eta() {
         loss: Some((2.25, 20)),
         lr: 0.002,
         img_per_s: 19.1,
+        data_wait: 0.05,
         eta_s: None,
     };
     assert!(
@@ -703,7 +704,9 @@ fn progress_line_shows_the_eta() {
     p.eta_s = Some(8.7 * 3600.0);
     let line = progress_line(&p);
     assert!(
-        line.starts_with("step     20/4680") && line.ends_with("ETA 8h42m"),
+        line.starts_with("step     20/4680")
+            && line.contains("data-wait   5%")
+            && line.ends_with("ETA 8h42m"),
         "{line}"
     );
     assert_eq!(format_duration(125.0), "2m05s");

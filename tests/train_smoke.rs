@@ -90,7 +90,7 @@ fn run(a: &TrainArgs, dir: &Path, resume: bool) -> trainer::TrainSummary {
         &mut m,
         &cfg,
         Arc::new(tr),
-        &te,
+        &Arc::new(te),
         (&mean, &std),
         &dir,
         start,
@@ -160,9 +160,15 @@ fn resume_is_bit_exact() {
             "--ema-decay",
             "0.9",
         ]);
-        run(&full, &straight, false);
-        run(&half, &split, false);
-        run(&full, &split, true);
+        // Any loader worker count gives the same batches: the straight run uses one, the
+        // split run two, then three after the resume.
+        let workers = |a: &TrainArgs, n| TrainArgs {
+            workers: Some(n),
+            ..a.clone()
+        };
+        run(&workers(&full, 1), &straight, false);
+        run(&workers(&half, 2), &split, false);
+        run(&workers(&full, 3), &split, true);
         let a = SafeTensors::load(&straight.join("checkpoint.safetensors")).unwrap();
         let b = SafeTensors::load(&split.join("checkpoint.safetensors")).unwrap();
         assert_eq!(a.metadata.get("step"), Some(&(2 * k).to_string()));
@@ -243,7 +249,7 @@ fn finetune_trains_only_the_head_and_chosen_stages() {
         &mut m,
         &cfg,
         Arc::new(tr),
-        &te,
+        &Arc::new(te),
         (&mean, &std),
         &dir,
         trainer::Start::Keep,
@@ -350,4 +356,108 @@ fn trainer_and_eval_agree_on_the_same_checkpoint() {
             let _ = std::fs::remove_dir_all(&dir);
         }
     }
+}
+
+/// A tiny image-folder dataset: 3 classes of 64x48 JPEGs, 16 train and 4 val images each.
+fn folder_tree(name: &str) -> PathBuf {
+    let d = tmp(name);
+    let spec = effnet::data::synth::SynthSpec {
+        classes: 3,
+        train_per_class: 16,
+        val_per_class: 4,
+        width: 64,
+        height: 48,
+        ..Default::default()
+    };
+    effnet::data::synth::write_tree(&d, &spec).unwrap();
+    d
+}
+
+#[test]
+fn folder_dataset_trains_with_workers_and_keeps_class_names() {
+    let gpu = common::gpu();
+    let data = folder_tree("folder-data");
+    let run_dir = tmp("folder-run");
+    let (d, r) = (data.to_string_lossy(), run_dir.to_string_lossy());
+    let a = args(&[
+        "--dataset",
+        "folder",
+        "--data-dir",
+        &d,
+        "--max-steps",
+        "3",
+        "--workers",
+        "2",
+        "--run-dir",
+        &r,
+    ]);
+    let out = effnet::cli::train::run(gpu, &a).unwrap();
+    let s = &out[0].1;
+    assert_eq!((s.steps, s.workers, s.skipped_images), (3, 2, 0));
+    assert!((0.0..=1.0).contains(&s.data_wait), "{}", s.data_wait);
+    assert!(s.last_loss.is_finite());
+    // The class list travels in the checkpoint; eval reads it (and checks the test set).
+    let st = SafeTensors::load(&trainer::checkpoint_path(&run_dir)).unwrap();
+    assert_eq!(
+        trainer::class_names(&st.metadata).unwrap(),
+        ["class_000", "class_001", "class_002"]
+    );
+    let e = effnet::cli::train::EvalArgs {
+        checkpoint: run_dir.clone(),
+        raw: true,
+        image_size: None,
+        data_dir: None,
+        limit: None,
+    };
+    let r = effnet::cli::train::eval(gpu, &e).unwrap();
+    assert_eq!(r.images, 12);
+    // A checkpoint whose classes are not the test set's is refused.
+    for split in ["train", "val"] {
+        let d = data.join(split);
+        std::fs::rename(d.join("class_002"), d.join("class_zzz")).unwrap();
+    }
+    let err = effnet::cli::train::eval(gpu, &e).unwrap_err().to_string();
+    assert!(
+        err.contains("class_zzz") && err.contains("trained on"),
+        "{err}"
+    );
+}
+
+#[test]
+fn corrupt_image_mid_run_stops_naming_it_or_is_skipped() {
+    let gpu = common::gpu();
+    let data = folder_tree("folder-bad");
+    let bad = data.join("train/class_001/00003.jpg");
+    let b = std::fs::read(&bad).unwrap();
+    std::fs::write(&bad, &b[..b.len() / 3]).unwrap();
+    let (d, r) = (
+        data.to_string_lossy().to_string(),
+        tmp("folder-bad-run").to_string_lossy().to_string(),
+    );
+    let base = [
+        "--dataset",
+        "folder",
+        "--data-dir",
+        &d,
+        "--max-steps",
+        "3",
+        "--workers",
+        "2",
+        "--run-dir",
+        &r,
+    ];
+    let e = effnet::cli::train::run(gpu, &args(&base))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("00003.jpg") && e.contains("--skip-bad-images"),
+        "{e}"
+    );
+    let mut skip = base.to_vec();
+    skip.push("--skip-bad-images");
+    // The failed run left its metrics behind; the retry replaces them.
+    skip.push("--overwrite");
+    let out = effnet::cli::train::run(gpu, &args(&skip)).unwrap();
+    // Three steps = one epoch of 48 images: the bad one is met once.
+    assert_eq!((out[0].1.steps, out[0].1.skipped_images), (3, 1));
 }

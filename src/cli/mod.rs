@@ -1,5 +1,6 @@
 //! Command implementations behind the `effnet` binary.
 
+pub mod bench_data;
 pub mod bench_train;
 pub mod moments;
 pub mod predict;

@@ -52,7 +52,8 @@ pub struct PredictArgs {
     /// central image_size square (timm's evaluation transform).
     #[arg(long, default_value_t = 0.875)]
     pub crop_pct: f64,
-    /// Class names, one per line, printed next to the indices.
+    /// Class names, one per line, printed next to the indices (default: the names an
+    /// effnet training checkpoint stores).
     #[arg(long)]
     pub labels: Option<PathBuf>,
     /// With an effnet training checkpoint: use its raw weights, not their average.
@@ -76,6 +77,8 @@ pub struct Resolved {
     /// shape in it, checked against the built model. None when the import already checked
     /// every shape (timm state dicts and `effnet export` files).
     pub file_shapes: Option<(PathBuf, std::collections::BTreeMap<String, Vec<usize>>)>,
+    /// Class names (from an effnet training checkpoint; empty when the file has none).
+    pub class_names: Vec<String>,
 }
 
 fn imagenet_stats(c: usize) -> (Vec<f32>, Vec<f32>) {
@@ -312,6 +315,7 @@ pub fn resolve(arch_name: &str, weights: &Path, raw: bool) -> Result<Resolved> {
             mean,
             std,
             file_shapes: Some((path, shapes)),
+            class_names: trainer::class_names(&st.metadata).unwrap_or_default(),
         });
     }
     let cfg = match st.metadata.get(convert::META_CONFIG) {
@@ -346,6 +350,7 @@ pub fn resolve(arch_name: &str, weights: &Path, raw: bool) -> Result<Resolved> {
         mean,
         std,
         file_shapes: None,
+        class_names: Vec::new(),
     })
 }
 
@@ -535,7 +540,7 @@ pub fn run(gpu: &Gpu, a: &PredictArgs) -> Result<Vec<f32>> {
             .lines()
             .map(|l| l.trim().to_string())
             .collect(),
-        None => Vec::new(),
+        None => r.class_names.clone(),
     };
     let out = logits(gpu, &r, &data, n, size, a.batch)?;
     println!(

@@ -211,6 +211,14 @@ pub struct TrainArgs {
     /// Fine-tuning learning rate (cosine schedule).
     #[arg(long, default_value_t = 0.01)]
     pub finetune_lr: f64,
+    /// Loader worker threads decoding and augmenting batches (default: available cores
+    /// minus one). Any count gives the same batches.
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// Skip image files that cannot be read or decoded (each named once, all counted)
+    /// instead of stopping at the first.
+    #[arg(long)]
+    pub skip_bad_images: bool,
 }
 
 const FIXRES_HELP: &str = "\
@@ -275,6 +283,11 @@ pub fn train_config(a: &TrainArgs) -> Result<TrainConfig> {
         Optimizer::Rmsprop { .. } => 1e-5,
         Optimizer::Adamw { .. } => 0.05,
     });
+    if a.workers == Some(0) {
+        return Err(Error::Config(
+            "--workers must be at least 1 (leave it out for the default)".into(),
+        ));
+    }
     let cfg = TrainConfig {
         dataset: a.dataset,
         data_dir: a.data_dir.clone(),
@@ -296,6 +309,8 @@ pub fn train_config(a: &TrainArgs) -> Result<TrainConfig> {
         seed: a.seed,
         head_only: false,
         eval_preprocessing: false,
+        workers: a.workers.unwrap_or(0),
+        skip_bad_images: a.skip_bad_images,
     };
     cfg.validate()?;
     Ok(cfg)
@@ -410,7 +425,7 @@ pub fn run(gpu: &Gpu, a: &TrainArgs) -> Result<Vec<(String, TrainSummary)>> {
         classes,
         a.run_dir.display()
     );
-    let train_ds = Arc::new(train_ds);
+    let (train_ds, test_ds) = (Arc::new(train_ds), Arc::new(test_ds));
     let meta = serde_json::to_string(&mcfg).expect("json");
     let mut model = EfficientNet::new(gpu, &mcfg, cfg.batch, cfg.image_size)?;
     let mut out = Vec::new();
@@ -520,8 +535,14 @@ fn init_from_average(gpu: &Gpu, model: &mut EfficientNet, src: &SafeTensors) -> 
 
 fn report(what: &str, s: &TrainSummary) {
     print!(
-        "{what}: {} steps, {:.1} img/s over {:.1} s of training, first step after {:.2} s",
-        s.steps, s.img_per_s, s.train_seconds, s.first_step_seconds
+        "{what}: {} steps, {:.1} img/s over {:.1} s of training ({:.0}% of it waiting for \
+         data, {} loader workers), first step after {:.2} s",
+        s.steps,
+        s.img_per_s,
+        s.train_seconds,
+        100.0 * s.data_wait,
+        s.workers,
+        s.first_step_seconds
     );
     match &s.eval {
         Some(e) => println!(
@@ -621,13 +642,41 @@ pub fn eval(gpu: &Gpu, a: &EvalArgs) -> Result<trainer::EvalResult> {
             e
         }
     })?;
+    let classes = trainer::class_names(&st.metadata).unwrap_or_else(|| test.classes.clone());
+    if classes != test.classes {
+        let k = (0..)
+            .find(|&k| classes.get(k) != test.classes.get(k))
+            .unwrap_or(0);
+        return Err(Error::file(
+            &path,
+            format!(
+                "the checkpoint was trained on {} classes, the test set has {}; class {k} is \
+                 {:?} in the checkpoint and {:?} in the test set: evaluate on the dataset it \
+                 was trained on",
+                classes.len(),
+                test.classes.len(),
+                classes.get(k).map_or("(none)", |s| s.as_str()),
+                test.classes.get(k).map_or("(none)", |s| s.as_str()),
+            ),
+        ));
+    }
+    let test = Arc::new(test);
     let mut model = EfficientNet::new(gpu, &mcfg, cfg.batch, cfg.image_size)?;
     checkpoint::load(&path, gpu, &mut model)?;
     if !a.raw {
         AverageSwap::new(gpu, &model)?.swap(gpu, &model)?;
     }
-    let lc = trainer::loader_config(&cfg, &test, &mean, &std, false);
-    let r = trainer::evaluate(gpu, &mut model, &test, &lc, a.limit, mcfg.classes)?;
+    let lc = trainer::loader_config(&cfg, &test, false);
+    let r = trainer::evaluate(
+        gpu,
+        &mut model,
+        &test,
+        &lc,
+        a.limit,
+        mcfg.classes,
+        &mean,
+        &std,
+    )?;
     println!(
         "{}: {} images at {}px ({} weights): top-1 {:.2}%  top-5 {:.2}%  loss {:.4}",
         path.display(),
@@ -640,7 +689,7 @@ pub fn eval(gpu: &Gpu, a: &EvalArgs) -> Result<trainer::EvalResult> {
     );
     println!("confusion matrix (rows: true class, columns: predicted):");
     for (i, row) in r.confusion.iter().enumerate() {
-        let name = test.classes.get(i).cloned().unwrap_or_default();
+        let name = classes.get(i).cloned().unwrap_or_default();
         println!(
             "{:>12} {}",
             name,

@@ -8,6 +8,7 @@ pub mod elementwise;
 pub mod finite;
 pub mod gemm;
 pub mod harness;
+pub mod input;
 pub mod loss;
 pub mod norm;
 pub mod pool;
@@ -21,6 +22,7 @@ pub use harness::{check, CheckResult, HostTensor, Input, OpCase, Tolerance};
 /// Every registered harness case, in a stable order.
 pub fn cases() -> Vec<Box<dyn OpCase>> {
     let mut v = Vec::new();
+    v.extend(input::cases());
     v.extend(act::cases());
     v.extend(elementwise::cases());
     v.extend(reduce::cases());
@@ -38,6 +40,7 @@ pub fn cases() -> Vec<Box<dyn OpCase>> {
 /// Every kernel effnet dispatches, with the override values it uses.
 pub fn kernels() -> Vec<&'static crate::gpu::KernelDef> {
     let mut v = Vec::new();
+    v.extend_from_slice(input::KERNELS);
     v.extend_from_slice(act::KERNELS);
     v.extend_from_slice(elementwise::KERNELS);
     v.extend_from_slice(reduce::KERNELS);

@@ -2,6 +2,7 @@
 //! signals, and the trainer loop.
 
 pub mod checkpoint;
+pub mod input_stage;
 pub mod metrics;
 pub mod model;
 pub mod optim;

@@ -1,4 +1,5 @@
-//! The training loop: loader thread -> one recorded, single-submission step (forward,
+//! The training loop: loader workers -> u8 upload -> one recorded, single-submission step
+//! (input normalization, forward,
 //! loss, backward, fused optimizer update, Proxy Norm statistics, weight average) -> loss
 //! read back asynchronously every few steps -> atomic checkpoints (never with non-finite
 //! values), JSONL metrics, an evaluation per epoch with the weight average, and PNG curves
@@ -14,6 +15,7 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use super::checkpoint;
+use super::input_stage::InputStage;
 use super::metrics::{self, EvalRecord, MetricsLog, StepRecord};
 use super::model::Trainable;
 use super::optim::{self, Optimizer, Segment};
@@ -84,6 +86,13 @@ pub struct TrainConfig {
     pub head_only: bool,
     /// Train with evaluation preprocessing (FixRes fine-tuning).
     pub eval_preprocessing: bool,
+    /// Loader worker threads (0: [`data::default_workers`]); does not change the batches.
+    #[serde(default)]
+    pub workers: usize,
+    /// Skip image files that cannot be read or decoded (each reported once, all counted)
+    /// instead of stopping at the first one.
+    #[serde(default)]
+    pub skip_bad_images: bool,
 }
 
 /// Numbers the kernels take as f32 must fit it.
@@ -218,13 +227,7 @@ pub fn load_datasets(cfg: &TrainConfig) -> Result<(Dataset, Dataset)> {
 }
 
 /// Loader settings for training or evaluation.
-pub fn loader_config(
-    cfg: &TrainConfig,
-    ds: &Dataset,
-    mean: &[f32],
-    std: &[f32],
-    train: bool,
-) -> LoaderConfig {
+pub fn loader_config(cfg: &TrainConfig, ds: &Dataset, train: bool) -> LoaderConfig {
     let small = ds.h <= 64 && matches!(ds.pixels, data::Pixels::Memory(_));
     let transform = if !train || cfg.eval_preprocessing {
         Transform::Eval {
@@ -242,36 +245,29 @@ pub fn loader_config(
         shuffle: train,
         drop_last: train,
         seed: cfg.seed,
-        mean: mean.to_vec(),
-        std: std.to_vec(),
+        workers: if cfg.workers == 0 {
+            data::default_workers()
+        } else {
+            cfg.workers
+        },
+        skip_bad_images: cfg.skip_bad_images,
+        limit: None,
     }
 }
 
-/// Write a batch into the model's input, label and loss-weight tensors.
-pub fn upload_batch(gpu: &Gpu, model: &dyn Trainable, b: &Batch) -> Result<()> {
-    gpu.write_f32(model.input(), &b.images)?;
-    gpu.write_u32(model.labels(), &b.labels)?;
-    let w: Vec<f32> = (0..model.batch())
-        .map(|i| {
-            if i < b.valid {
-                1.0 / b.valid as f32
-            } else {
-                0.0
-            }
-        })
-        .collect();
-    gpu.write_f32(model.loss_weights(), &w)
-}
-
-/// Evaluate on `ds` (padded last batch, only real rows counted). Stops with
+/// Evaluate on `ds` (padded last batch, only real rows counted), normalizing the pixels
+/// with `mean` / `std`; the loader's workers decode ahead of the GPU. Stops with
 /// [`Error::Interrupted`] between batches after a SIGINT/SIGTERM (see [`stop`]).
+#[allow(clippy::too_many_arguments)]
 pub fn evaluate(
     gpu: &Gpu,
     model: &mut dyn Trainable,
-    ds: &Dataset,
+    ds: &Arc<Dataset>,
     lc: &LoaderConfig,
     limit: Option<usize>,
     classes: usize,
+    mean: &[f32],
+    std: &[f32],
 ) -> Result<EvalResult> {
     let n = limit.map_or(ds.len(), |l| l.min(ds.len()));
     if n == 0 {
@@ -292,23 +288,30 @@ pub fn evaluate(
             classes.saturating_sub(1)
         )));
     }
-    let order: Vec<usize> = (0..n).collect();
-    let batches = n.div_ceil(lc.batch);
+    let mut lc = lc.clone();
+    lc.limit = Some(n);
+    lc.shuffle = false;
+    lc.drop_last = false;
+    let mut loader = Loader::start(ds.clone(), lc, 0, 0, Some(1))?;
+    let mut stage = InputStage::new(gpu, model, mean, std)?;
     let mut confusion = vec![vec![0usize; classes]; classes];
     let (mut loss, mut c1, mut c5) = (0.0f64, 0usize, 0usize);
-    for bi in 0..batches {
+    let mut seen = 0usize;
+    while let Some(b) = loader.next_batch()? {
         if let Some(sig) = stop::requested() {
             return Err(Error::Interrupted {
                 code: sig.exit_code(),
                 msg: format!("{} during evaluation: stopped", sig.name()),
             });
         }
-        let b = data::make_batch(ds, lc, &order, 0, bi)?;
-        upload_batch(gpu, model, &b)?;
+        report_skipped(&b, &mut Default::default());
+        let slot = stage.upload(gpu, model, &b)?;
         let mut rec = Recorder::new(gpu);
+        stage.record(&mut rec, slot, model)?;
         model.record_eval(&mut rec)?;
-        rec.submit()?;
+        stage.submitted(slot, &rec.submit()?);
         let logits = gpu.read(model.logits())?;
+        seen += b.valid;
         for r in 0..b.valid {
             let z = &logits[r * classes..(r + 1) * classes];
             let y = b.labels[r] as usize;
@@ -321,14 +324,24 @@ pub fn evaluate(
             c5 += idx.iter().take(5).any(|&k| k == y) as usize;
             confusion[y][idx[0]] += 1;
         }
+        loader.recycle(b);
     }
     Ok(EvalResult {
-        images: n,
-        loss: loss / n.max(1) as f64,
-        top1: c1 as f64 / n.max(1) as f64,
-        top5: c5 as f64 / n.max(1) as f64,
+        images: seen,
+        loss: loss / seen.max(1) as f64,
+        top1: c1 as f64 / seen.max(1) as f64,
+        top5: c5 as f64 / seen.max(1) as f64,
         confusion,
     })
+}
+
+/// Print a warning for each image file of `b` that was skipped and not reported before.
+fn report_skipped(b: &Batch, reported: &mut std::collections::HashSet<PathBuf>) {
+    for (p, why) in &b.skipped {
+        if reported.insert(p.clone()) {
+            eprintln!("warning: skipped {}: {why}", p.display());
+        }
+    }
 }
 
 /// Swapping a model's weights and state tensors with their weight average, through
@@ -395,6 +408,12 @@ pub struct TrainSummary {
     pub train_seconds: f64,
     /// Seconds from start to the end of the first step (start-up latency).
     pub first_step_seconds: f64,
+    /// Share of the training time spent waiting for the loader (0..1).
+    pub data_wait: f64,
+    /// Image files skipped as unreadable (each time one was met).
+    pub skipped_images: usize,
+    /// Loader worker threads used.
+    pub workers: usize,
 }
 
 struct Pending {
@@ -421,14 +440,25 @@ pub enum Start {
     Keep,
 }
 
+/// Checkpoint metadata key of the class names (a JSON array, index = label).
+pub const CLASS_NAMES_KEY: &str = "class_names";
+
+/// The class names stored in a checkpoint's metadata, if any (checkpoints written before
+/// they were stored, or by other tools, have none). Names that are not a JSON array of
+/// strings are ignored.
+pub fn class_names(meta: &BTreeMap<String, String>) -> Option<Vec<String>> {
+    serde_json::from_str(meta.get(CLASS_NAMES_KEY)?).ok()
+}
+
 /// Checkpoint file of a run folder.
 pub fn checkpoint_path(run_dir: &Path) -> PathBuf {
     run_dir.join("checkpoint.safetensors")
 }
 
 /// Settings that may change on resume without asking: they do not change what is trained.
-const FREE_KEYS: [&str; 5] = [
+const FREE_KEYS: [&str; 6] = [
     "log_every",
+    "workers",
     "checkpoint_every",
     "eval_every",
     "eval_limit",
@@ -599,6 +629,8 @@ pub struct Progress {
     pub lr: f64,
     /// Training images per second since the last log line.
     pub img_per_s: f64,
+    /// Share of the time since the last log line spent waiting for the loader.
+    pub data_wait: f64,
     /// Estimated seconds to the end of training (None until measured).
     pub eta_s: Option<f64>,
 }
@@ -613,8 +645,13 @@ pub fn progress_line(p: &Progress) -> String {
         format!("ETA {}", format_duration(s))
     });
     format!(
-        "step {:>6}/{} epoch {:>6.2} loss {loss} lr {:.5} {:>8.1} img/s {eta}",
-        p.step, p.total, p.epoch, p.lr, p.img_per_s
+        "step {:>6}/{} epoch {:>6.2} loss {loss} lr {:.5} {:>8.1} img/s data-wait {:>3.0}% {eta}",
+        p.step,
+        p.total,
+        p.epoch,
+        p.lr,
+        p.img_per_s,
+        100.0 * p.data_wait
     )
 }
 
@@ -710,7 +747,7 @@ pub fn train(
     model: &mut dyn Trainable,
     cfg: &TrainConfig,
     train_ds: Arc<Dataset>,
-    test_ds: &Dataset,
+    test_ds: &Arc<Dataset>,
     norm_stats: (&[f32], &[f32]),
     run_dir: &RunDir,
     start: Start,
@@ -757,6 +794,19 @@ pub fn train(
     }
     let ckpt = run_dir.checkpoint();
     let norm_text = (format!("{:?}", norm_stats.0), format!("{:?}", norm_stats.1));
+    // Metadata every checkpoint of this run carries.
+    let fixed_meta: BTreeMap<String, String> = [
+        ("model_config", model_meta.to_string()),
+        ("norm_mean", norm_text.0.clone()),
+        ("norm_std", norm_text.1.clone()),
+        (
+            CLASS_NAMES_KEY,
+            serde_json::to_string(&train_ds.classes).expect("json"),
+        ),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
     let mut rng = Rng::new(cfg.seed ^ 0xD80F);
     let mut step: u64 = 0;
     let mut history = None;
@@ -827,10 +877,12 @@ pub fn train(
     }
     let history = history_with(history.as_ref(), step, cfg);
     model.rebuild_derived(gpu)?;
-    let lc = loader_config(cfg, &train_ds, norm_stats.0, norm_stats.1, true);
-    let elc = loader_config(cfg, test_ds, norm_stats.0, norm_stats.1, false);
+    let lc = loader_config(cfg, &train_ds, true);
+    let elc = loader_config(cfg, test_ds, false);
     let (e0, b0) = ((step as usize) / per_epoch, (step as usize) % per_epoch);
     let mut loader = Loader::start(train_ds.clone(), lc, e0, b0, None)?;
+    let mut stage = InputStage::new(gpu, model, norm_stats.0, norm_stats.1)?;
+    let (mut skipped, mut reported) = (0usize, std::collections::HashSet::new());
     let mut steps_log = MetricsLog::open(run_dir.path(), "metrics.jsonl")?;
     let mut eval_log = MetricsLog::open(run_dir.path(), "eval.jsonl")?;
     let swap = AverageSwap::new(gpu, model)?;
@@ -848,7 +900,7 @@ pub fn train(
     let mut images = 0usize;
     let mut train_time = 0.0f64;
     let mut first_step_seconds = 0.0;
-    let mut window = (Instant::now(), 0usize);
+    let mut window = (Instant::now(), 0usize, loader.waited());
     let start_step = step;
     let mut first_done: Option<Instant> = None;
     let cpu_adapter = gpu.info.device_type == wgpu::DeviceType::Cpu;
@@ -880,7 +932,15 @@ pub fn train(
             drain(gpu, &mut pending, true, &mut track)?;
             if step > start_step && ctx.last_ckpt != Some(step) {
                 save_checkpoint(
-                    gpu, model, &ckpt, step, &rng, cfg, model_meta, &norm_text, &history, &ctx,
+                    gpu,
+                    model,
+                    &ckpt,
+                    step,
+                    &rng,
+                    cfg,
+                    &fixed_meta,
+                    &history,
+                    &ctx,
                 )?;
             }
             if !quiet && tty {
@@ -889,17 +949,23 @@ pub fn train(
             let saved = (step > 0).then_some(ckpt.as_path());
             return Err(interrupted(sig, step, saved));
         }
+        let t0 = Instant::now();
         let b = loader
             .next_batch()?
             .ok_or_else(|| Error::Config("the loader stopped early".into()))?;
-        let t0 = Instant::now();
+        skipped += b.skipped.len();
+        report_skipped(&b, &mut reported);
         // Bound the work in flight: at most two steps queued on the GPU.
         while inflight.len() >= 2 {
             inflight.pop_front().expect("non-empty").wait(gpu)?;
         }
-        upload_batch(gpu, model, &b)?;
+        let slot = stage.upload(gpu, model, &b)?;
+        let valid = b.valid;
+        // The pixels are in wgpu's staging memory now: the buffer can be refilled.
+        loader.recycle(b);
         let lr = schedule.lr_at(step as usize) as f32;
         let mut rec = Recorder::new(gpu);
+        stage.record(&mut rec, slot, model)?;
         model.record_train_step(
             &mut rec,
             &mut rng,
@@ -929,10 +995,12 @@ pub fn train(
             optim::ema(&mut rec, &s.w.chunks, &s.ema.chunks, d)?;
             optim::ema(&mut rec, &state, &state_avg, d)?;
         }
-        inflight.push_back(rec.submit()?);
+        let submitted = rec.submit()?;
+        stage.submitted(slot, &submitted);
+        inflight.push_back(submitted);
         step += 1;
-        images += b.valid;
-        window.1 += b.valid;
+        images += valid;
+        window.1 += valid;
         if step == start_step + 1 {
             inflight.back().expect("just pushed").wait(gpu)?;
             first_step_seconds = t_start.elapsed().as_secs_f64();
@@ -945,10 +1013,13 @@ pub fn train(
             pending.push_back(Pending {
                 step,
                 rb: gpu.read_async(model.loss_rows())?,
-                valid: b.valid,
+                valid,
             });
         }
-        let rate = window.1 as f64 / window.0.elapsed().as_secs_f64().max(1e-9);
+        let window_s = window.0.elapsed().as_secs_f64().max(1e-9);
+        let rate = window.1 as f64 / window_s;
+        // Share of the window's wall time spent blocked on the loader.
+        let wait_share = ((loader.waited() - window.2).as_secs_f64() / window_s).min(1.0);
         let lr_of = |s: u64| schedule.lr_at(s as usize - 1);
         let mut track = Tracker {
             last_loss: &mut last_loss,
@@ -966,7 +1037,15 @@ pub fn train(
             let tw = Instant::now();
             drain(gpu, &mut pending, true, &mut track)?;
             save_checkpoint(
-                gpu, model, &ckpt, step, &rng, cfg, model_meta, &norm_text, &history, &ctx,
+                gpu,
+                model,
+                &ckpt,
+                step,
+                &rng,
+                cfg,
+                &fixed_meta,
+                &history,
+                &ctx,
             )?;
             ctx.last_ckpt = Some(step);
             train_time += tw.elapsed().as_secs_f64();
@@ -999,6 +1078,7 @@ pub fn train(
                 loss: (!last_loss.is_nan()).then_some((last_loss, last_good_step)),
                 lr: lr as f64,
                 img_per_s: rate,
+                data_wait: wait_share,
                 eta_s,
             });
             if tty {
@@ -1018,7 +1098,7 @@ pub fn train(
                 println!("{line}");
             }
             if log_now {
-                window = (Instant::now(), 0);
+                window = (Instant::now(), 0, loader.waited());
             }
         }
         let epoch_f = step as f64 / per_epoch as f64;
@@ -1034,7 +1114,16 @@ pub fn train(
             if use_ema {
                 swap.swap(gpu, model)?;
             }
-            let r = evaluate(gpu, model, test_ds, &elc, cfg.eval_limit, classes);
+            let r = evaluate(
+                gpu,
+                model,
+                test_ds,
+                &elc,
+                cfg.eval_limit,
+                classes,
+                norm_stats.0,
+                norm_stats.1,
+            );
             if use_ema {
                 swap.swap(gpu, model)?;
             }
@@ -1088,7 +1177,12 @@ pub fn train(
         ctx,
     };
     drain(gpu, &mut pending, true, &mut track)?;
+    let workers = loader.workers;
+    let data_wait = loader.waited().as_secs_f64() / train_time.max(1e-9);
     drop(loader);
+    if skipped > 0 && !quiet {
+        println!("skipped {skipped} unreadable image files (--skip-bad-images)");
+    }
     let _ = plot_run(run_dir.path());
     Ok(TrainSummary {
         steps: step,
@@ -1097,6 +1191,9 @@ pub fn train(
         img_per_s: images as f64 / train_time.max(1e-9),
         train_seconds: train_time,
         first_step_seconds,
+        data_wait: data_wait.min(1.0),
+        skipped_images: skipped,
+        workers,
     })
 }
 
@@ -1109,8 +1206,7 @@ fn save_checkpoint(
     step: u64,
     rng: &Rng,
     cfg: &TrainConfig,
-    model_meta: &str,
-    norm_text: &(String, String),
+    fixed: &BTreeMap<String, String>,
     history: &str,
     ctx: &Context,
 ) -> Result<()> {
@@ -1132,9 +1228,7 @@ fn save_checkpoint(
         "train_config".to_string(),
         serde_json::to_string(cfg).expect("json"),
     );
-    meta.insert("model_config".to_string(), model_meta.to_string());
-    meta.insert("norm_mean".to_string(), norm_text.0.clone());
-    meta.insert("norm_std".to_string(), norm_text.1.clone());
+    meta.extend(fixed.iter().map(|(k, v)| (k.clone(), v.clone())));
     meta.insert("config_history".to_string(), history.to_string());
     checkpoint::save(ckpt, gpu, model, meta)
 }
