@@ -134,7 +134,7 @@ pub struct FixresArgs {
 /// Options of `effnet reproduce moments`.
 #[derive(Args, Debug, Clone)]
 pub struct MomentsReproArgs {
-    /// quick: the fully connected cases at the paper's width and batch with 10
+    /// quick: the fully connected cases at the paper's width, batch and depth with 4
     /// simulations, the convolutional BN net over 20 layers at width 64, the LN collapse at
     /// width 256 (minutes on lavapipe); paper: SPEC §D.3's sizes and simulation counts.
     #[arg(long, value_enum, default_value = "quick")]

@@ -48,13 +48,14 @@ fn net(
 }
 
 /// The experiments of a scale. `quick`: the fully connected cases at the paper's width
-/// (512) and batch (64) with 10 simulations, the convolutional BN network over its first
-/// 20 layers at width 64, and the LN / LN+PN collapse at width 256. `paper`: SPEC §D.3's
+/// (512), batch (64) and depth with 4 simulations, moments every 10 (ResNet) or 5 layers,
+/// the convolutional BN network over its first 20 layers at width 64, and the LN / LN+PN
+/// collapse at width 256. `paper`: SPEC §D.3's
 /// sizes and simulation counts (Fig. 3-5 at width 512, 1,000 simulations; the fully
 /// connected complements with 200; paper 2's collapse at width 1024, k = 3).
 pub fn experiments(scale: Scale) -> Vec<Experiment> {
     let ln = |n: Net, k: usize, width: usize, depth: usize| {
-        let mut c = net(n, k, depth, width, 64, 1);
+        let mut c = net(n, k, depth, width, 64, 5);
         c.affine_std = 0.2;
         c.reff = false;
         c
@@ -64,38 +65,38 @@ pub fn experiments(scale: Scale) -> Vec<Experiment> {
             Experiment {
                 name: "bn-res-fc",
                 title: "BN ResNet, fully connected: power-law chi (Fig. 5 complement)",
-                cfg: net(Net::BnRes, 1, 500, 512, 64, 5),
-                sims: 10,
+                cfg: net(Net::BnRes, 1, 500, 512, 64, 10),
+                sims: 4,
             },
             Experiment {
                 name: "bn-ff-fc",
                 title: "BN feed-forward, fully connected, batch 64",
-                cfg: net(Net::BnFf, 1, 200, 512, 64, 2),
-                sims: 10,
+                cfg: net(Net::BnFf, 1, 200, 512, 64, 5),
+                sims: 4,
             },
             Experiment {
                 name: "vanilla-fc",
                 title: "Vanilla, fully connected: one-dimensional signal",
-                cfg: net(Net::Vanilla, 1, 200, 512, 64, 2),
-                sims: 10,
+                cfg: net(Net::Vanilla, 1, 200, 512, 64, 5),
+                sims: 4,
             },
             Experiment {
                 name: "bn-ff-conv",
                 title: "BN feed-forward, k = 3, first 20 layers at width 64 (Fig. 4)",
                 cfg: net(Net::BnFf, 3, 20, 64, 32, 1),
-                sims: 5,
+                sims: 3,
             },
             Experiment {
                 name: "ln-ff",
                 title: "LayerNorm, fully connected, random affine (paper 2)",
                 cfg: ln(Net::LnFf, 1, 256, 100),
-                sims: 5,
+                sims: 3,
             },
             Experiment {
                 name: "ln-pn-ff",
                 title: "LayerNorm + Proxy Norm, fully connected, random affine (paper 2)",
                 cfg: ln(Net::LnPnFf, 1, 256, 100),
-                sims: 5,
+                sims: 3,
             },
         ],
         Scale::Paper => vec![
@@ -499,8 +500,8 @@ pub fn run(gpu: &Gpu, cfg: &MomentsConfig, input: &InputSource, command: &str) -
         let Some((e, run, _)) = done.iter().find(|(e, _, _)| e.name == ch.experiment) else {
             continue;
         };
-        if matches!(ch.quantity, Quantity::At(_, l) if l > e.cfg.depth) {
-            // Deeper than this scale runs.
+        if matches!(ch.quantity, Quantity::At(_, l) if !e.cfg.depths().contains(&l)) {
+            // A depth this scale does not record.
             continue;
         }
         let v = value(ch.quantity, run);
