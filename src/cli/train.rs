@@ -20,6 +20,9 @@ use crate::train::stop;
 use crate::train::trainer::{self, AverageSwap, DatasetKind, Start, TrainConfig, TrainSummary};
 use crate::util::safetensors::SafeTensors;
 
+/// The most loader threads `--workers` takes.
+const MAX_WORKERS: usize = 256;
+
 /// Optimizer names of `--optimizer`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum OptimizerArg {
@@ -288,6 +291,15 @@ pub fn train_config(a: &TrainArgs) -> Result<TrainConfig> {
             "--workers must be at least 1 (leave it out for the default)".into(),
         ));
     }
+    // Each worker is a thread holding a batch of pixels; past a few per core they only
+    // contend (more than one per core helps only storage that stalls).
+    if let Some(w) = a.workers.filter(|&w| w > MAX_WORKERS) {
+        return Err(Error::Config(format!(
+            "--workers {w} is more than {MAX_WORKERS} loader threads (each holds a batch of \
+             pixels); this machine has {} cores: leave --workers out for the default",
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        )));
+    }
     let cfg = TrainConfig {
         dataset: a.dataset,
         data_dir: a.data_dir.clone(),
@@ -401,7 +413,7 @@ pub fn run(gpu: &Gpu, a: &TrainArgs) -> Result<Vec<(String, TrainSummary)>> {
     opened(&run_dir, false);
     stop::install()?;
     let (train_ds, test_ds) = trainer::load_datasets(&cfg)?;
-    let (mean, std) = train_ds.channel_stats()?;
+    let (mean, std) = train_ds.channel_stats(cfg.skip_bad_images)?;
     let classes = train_ds.classes.len();
     let mcfg = model_config(a, classes, train_ds.c)?;
     let (params, macs) = crate::models::totals(&mcfg, cfg.image_size);
