@@ -451,6 +451,17 @@ fn read_inputs(a: &PredictArgs, r: &Resolved) -> Result<(Vec<String>, Vec<f32>, 
         if n == 0 {
             return Err(Error::file(path, "input holds no images (shape [0, ...])"));
         }
+        if let Some(i) = t.data.iter().position(|v| !v.is_finite()) {
+            let per = c * hw * hw;
+            return Err(Error::file(
+                path,
+                format!(
+                    "input holds a non-finite value ({}) in image {}: every logit would be NaN",
+                    t.data[i],
+                    i / per
+                ),
+            ));
+        }
         let mut out = vec![0.0; t.data.len()];
         for b in 0..n {
             for ch in 0..c {
