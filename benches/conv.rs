@@ -7,7 +7,7 @@
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use effnet::bench::print_table;
-use effnet::bench_conv::{bench_shape, ConvBenchShape};
+use effnet::bench::conv::{bench_shape, ConvBenchShape};
 use effnet::gpu::Recorder;
 use effnet::ops::conv::{self, ConvSpec};
 use effnet::ops::gemm::{self, LinearSpec};

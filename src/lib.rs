@@ -21,7 +21,6 @@
 #![warn(missing_docs)]
 
 pub mod bench;
-pub mod bench_conv;
 pub mod cli;
 pub mod data;
 pub mod error;

@@ -38,7 +38,7 @@ struct Params {
 @group(0) @binding(4) var<storage, read_write> out2: array<f32>;
 
 @compute @workgroup_size(256)
-fn direct_wgrad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+fn conv_backward_weight_direct(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                 @builtin(local_invocation_index) lid: u32) {
     let idx = linear_group(wid, nwg) * 256u + lid;
     if (idx >= p.total) {

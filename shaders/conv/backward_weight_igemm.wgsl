@@ -66,7 +66,7 @@ fn decode(q: u32) -> vec4<i32> {
 }
 
 @compute @workgroup_size(256)
-fn igemm_wgrad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+fn conv_backward_weight_igemm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                @builtin(local_invocation_index) t: u32) {
     let tile = linear_group(wid, nwg);
     if (tile >= p.tiles) {

@@ -18,7 +18,7 @@ struct Params {
 @group(0) @binding(3) var<storage, read_write> db: array<f32>;
 
 @compute @workgroup_size(256)
-fn wgrad_reduce(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+fn conv_backward_weight_reduce(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                 @builtin(local_invocation_index) lid: u32) {
     let e = linear_group(wid, nwg) * 256u + lid;
     let per = p.rows_b * p.cout;

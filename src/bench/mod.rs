@@ -11,6 +11,8 @@ use crate::error::Result;
 use crate::gpu::{Gpu, Recorder};
 use crate::ops::act::{self, Act};
 
+pub mod conv;
+
 /// One measured row.
 #[derive(Clone, Debug, Serialize)]
 pub struct BenchRow {

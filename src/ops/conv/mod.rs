@@ -12,13 +12,13 @@
 //!
 //! **Kernels, chosen by rule** (no autotuning; see [`ConvSpec::kernels`]):
 //! - 1x1, stride 1, dense: forward and backward-data are plain GEMMs ([`super::gemm`]);
-//! - otherwise forward uses the implicit GEMM (`conv/igemm.wgsl`) when Go >= 4, and the
-//!   direct kernel (`conv/direct.wgsl`, 4 outputs along W per thread) when Go < 4, which
+//! - otherwise forward uses the implicit GEMM (`conv/forward_igemm.wgsl`) when Go >= 4, and the
+//!   direct kernel (`conv/forward_direct.wgsl`, 4 outputs along W per thread) when Go < 4, which
 //!   covers depthwise;
 //! - backward-data likewise with Gi in place of Go (it is a convolution with the roles of
 //!   Cin and Cout swapped; stride 2 is split into parity classes so no zero taps run);
-//! - backward-weight uses the split-K implicit GEMM (`conv/igemm_wgrad.wgsl`) when
-//!   Go >= 4, else the direct split kernel (`conv/direct_wgrad.wgsl`); the split count
+//! - backward-weight uses the split-K implicit GEMM (`conv/backward_weight_igemm.wgsl`) when
+//!   Go >= 4, else the direct split kernel (`conv/backward_weight_direct.wgsl`); the split count
 //!   is a fixed function of the shape ([`ConvSpec::wgrad_splits`]), so results are
 //!   bit-for-bit reproducible.
 
@@ -31,20 +31,21 @@ use crate::util::Rng;
 const BKS: [f64; 4] = [2.0, 4.0, 8.0, 16.0];
 const FLAG: [f64; 2] = [0.0, 1.0];
 
-static IGEMM: KernelDef = KernelDef {
-    shader: "conv/igemm.wgsl",
-    entry: "igemm",
+static FORWARD_IGEMM: KernelDef = KernelDef {
+    shader: "conv/forward_igemm.wgsl",
+    entry: "conv_forward_igemm",
     bindings: &[Access::Read, Access::Read, Access::Read, Access::ReadWrite],
-    overrides: &[
-        ("MODE", &FLAG),
-        ("BK", &BKS),
-        ("UNI", &FLAG),
-        ("BIAS", &FLAG),
-    ],
+    overrides: &[("BK", &BKS), ("UNI", &FLAG), ("BIAS", &FLAG)],
 };
-static IGEMM_WGRAD: KernelDef = KernelDef {
-    shader: "conv/igemm_wgrad.wgsl",
-    entry: "igemm_wgrad",
+static BACKWARD_DATA_IGEMM: KernelDef = KernelDef {
+    shader: "conv/backward_data_igemm.wgsl",
+    entry: "conv_backward_data_igemm",
+    bindings: &[Access::Read, Access::Read, Access::Read, Access::ReadWrite],
+    overrides: &[("BK", &BKS), ("UNI", &FLAG), ("BIAS", &[0.0])],
+};
+static BACKWARD_WEIGHT_IGEMM: KernelDef = KernelDef {
+    shader: "conv/backward_weight_igemm.wgsl",
+    entry: "conv_backward_weight_igemm",
     bindings: &[
         Access::Read,
         Access::Read,
@@ -53,15 +54,21 @@ static IGEMM_WGRAD: KernelDef = KernelDef {
     ],
     overrides: &[("BK", &BKS), ("UNI", &FLAG), ("BIAS", &FLAG)],
 };
-static DIRECT: KernelDef = KernelDef {
-    shader: "conv/direct.wgsl",
-    entry: "direct",
+static FORWARD_DIRECT: KernelDef = KernelDef {
+    shader: "conv/forward_direct.wgsl",
+    entry: "conv_forward_direct",
     bindings: &[Access::Read, Access::Read, Access::Read, Access::ReadWrite],
-    overrides: &[("MODE", &FLAG), ("BIAS", &FLAG)],
+    overrides: &[("BIAS", &FLAG)],
 };
-static DIRECT_WGRAD: KernelDef = KernelDef {
-    shader: "conv/direct_wgrad.wgsl",
-    entry: "direct_wgrad",
+static BACKWARD_DATA_DIRECT: KernelDef = KernelDef {
+    shader: "conv/backward_data_direct.wgsl",
+    entry: "conv_backward_data_direct",
+    bindings: &[Access::Read, Access::Read, Access::Read, Access::ReadWrite],
+    overrides: &[("BIAS", &[0.0])],
+};
+static BACKWARD_WEIGHT_DIRECT: KernelDef = KernelDef {
+    shader: "conv/backward_weight_direct.wgsl",
+    entry: "conv_backward_weight_direct",
     bindings: &[
         Access::Read,
         Access::Read,
@@ -70,9 +77,9 @@ static DIRECT_WGRAD: KernelDef = KernelDef {
     ],
     overrides: &[("BIAS", &FLAG)],
 };
-static WGRAD_REDUCE: KernelDef = KernelDef {
-    shader: "conv/wgrad_reduce.wgsl",
-    entry: "wgrad_reduce",
+static BACKWARD_WEIGHT_REDUCE: KernelDef = KernelDef {
+    shader: "conv/backward_weight_reduce.wgsl",
+    entry: "conv_backward_weight_reduce",
     bindings: &[Access::Read, Access::ReadWrite, Access::ReadWrite],
     overrides: &[("BIAS", &FLAG)],
 };
@@ -456,9 +463,8 @@ pub fn forward(
                 mtiles as u32,
             ];
             rec.dispatch(
-                &IGEMM,
+                &FORWARD_IGEMM,
                 &[
-                    ("MODE", 0.0),
                     ("BK", bk_for(c.gpt, kg) as f64),
                     ("UNI", flag(c.uni)),
                     ("BIAS", flag(bias.is_some())),
@@ -490,8 +496,8 @@ pub fn forward(
                 total as u32,
             ];
             rec.dispatch(
-                &DIRECT,
-                &[("MODE", 0.0), ("BIAS", flag(bias.is_some()))],
+                &FORWARD_DIRECT,
+                &[("BIAS", flag(bias.is_some()))],
                 &params,
                 &[x, w, bias.unwrap_or(w), y],
                 Grid::Linear(total.div_ceil(256) as u32),
@@ -572,9 +578,8 @@ pub fn backward_data(
                 cls[4],
             ];
             rec.dispatch(
-                &IGEMM,
+                &BACKWARD_DATA_IGEMM,
                 &[
-                    ("MODE", 1.0),
                     ("BK", bk_for(c.gpt, kg) as f64),
                     ("UNI", flag(c.uni)),
                     ("BIAS", 0.0),
@@ -612,8 +617,8 @@ pub fn backward_data(
                 total as u32,
             ];
             rec.dispatch(
-                &DIRECT,
-                &[("MODE", 1.0), ("BIAS", 0.0)],
+                &BACKWARD_DATA_DIRECT,
+                &[("BIAS", 0.0)],
                 &params,
                 &[dy, w, w, dx],
                 Grid::Linear(total.div_ceil(256) as u32),
@@ -700,7 +705,7 @@ pub fn backward_weight(
                 total as u32,
             ];
             rec.dispatch(
-                &DIRECT_WGRAD,
+                &BACKWARD_WEIGHT_DIRECT,
                 &[("BIAS", bias)],
                 &params,
                 &[x, dy, out, out2],
@@ -737,7 +742,7 @@ pub fn backward_weight(
                 tiles as u32,
             ];
             rec.dispatch(
-                &IGEMM_WGRAD,
+                &BACKWARD_WEIGHT_IGEMM,
                 &[
                     ("BK", bk_for(c.gpt, chunk) as f64),
                     ("UNI", flag(c.uni)),
@@ -752,7 +757,7 @@ pub fn backward_weight(
     if let Some(p) = part {
         let n = rows_b * s.cout;
         rec.dispatch(
-            &WGRAD_REDUCE,
+            &BACKWARD_WEIGHT_REDUCE,
             &[("BIAS", bias)],
             &[rows as u32, rows_b as u32, s.cout as u32, nsplit as u32],
             &[p, dw, dbias.unwrap_or(dw)],
@@ -980,7 +985,15 @@ impl OpCase for ConvCase {
 }
 
 /// The kernels of this module (for the portability test).
-pub static KERNELS: &[&KernelDef] = &[&IGEMM, &IGEMM_WGRAD, &DIRECT, &DIRECT_WGRAD, &WGRAD_REDUCE];
+pub static KERNELS: &[&KernelDef] = &[
+    &FORWARD_IGEMM,
+    &FORWARD_DIRECT,
+    &BACKWARD_DATA_IGEMM,
+    &BACKWARD_DATA_DIRECT,
+    &BACKWARD_WEIGHT_IGEMM,
+    &BACKWARD_WEIGHT_DIRECT,
+    &BACKWARD_WEIGHT_REDUCE,
+];
 
 #[allow(clippy::too_many_arguments)]
 fn spec(

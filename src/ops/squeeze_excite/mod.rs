@@ -18,8 +18,8 @@ use crate::gpu::{groups_for, Access, Gpu, Grid, KernelDef, Recorder, Tensor};
 use crate::util::Rng;
 
 static SE_DX: KernelDef = KernelDef {
-    shader: "se/backward_dx.wgsl",
-    entry: "se_backward_dx",
+    shader: "squeeze_excite/backward_data.wgsl",
+    entry: "se_backward_data",
     bindings: &[Access::Read, Access::Read, Access::Read, Access::ReadWrite],
     overrides: &[],
 };
