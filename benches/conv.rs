@@ -10,7 +10,7 @@ use effnet::bench::print_table;
 use effnet::bench::conv::{bench_shape, ConvBenchShape};
 use effnet::gpu::Recorder;
 use effnet::ops::conv::{self, ConvSpec};
-use effnet::ops::gemm::{self, LinearSpec};
+use effnet::ops::linear::{self, LinearSpec};
 use effnet::{Gpu, GpuOptions};
 use std::time::Duration;
 
@@ -105,21 +105,21 @@ fn bench(c: &mut Criterion) {
                 g.bench_function(format!("{name}/fwd"), |b| {
                     b.iter(|| {
                         run(&gpu, |r| {
-                            gemm::linear_forward(r, &s, &x, &w, None, &y).unwrap()
+                            linear::forward(r, &s, &x, &w, None, &y).unwrap()
                         })
                     })
                 });
                 g.bench_function(format!("{name}/bwd_data"), |b| {
                     b.iter(|| {
                         run(&gpu, |r| {
-                            gemm::linear_backward_data(r, &s, &y, &w, &x).unwrap()
+                            linear::backward_data(r, &s, &y, &w, &x).unwrap()
                         })
                     })
                 });
                 g.bench_function(format!("{name}/bwd_weight"), |b| {
                     b.iter(|| {
                         run(&gpu, |r| {
-                            gemm::linear_backward_weight(r, &s, &x, &y, &w, None, Some(&scratch))
+                            linear::backward_weight(r, &s, &x, &y, &w, None, Some(&scratch))
                                 .unwrap()
                         })
                     })

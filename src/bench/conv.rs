@@ -21,7 +21,7 @@ use crate::bench::{copy_bandwidth, print_table, time_ms, BenchRow};
 use crate::error::Result;
 use crate::gpu::{Gpu, Tensor};
 use crate::ops::conv::{self, ConvSpec};
-use crate::ops::gemm::{self, LinearSpec};
+use crate::ops::linear::{self, LinearSpec};
 
 /// One benchmarked layer.
 #[derive(Clone, Copy, Debug, Serialize)]
@@ -176,13 +176,13 @@ pub fn bench_shape(gpu: &Gpu, shape: &ConvBenchShape, iters: usize) -> Result<Ve
             let fl = 2.0 * s.macs() as f64;
             let by = |a: usize, b: usize, c: usize| 4.0 * (a + b + c) as f64;
             let f = time_ms(gpu, iters, |r| {
-                gemm::linear_forward(r, &s, &b.x, &b.w, None, &b.y)
+                linear::forward(r, &s, &b.x, &b.w, None, &b.y)
             })?;
             let d = time_ms(gpu, iters, |r| {
-                gemm::linear_backward_data(r, &s, &b.y, &b.w, &b.dx)
+                linear::backward_data(r, &s, &b.y, &b.w, &b.dx)
             })?;
             let g = time_ms(gpu, iters, |r| {
-                gemm::linear_backward_weight(r, &s, &b.x, &b.y, &b.dw, None, Some(&b.scratch))
+                linear::backward_weight(r, &s, &b.x, &b.y, &b.dw, None, Some(&b.scratch))
             })?;
             rows.push(BenchRow {
                 name: format!("{name} fwd [gemm]"),

@@ -7,6 +7,7 @@ pub mod conv;
 pub mod elementwise;
 pub mod gemm;
 pub mod harness;
+pub mod linear;
 pub mod loss;
 pub mod norm;
 pub mod pool;
@@ -25,6 +26,7 @@ pub fn cases() -> Vec<Box<dyn OpCase>> {
     v.extend(reduce::cases());
     v.extend(loss::cases());
     v.extend(gemm::cases());
+    v.extend(linear::cases());
     v.extend(conv::cases());
     v.extend(pool::cases());
     v.extend(squeeze_excite::cases());

@@ -9,7 +9,7 @@
 
 use super::act::{self, Act};
 use super::elementwise;
-use super::gemm::{self, LinearSpec};
+use super::linear::{self, LinearSpec};
 use super::harness::{run_gpu, HostTensor, Input, OpCase, Tolerance};
 use super::pool::{self, GapSpec};
 use super::reduce;
@@ -197,9 +197,9 @@ pub fn forward(
     check_x(s, &[x, y])?;
     let x4 = x.reshape(&[s.n, s.h, s.w, s.c])?;
     pool::forward(rec, &s.gap(), x, &saved.pooled, scratch)?;
-    gemm::linear_forward(rec, &s.fc1(), &saved.pooled, p.w1, Some(p.b1), &saved.h1)?;
+    linear::forward(rec, &s.fc1(), &saved.pooled, p.w1, Some(p.b1), &saved.h1)?;
     act::forward(rec, Act::Silu, &saved.h1, &saved.a1)?;
-    gemm::linear_forward(rec, &s.fc2(), &saved.a1, p.w2, Some(p.b2), &saved.h2)?;
+    linear::forward(rec, &s.fc2(), &saved.a1, p.w2, Some(p.b2), &saved.h2)?;
     act::forward(rec, Act::Sigmoid, &saved.h2, &saved.gate)?;
     elementwise::channel_scale(rec, &x4, &saved.gate, y)
 }
@@ -223,7 +223,7 @@ pub fn backward(
     // dgate[n, c] = sum_p dy * x
     reduce::sum_axis(rec, dy, Some(x), &tmp.dgate, s.gap().axes(), 1.0, scratch)?;
     act::backward(rec, Act::Sigmoid, &saved.h2, &tmp.dgate, &tmp.dh2)?;
-    gemm::linear_backward_weight(
+    linear::backward_weight(
         rec,
         &s.fc2(),
         &saved.a1,
@@ -232,9 +232,9 @@ pub fn backward(
         Some(g.db2),
         scratch,
     )?;
-    gemm::linear_backward_data(rec, &s.fc2(), &tmp.dh2, p.w2, &tmp.da1)?;
+    linear::backward_data(rec, &s.fc2(), &tmp.dh2, p.w2, &tmp.da1)?;
     act::backward(rec, Act::Silu, &saved.h1, &tmp.da1, &tmp.dh1)?;
-    gemm::linear_backward_weight(
+    linear::backward_weight(
         rec,
         &s.fc1(),
         &saved.pooled,
@@ -243,7 +243,7 @@ pub fn backward(
         Some(g.db1),
         scratch,
     )?;
-    gemm::linear_backward_data(rec, &s.fc1(), &tmp.dh1, p.w1, &tmp.dpooled)?;
+    linear::backward_data(rec, &s.fc1(), &tmp.dh1, p.w1, &tmp.dpooled)?;
     let n = s.len();
     rec.dispatch(
         &SE_DX,
