@@ -6,8 +6,8 @@
 //! from GPU timestamps is printed first.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use effnet::bench::print_table;
 use effnet::bench::conv::{bench_shape, ConvBenchShape};
+use effnet::bench::print_table;
 use effnet::gpu::Recorder;
 use effnet::ops::conv::{self, ConvSpec};
 use effnet::ops::linear::{self, LinearSpec};
@@ -103,18 +103,10 @@ fn bench(c: &mut Criterion) {
                 let name = format!("conv1x1_{}->{}_@{h}x{h}", s.cin, s.cout);
                 g.throughput(Throughput::Elements(2 * s.macs() as u64));
                 g.bench_function(format!("{name}/fwd"), |b| {
-                    b.iter(|| {
-                        run(&gpu, |r| {
-                            linear::forward(r, &s, &x, &w, None, &y).unwrap()
-                        })
-                    })
+                    b.iter(|| run(&gpu, |r| linear::forward(r, &s, &x, &w, None, &y).unwrap()))
                 });
                 g.bench_function(format!("{name}/bwd_data"), |b| {
-                    b.iter(|| {
-                        run(&gpu, |r| {
-                            linear::backward_data(r, &s, &y, &w, &x).unwrap()
-                        })
-                    })
+                    b.iter(|| run(&gpu, |r| linear::backward_data(r, &s, &y, &w, &x).unwrap()))
                 });
                 g.bench_function(format!("{name}/bwd_weight"), |b| {
                     b.iter(|| {

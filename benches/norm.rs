@@ -4,9 +4,9 @@
 //! the same bytes as the bandwidth reference. `effnet bench norm` prints the full table.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use effnet::bench::norm::{bench_specs, BenchLayer};
 use effnet::gpu::Recorder;
 use effnet::ops::act::{self, Act};
-use effnet::ops::norm::{bench_specs, BenchLayer};
 use effnet::{Gpu, GpuOptions};
 
 fn bench(c: &mut Criterion) {

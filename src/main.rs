@@ -279,7 +279,7 @@ fn run(cli: Cli) -> effnet::Result<bool> {
                     effnet::bench::conv::run(&gpu, batch.max(1), iters.max(1), json)?;
                 }
                 BenchWhat::Norm => {
-                    effnet::ops::norm::run_bench(&gpu, batch.max(1), iters.max(1), json)?;
+                    effnet::bench::norm::run_bench(&gpu, batch.max(1), iters.max(1), json)?;
                 }
             }
             Ok(true)

@@ -12,6 +12,7 @@ use crate::gpu::{Gpu, Recorder};
 use crate::ops::act::{self, Act};
 
 pub mod conv;
+pub mod norm;
 
 /// One measured row.
 #[derive(Clone, Debug, Serialize)]

@@ -99,14 +99,14 @@ pub struct ConvSpec {
 
 /// Column tiling of a grouped GEMM: groups per 64-column tile (packed) or tiles per group.
 #[derive(Clone, Copy, Debug)]
-pub(super) struct Cols {
-    pub(super) gpt: usize,
-    pub(super) ntpg: usize,
-    pub(super) ntiles: usize,
-    pub(super) uni: bool,
+struct Cols {
+    gpt: usize,
+    ntpg: usize,
+    ntiles: usize,
+    uni: bool,
 }
 
-pub(super) fn cols(per_group: usize, groups: usize) -> Cols {
+fn cols(per_group: usize, groups: usize) -> Cols {
     if per_group >= 64 {
         let ntpg = per_group.div_ceil(64);
         Cols {
@@ -128,7 +128,7 @@ pub(super) fn cols(per_group: usize, groups: usize) -> Cols {
 
 /// K values per group per step: the largest power of two with gpt * BK <= 32, BK <= 16,
 /// and no larger than K itself needs.
-pub(super) fn bk_for(gpt: usize, kg: usize) -> usize {
+fn bk_for(gpt: usize, kg: usize) -> usize {
     let mut bk = 16;
     while bk > 2 && (gpt * bk > 32 || bk / 2 >= kg) {
         bk /= 2;
@@ -136,7 +136,7 @@ pub(super) fn bk_for(gpt: usize, kg: usize) -> usize {
     bk
 }
 
-pub(super) fn flag(b: bool) -> f64 {
+fn flag(b: bool) -> f64 {
     if b {
         1.0
     } else {
@@ -268,12 +268,12 @@ impl ConvSpec {
     }
 
     /// Rows of the weight gradient `k * k * Gi`.
-    pub(super) fn wgrad_rows(&self) -> usize {
+    fn wgrad_rows(&self) -> usize {
         self.k * self.k * self.gi()
     }
 
     /// Rows of the weight gradient including the bias row.
-    pub(super) fn wgrad_rows_b(&self) -> usize {
+    fn wgrad_rows_b(&self) -> usize {
         self.wgrad_rows() + usize::from(self.bias)
     }
 
@@ -337,7 +337,7 @@ impl ConvSpec {
         )
     }
 
-    pub(super) fn check(&self, what: &str, pairs: &[(&Tensor, usize)]) -> Result<()> {
+    fn check(&self, what: &str, pairs: &[(&Tensor, usize)]) -> Result<()> {
         self.validate()?;
         for (t, want) in pairs {
             if t.len() != *want {

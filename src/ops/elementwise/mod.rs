@@ -1,11 +1,17 @@
 //! Residual add with a per-sample branch scale (drop-connect) and the per-sample,
 //! per-channel scale of squeeze-excitation: launchers, f64 references, harness cases.
 
-use super::harness::{run_gpu, HostTensor, Input, OpCase};
+mod cases;
+mod reference;
+
+pub use cases::{cases, ChannelScaleCase, ResidualCase};
+pub use reference::{
+    channel_scale_backward_ref, channel_scale_ref, residual_add_backward_ref, residual_add_ref,
+};
+
 use super::reduce::{self, Axes};
 use crate::error::{Error, Result};
-use crate::gpu::{groups_for, Access, Gpu, Grid, KernelDef, Recorder, Tensor};
-use crate::util::Rng;
+use crate::gpu::{groups_for, Access, Grid, KernelDef, Recorder, Tensor};
 
 static RESIDUAL: KernelDef = KernelDef {
     shader: "elementwise/residual_add.wgsl",
@@ -121,145 +127,5 @@ pub fn channel_scale_backward(
     reduce::sum_axis(rec, dy, Some(x), ds, ax, 1.0, scratch)
 }
 
-/// Harness case for [`residual_add`] (gradients to both branches).
-pub struct ResidualCase {
-    /// Shape [N, H, W, C].
-    pub shape: Vec<usize>,
-}
-
-impl OpCase for ResidualCase {
-    fn name(&self) -> String {
-        format!("residual_add{:?}", self.shape)
-    }
-    fn inputs(&self, rng: &mut Rng) -> Vec<Input> {
-        let n = self.shape[0];
-        // Drop-connect scales: 0 (dropped) or 1/0.8 (kept, rescaled).
-        let s = (0..n)
-            .map(|k| if k % 3 == 1 { 0.0 } else { 1.25 })
-            .collect();
-        vec![
-            Input::diff(HostTensor::randn(&self.shape, 1.0, rng)),
-            Input::diff(HostTensor::randn(&self.shape, 1.0, rng)),
-            Input::constant(HostTensor::new(&[n], s)),
-        ]
-    }
-    fn cpu_forward(&self, i: &[HostTensor]) -> Vec<HostTensor> {
-        let per = i[0].data.len() / self.shape[0];
-        let y = (0..i[0].data.len())
-            .map(|k| i[0].data[k] + i[2].data[k / per] * i[1].data[k])
-            .collect();
-        vec![HostTensor::new(&self.shape, y)]
-    }
-    fn cpu_backward(&self, i: &[HostTensor], dy: &[HostTensor]) -> Vec<Option<HostTensor>> {
-        let per = i[0].data.len() / self.shape[0];
-        let db = (0..i[0].data.len())
-            .map(|k| dy[0].data[k] * i[2].data[k / per])
-            .collect();
-        vec![
-            Some(dy[0].clone()),
-            Some(HostTensor::new(&self.shape, db)),
-            None,
-        ]
-    }
-    fn gpu_forward(&self, gpu: &Gpu, i: &[HostTensor]) -> Result<Vec<Vec<f32>>> {
-        let a = i[0].upload(gpu)?;
-        let b = i[1].upload(gpu)?;
-        let s = i[2].upload(gpu)?;
-        let y = gpu.zeros(&self.shape)?;
-        run_gpu(gpu, |r| residual_add(r, &a, &b, &s, &y))?;
-        Ok(vec![gpu.read(&y)?])
-    }
-    fn gpu_backward(
-        &self,
-        gpu: &Gpu,
-        i: &[HostTensor],
-        dy: &[HostTensor],
-    ) -> Result<Vec<Option<Vec<f32>>>> {
-        let s = i[2].upload(gpu)?;
-        let g = dy[0].upload(gpu)?;
-        let db = gpu.zeros(&self.shape)?;
-        run_gpu(gpu, |r| scale_rows(r, &g, &s, &db))?;
-        // The identity branch's gradient is dy itself: the trainer aliases it, no kernel.
-        Ok(vec![Some(gpu.read(&g)?), Some(gpu.read(&db)?), None])
-    }
-}
-
-/// Harness case for [`channel_scale`] (gradients to x and s).
-pub struct ChannelScaleCase {
-    /// Shape [N, H, W, C].
-    pub shape: Vec<usize>,
-}
-
-impl OpCase for ChannelScaleCase {
-    fn name(&self) -> String {
-        format!("channel_scale{:?}", self.shape)
-    }
-    fn inputs(&self, rng: &mut Rng) -> Vec<Input> {
-        let sh = &self.shape;
-        vec![
-            Input::diff(HostTensor::randn(sh, 1.0, rng)),
-            Input::diff(HostTensor::randn(&[sh[0], sh[3]], 1.0, rng)),
-        ]
-    }
-    fn cpu_forward(&self, i: &[HostTensor]) -> Vec<HostTensor> {
-        let sh = &self.shape;
-        let (hw, c) = (sh[1] * sh[2], sh[3]);
-        let y = (0..i[0].data.len())
-            .map(|k| i[0].data[k] * i[1].data[(k / (hw * c)) * c + k % c])
-            .collect();
-        vec![HostTensor::new(sh, y)]
-    }
-    fn cpu_backward(&self, i: &[HostTensor], dy: &[HostTensor]) -> Vec<Option<HostTensor>> {
-        let sh = &self.shape;
-        let (hw, c) = (sh[1] * sh[2], sh[3]);
-        let mut dx = vec![0.0; i[0].data.len()];
-        let mut ds = vec![0.0; i[1].data.len()];
-        for (k, d) in dx.iter_mut().enumerate() {
-            let sc = (k / (hw * c)) * c + k % c;
-            *d = dy[0].data[k] * i[1].data[sc];
-            ds[sc] += dy[0].data[k] * i[0].data[k];
-        }
-        vec![
-            Some(HostTensor::new(sh, dx)),
-            Some(HostTensor::new(&i[1].shape, ds)),
-        ]
-    }
-    fn gpu_forward(&self, gpu: &Gpu, i: &[HostTensor]) -> Result<Vec<Vec<f32>>> {
-        let x = i[0].upload(gpu)?;
-        let s = i[1].upload(gpu)?;
-        let y = gpu.zeros(&self.shape)?;
-        run_gpu(gpu, |r| channel_scale(r, &x, &s, &y))?;
-        Ok(vec![gpu.read(&y)?])
-    }
-    fn gpu_backward(
-        &self,
-        gpu: &Gpu,
-        i: &[HostTensor],
-        dy: &[HostTensor],
-    ) -> Result<Vec<Option<Vec<f32>>>> {
-        let x = i[0].upload(gpu)?;
-        let s = i[1].upload(gpu)?;
-        let g = dy[0].upload(gpu)?;
-        let dx = gpu.zeros(&self.shape)?;
-        let ds = gpu.zeros(&i[1].shape)?;
-        run_gpu(gpu, |r| {
-            channel_scale_backward(r, &x, &s, &g, Some(&dx), &ds, None)
-        })?;
-        Ok(vec![Some(gpu.read(&dx)?), Some(gpu.read(&ds)?)])
-    }
-}
-
 /// The kernels of this module (for the portability test).
 pub static KERNELS: &[&KernelDef] = &[&RESIDUAL, &SCALE_ROWS, &CHANNEL_SCALE];
-
-/// Harness cases for this module.
-pub fn cases() -> Vec<Box<dyn OpCase>> {
-    vec![
-        Box::new(ResidualCase {
-            shape: vec![4, 3, 5, 6],
-        }),
-        Box::new(ChannelScaleCase {
-            shape: vec![2, 5, 3, 7],
-        }),
-    ]
-}

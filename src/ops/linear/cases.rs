@@ -99,7 +99,6 @@ impl OpCase for LinearCase {
     }
 }
 
-
 /// Harness cases for this module.
 pub fn cases() -> Vec<Box<dyn OpCase>> {
     let mut v: Vec<Box<dyn OpCase>> = Vec::new();

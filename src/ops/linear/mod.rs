@@ -104,4 +104,3 @@ pub fn backward_weight(
 ) -> Result<()> {
     conv::backward_weight(rec, &s.as_conv(), x, dy, dw, dbias, scratch)
 }
-
