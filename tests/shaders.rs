@@ -70,7 +70,7 @@ fn walk(dir: &std::path::Path) -> Vec<String> {
 
 #[test]
 fn every_kernel_file_is_dispatched_somewhere() {
-    let used: Vec<&str> = effnet::ops::kernels().iter().map(|k| k.shader).collect();
+    let used: Vec<&str> = effnet::kernels::all().iter().map(|k| k.shader).collect();
     let mut included = Vec::new();
     for (path, src) in SHADER_FILES {
         for line in src.lines() {
@@ -144,7 +144,7 @@ fn translate(def: &KernelDef, consts: &[(&str, f64)]) -> Result<(), String> {
 fn every_kernel_translates_to_spirv_msl_hlsl() {
     let mut failures = Vec::new();
     let mut n = 0;
-    for def in effnet::ops::kernels() {
+    for def in effnet::kernels::all() {
         for combo in def.override_combinations() {
             n += 1;
             if let Err(e) = translate(def, &combo) {

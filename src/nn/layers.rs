@@ -4,8 +4,7 @@
 
 use crate::error::Result;
 use crate::gpu::{Gpu, Recorder, Tensor};
-use crate::models::config::NormChoice;
-use crate::nn::{Init, ParamBuilder, ParamId, ParamKind, ParamStore};
+use crate::nn::{Init, NormChoice, ParamBuilder, ParamId, ParamKind, ParamStore};
 use crate::ops::act::Act;
 use crate::ops::conv::{self, ConvSpec};
 use crate::ops::linear::{self, LinearSpec};

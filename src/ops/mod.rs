@@ -35,7 +35,8 @@ pub fn cases() -> Vec<Box<dyn OpCase>> {
     v
 }
 
-/// Every kernel effnet dispatches, with the override values it uses.
+/// Every kernel of the ops, with the override values it uses ([`crate::kernels::all`] adds
+/// those of the optimizers and the moments analysis).
 pub fn kernels() -> Vec<&'static crate::gpu::KernelDef> {
     let mut v = Vec::new();
     v.extend_from_slice(act::KERNELS);
@@ -47,7 +48,5 @@ pub fn kernels() -> Vec<&'static crate::gpu::KernelDef> {
     v.extend_from_slice(squeeze_excite::KERNELS);
     v.extend_from_slice(norm::KERNELS);
     v.extend_from_slice(proxy_norm::KERNELS);
-    v.extend_from_slice(crate::train::optim::KERNELS);
-    v.extend_from_slice(crate::moments::kernels::KERNELS);
     v
 }

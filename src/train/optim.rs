@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::gpu::{groups_for, Access, Grid, KernelDef, Recorder, Tensor};
+pub use crate::nn::params::Segment;
 
 static UPDATE: KernelDef = KernelDef {
     shader: "optim/update.wgsl",
@@ -165,19 +166,6 @@ impl Optimizer {
             }
         }
     }
-}
-
-/// A contiguous element range of one arena chunk with its weight decay.
-#[derive(Clone, Debug)]
-pub struct Segment {
-    /// Chunk index in the arenas.
-    pub chunk: usize,
-    /// First element.
-    pub start: usize,
-    /// One past the last element.
-    pub end: usize,
-    /// Weight decay for this range (0 for norm, bias parameters).
-    pub decay: bool,
 }
 
 /// Record one optimizer step over every segment. `w`, `g`, `s1`, `s2` are the chunk
