@@ -10,7 +10,7 @@ use crate::error::Result;
 use crate::gpu::{Gpu, Recorder};
 use crate::models::efficientnet::EfficientNet;
 use crate::models::{ModelConfig, NormChoice};
-use crate::train::model::Trainable;
+use crate::nn::model::Trainable;
 use crate::train::optim::{self, Optimizer};
 use crate::util::Rng;
 

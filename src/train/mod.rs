@@ -2,7 +2,9 @@
 
 pub mod checkpoint;
 pub mod metrics;
-pub mod model;
+/// The trait the trainer drives (defined in [`crate::nn::model`], below the models that
+/// implement it).
+pub use crate::nn::model;
 pub mod optim;
 pub mod schedule;
 pub mod trainer;
