@@ -108,6 +108,7 @@ fn run(cli: Cli) -> effnet::Result<bool> {
     let opts = GpuOptions {
         adapter: cli.adapter,
         backend: cli.backend,
+        shader_checks: None,
     };
     match cli.cmd {
         Cmd::Info { json } => {

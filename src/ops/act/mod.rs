@@ -8,7 +8,9 @@ pub use cases::{cases, ActCase};
 pub use reference::sigmoid;
 
 use crate::error::Result;
-use crate::gpu::{groups_for, Access, Grid, KernelDef, Recorder, Tensor};
+use crate::gpu::{
+    groups_for, uniform_block, Access, Cost, Grid, Kernel, KernelDef, Recorder, Tensor,
+};
 
 /// An activation function.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -35,6 +37,27 @@ impl Act {
         }
     }
 
+    /// Nominal floating-point operations of one value (a transcendental counts as one):
+    /// what [`Cost`] counts per element of a kernel that applies the activation.
+    pub fn flops(self) -> f64 {
+        match self {
+            Act::Identity => 0.0,
+            Act::Relu => 1.0,
+            Act::Sigmoid => 4.0,
+            Act::Silu => 5.0,
+        }
+    }
+
+    /// Nominal floating-point operations of one derivative (recomputing the value).
+    pub fn grad_flops(self) -> f64 {
+        match self {
+            Act::Identity => 0.0,
+            Act::Relu => 1.0,
+            Act::Sigmoid => 6.0,
+            Act::Silu => 9.0,
+        }
+    }
+
     /// Lower-case name.
     pub fn name(self) -> &'static str {
         match self {
@@ -49,18 +72,25 @@ impl Act {
 /// Every activation code the shaders are built with.
 const ACT_CODES: [f64; 4] = [0.0, 1.0, 2.0, 3.0];
 
-static FWD: KernelDef = KernelDef {
-    shader: "act/forward.wgsl",
-    entry: "act_forward",
-    bindings: &[Access::Read, Access::ReadWrite],
-    overrides: &[("ACT", &ACT_CODES)],
-};
-static BWD: KernelDef = KernelDef {
-    shader: "act/backward.wgsl",
-    entry: "act_backward",
-    bindings: &[Access::Read, Access::Read, Access::ReadWrite],
-    overrides: &[("ACT", &ACT_CODES)],
-};
+uniform_block! {
+    /// Parameters of `act/forward.wgsl` and `act/backward.wgsl`.
+    pub(super) struct ActParams {
+        pub n: u32,
+    }
+}
+
+static FWD: Kernel<ActParams> = Kernel::new(
+    "act/forward.wgsl",
+    "act_forward",
+    &[Access::Read, Access::ReadWrite],
+    &[("ACT", &ACT_CODES)],
+);
+static BWD: Kernel<ActParams> = Kernel::new(
+    "act/backward.wgsl",
+    "act_backward",
+    &[Access::Read, Access::Read, Access::ReadWrite],
+    &[("ACT", &ACT_CODES)],
+);
 
 /// Record y = act(x).
 pub fn forward(rec: &mut Recorder, act: Act, x: &Tensor, y: &Tensor) -> Result<()> {
@@ -68,9 +98,10 @@ pub fn forward(rec: &mut Recorder, act: Act, x: &Tensor, y: &Tensor) -> Result<(
     rec.dispatch(
         &FWD,
         &[("ACT", act.code())],
-        &[n as u32],
+        &ActParams { n: n as u32 },
         &[x, y],
         Grid::Linear(groups_for(n, 256)),
+        Cost::f32s(act.flops() * n as f64, n, n),
     )
 }
 
@@ -80,11 +111,12 @@ pub fn backward(rec: &mut Recorder, act: Act, x: &Tensor, dy: &Tensor, dx: &Tens
     rec.dispatch(
         &BWD,
         &[("ACT", act.code())],
-        &[n as u32],
+        &ActParams { n: n as u32 },
         &[x, dy, dx],
         Grid::Linear(groups_for(n, 256)),
+        Cost::f32s((act.grad_flops() + 1.0) * n as f64, 2 * n, n),
     )
 }
 
 /// The kernels of this module (for the portability test).
-pub static KERNELS: &[&KernelDef] = &[&FWD, &BWD];
+pub static KERNELS: &[&KernelDef] = &[&FWD.def, &BWD.def];

@@ -2,23 +2,23 @@
 //! dispatch (a convolution with the roles of Cin and Cout swapped; with stride 2 the input
 //! pixels are split into parity classes so no zero taps run).
 
-use super::{bk_for, cols, flag, ConvKernel, ConvSpec, BKS, FLAG};
+use super::{bk_for, cols, flag, ConvKernel, ConvSpec, DirectParams, IgemmParams, BKS, FLAG};
 use crate::error::Result;
-use crate::gpu::{Access, Grid, KernelDef, Recorder, Tensor};
+use crate::gpu::{Access, Grid, Kernel, Recorder, Tensor};
 use crate::ops::gemm::{self, GemmSpec};
 
-pub(super) static BACKWARD_DATA_IGEMM: KernelDef = KernelDef {
-    shader: "conv/backward_data_igemm.wgsl",
-    entry: "conv_backward_data_igemm",
-    bindings: &[Access::Read, Access::Read, Access::Read, Access::ReadWrite],
-    overrides: &[("BK", &BKS), ("UNI", &FLAG), ("BIAS", &[0.0])],
-};
-pub(super) static BACKWARD_DATA_DIRECT: KernelDef = KernelDef {
-    shader: "conv/backward_data_direct.wgsl",
-    entry: "conv_backward_data_direct",
-    bindings: &[Access::Read, Access::Read, Access::Read, Access::ReadWrite],
-    overrides: &[("BIAS", &[0.0])],
-};
+pub(super) static BACKWARD_DATA_IGEMM: Kernel<IgemmParams> = Kernel::new(
+    "conv/backward_data_igemm.wgsl",
+    "conv_backward_data_igemm",
+    &[Access::Read, Access::Read, Access::Read, Access::ReadWrite],
+    &[("BK", &BKS), ("UNI", &FLAG), ("BIAS", &[0.0])],
+);
+pub(super) static BACKWARD_DATA_DIRECT: Kernel<DirectParams> = Kernel::new(
+    "conv/backward_data_direct.wgsl",
+    "conv_backward_data_direct",
+    &[Access::Read, Access::Read, Access::Read, Access::ReadWrite],
+    &[("BIAS", &[0.0])],
+);
 /// Record `dx = d conv / dx` given `dy` `[n, ho, wo, cout]` (dx `[n, h, w, cin]` is
 /// overwritten). One dispatch.
 pub fn backward_data(
@@ -63,33 +63,33 @@ pub fn backward_data(
             }
             let tiles = acc * c.ntiles;
             let kg = s.k.div_ceil(st) * s.k.div_ceil(st) * s.go();
-            let params = [
-                s.n as u32,
-                s.h as u32,
-                s.w as u32,
-                ho as u32,
-                wo as u32,
-                s.cout as u32,
-                s.go() as u32,
-                s.gi() as u32,
-                s.cin as u32,
-                s.groups as u32,
-                s.k as u32,
-                st as u32,
+            let params = IgemmParams {
+                n: s.n as u32,
+                oh: s.h as u32,
+                ow: s.w as u32,
+                ah: ho as u32,
+                aw: wo as u32,
+                ac: s.cout as u32,
+                ga: s.go() as u32,
+                gc: s.gi() as u32,
+                cout: s.cin as u32,
+                groups: s.groups as u32,
+                k: s.k as u32,
+                stride: st as u32,
                 pad,
-                s.cout as u32,
-                s.gi() as u32,
-                s.go() as u32,
-                c.gpt as u32,
-                c.ntpg as u32,
-                c.ntiles as u32,
-                tiles as u32,
-                cls[0],
-                cls[1],
-                cls[2],
-                cls[3],
-                cls[4],
-            ];
+                wcout: s.cout as u32,
+                wgi: s.gi() as u32,
+                wgo: s.go() as u32,
+                gpt: c.gpt as u32,
+                ntpg: c.ntpg as u32,
+                ntiles: c.ntiles as u32,
+                tiles: tiles as u32,
+                cls0: cls[0],
+                cls1: cls[1],
+                cls2: cls[2],
+                cls3: cls[3],
+                cls4: cls[4],
+            };
             rec.dispatch(
                 &BACKWARD_DATA_IGEMM,
                 &[
@@ -100,6 +100,7 @@ pub fn backward_data(
                 &params,
                 &[dy, w, w, dx],
                 Grid::Linear(tiles as u32),
+                s.backward_data_cost(),
             )
         }
         ConvKernel::Direct => {
@@ -111,30 +112,31 @@ pub fn backward_data(
                 (a, a)
             };
             let total = s.n * s.h * strips * s.cin;
-            let params = [
-                s.n as u32,
-                s.h as u32,
-                s.w as u32,
-                ho as u32,
-                wo as u32,
-                s.cout as u32,
-                s.cin as u32,
-                s.gi() as u32,
-                s.go() as u32,
-                s.k as u32,
-                s.stride as u32,
+            let params = DirectParams {
+                n: s.n as u32,
+                oh: s.h as u32,
+                ow: s.w as u32,
+                ah: ho as u32,
+                aw: wo as u32,
+                ac: s.cout as u32,
+                cout: s.cin as u32,
+                gi: s.gi() as u32,
+                go: s.go() as u32,
+                k: s.k as u32,
+                stride: s.stride as u32,
                 pad,
-                s.cout as u32,
-                strips0 as u32,
-                strips as u32,
-                total as u32,
-            ];
+                wcout: s.cout as u32,
+                strips0: strips0 as u32,
+                strips: strips as u32,
+                total: total as u32,
+            };
             rec.dispatch(
                 &BACKWARD_DATA_DIRECT,
                 &[("BIAS", 0.0)],
                 &params,
                 &[dy, w, w, dx],
                 Grid::Linear(total.div_ceil(256) as u32),
+                s.backward_data_cost(),
             )
         }
     }

@@ -1,23 +1,23 @@
 //! Forward pass of the grouped convolution: `y = conv(x, w) (+ bias)`, one dispatch (the
 //! implicit GEMM, the direct kernel or, for 1x1 dense convolutions, a plain GEMM).
 
-use super::{bk_for, cols, flag, ConvKernel, ConvSpec, BKS, FLAG};
+use super::{bk_for, cols, flag, ConvKernel, ConvSpec, DirectParams, IgemmParams, BKS, FLAG};
 use crate::error::{Error, Result};
-use crate::gpu::{Access, Grid, KernelDef, Recorder, Tensor};
+use crate::gpu::{Access, Grid, Kernel, Recorder, Tensor};
 use crate::ops::gemm::{self, GemmSpec};
 
-pub(super) static FORWARD_IGEMM: KernelDef = KernelDef {
-    shader: "conv/forward_igemm.wgsl",
-    entry: "conv_forward_igemm",
-    bindings: &[Access::Read, Access::Read, Access::Read, Access::ReadWrite],
-    overrides: &[("BK", &BKS), ("UNI", &FLAG), ("BIAS", &FLAG)],
-};
-pub(super) static FORWARD_DIRECT: KernelDef = KernelDef {
-    shader: "conv/forward_direct.wgsl",
-    entry: "conv_forward_direct",
-    bindings: &[Access::Read, Access::Read, Access::Read, Access::ReadWrite],
-    overrides: &[("BIAS", &FLAG)],
-};
+pub(super) static FORWARD_IGEMM: Kernel<IgemmParams> = Kernel::new(
+    "conv/forward_igemm.wgsl",
+    "conv_forward_igemm",
+    &[Access::Read, Access::Read, Access::Read, Access::ReadWrite],
+    &[("BK", &BKS), ("UNI", &FLAG), ("BIAS", &FLAG)],
+);
+pub(super) static FORWARD_DIRECT: Kernel<DirectParams> = Kernel::new(
+    "conv/forward_direct.wgsl",
+    "conv_forward_direct",
+    &[Access::Read, Access::Read, Access::Read, Access::ReadWrite],
+    &[("BIAS", &FLAG)],
+);
 /// Record `y = conv(x, w) (+ bias)`: x `[n, h, w, cin]`, w `[k, k, cin/G, cout]`,
 /// y `[n, ho, wo, cout]` (overwritten). One dispatch.
 pub fn forward(
@@ -59,33 +59,33 @@ pub fn forward(
             let kg = s.k * s.k * s.gi();
             let mtiles = s.out_pixels().div_ceil(64);
             let tiles = mtiles * c.ntiles;
-            let params = [
-                s.n as u32,
-                ho as u32,
-                wo as u32,
-                s.h as u32,
-                s.w as u32,
-                s.cin as u32,
-                s.gi() as u32,
-                s.go() as u32,
-                s.cout as u32,
-                s.groups as u32,
-                s.k as u32,
-                s.stride as u32,
+            let params = IgemmParams {
+                n: s.n as u32,
+                oh: ho as u32,
+                ow: wo as u32,
+                ah: s.h as u32,
+                aw: s.w as u32,
+                ac: s.cin as u32,
+                ga: s.gi() as u32,
+                gc: s.go() as u32,
+                cout: s.cout as u32,
+                groups: s.groups as u32,
+                k: s.k as u32,
+                stride: s.stride as u32,
                 pad,
-                s.cout as u32,
-                s.gi() as u32,
-                s.go() as u32,
-                c.gpt as u32,
-                c.ntpg as u32,
-                c.ntiles as u32,
-                tiles as u32,
-                0,
-                mtiles as u32,
-                mtiles as u32,
-                mtiles as u32,
-                mtiles as u32,
-            ];
+                wcout: s.cout as u32,
+                wgi: s.gi() as u32,
+                wgo: s.go() as u32,
+                gpt: c.gpt as u32,
+                ntpg: c.ntpg as u32,
+                ntiles: c.ntiles as u32,
+                tiles: tiles as u32,
+                cls0: 0,
+                cls1: mtiles as u32,
+                cls2: mtiles as u32,
+                cls3: mtiles as u32,
+                cls4: mtiles as u32,
+            };
             rec.dispatch(
                 &FORWARD_IGEMM,
                 &[
@@ -96,35 +96,37 @@ pub fn forward(
                 &params,
                 &[x, w, bias.unwrap_or(w), y],
                 Grid::Linear(tiles as u32),
+                s.forward_cost(),
             )
         }
         ConvKernel::Direct => {
             let strips = wo.div_ceil(4);
             let total = s.n * ho * strips * s.cout;
-            let params = [
-                s.n as u32,
-                ho as u32,
-                wo as u32,
-                s.h as u32,
-                s.w as u32,
-                s.cin as u32,
-                s.cout as u32,
-                s.gi() as u32,
-                s.go() as u32,
-                s.k as u32,
-                s.stride as u32,
+            let params = DirectParams {
+                n: s.n as u32,
+                oh: ho as u32,
+                ow: wo as u32,
+                ah: s.h as u32,
+                aw: s.w as u32,
+                ac: s.cin as u32,
+                cout: s.cout as u32,
+                gi: s.gi() as u32,
+                go: s.go() as u32,
+                k: s.k as u32,
+                stride: s.stride as u32,
                 pad,
-                s.cout as u32,
-                strips as u32,
-                strips as u32,
-                total as u32,
-            ];
+                wcout: s.cout as u32,
+                strips0: strips as u32,
+                strips: strips as u32,
+                total: total as u32,
+            };
             rec.dispatch(
                 &FORWARD_DIRECT,
                 &[("BIAS", flag(bias.is_some()))],
                 &params,
                 &[x, w, bias.unwrap_or(w), y],
                 Grid::Linear(total.div_ceil(256) as u32),
+                s.forward_cost(),
             )
         }
     }

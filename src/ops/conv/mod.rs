@@ -35,12 +35,89 @@ pub use forward::forward;
 pub use reference::{backward_ref, forward_ref};
 
 use crate::error::{Error, Result};
-use crate::gpu::{KernelDef, Tensor};
+use crate::gpu::{uniform_block, Cost, KernelDef, Tensor};
 
 /// Values of the `BK` override (K values per group per step of the implicit GEMMs).
 const BKS: [f64; 4] = [2.0, 4.0, 8.0, 16.0];
 /// Values of a 0/1 flag override.
 const FLAG: [f64; 2] = [0.0, 1.0];
+
+uniform_block! {
+    /// Parameters of the implicit-GEMM forward and backward-data kernels (`conv/igemm.inc.wgsl`).
+    struct IgemmParams {
+        pub n: u32,
+        /// Output image (forward: Ho, Wo; backward data: H, W).
+        pub oh: u32,
+        pub ow: u32,
+        /// Source image (forward: x; backward data: dy).
+        pub ah: u32,
+        pub aw: u32,
+        /// Source channels.
+        pub ac: u32,
+        /// Source channels per group (forward Gi, backward data Go).
+        pub ga: u32,
+        /// Output channels per group (forward Go, backward data Gi).
+        pub gc: u32,
+        /// Output channels.
+        pub cout: u32,
+        pub groups: u32,
+        pub k: u32,
+        pub stride: u32,
+        pub pad: u32,
+        /// Convolution Cout (weight row length).
+        pub wcout: u32,
+        /// Convolution Gi.
+        pub wgi: u32,
+        /// Convolution Go.
+        pub wgo: u32,
+        /// Groups per column tile.
+        pub gpt: u32,
+        /// Column tiles per group (0 when groups are packed).
+        pub ntpg: u32,
+        /// Column tiles.
+        pub ntiles: u32,
+        /// All tiles.
+        pub tiles: u32,
+        /// First row tile of each stride class; cls[classes] = row tiles.
+        pub cls0: u32,
+        pub cls1: u32,
+        pub cls2: u32,
+        pub cls3: u32,
+        pub cls4: u32,
+    }
+}
+
+uniform_block! {
+    /// Parameters of the direct forward and backward-data kernels (`conv/direct.inc.wgsl`).
+    struct DirectParams {
+        pub n: u32,
+        /// Output image.
+        pub oh: u32,
+        pub ow: u32,
+        /// Source image (forward: x; backward data: dy).
+        pub ah: u32,
+        pub aw: u32,
+        /// Source channels.
+        pub ac: u32,
+        /// Output channels.
+        pub cout: u32,
+        /// Convolution Cin / groups.
+        pub gi: u32,
+        /// Convolution Cout / groups.
+        pub go: u32,
+        pub k: u32,
+        pub stride: u32,
+        pub pad: u32,
+        /// Convolution Cout.
+        pub wcout: u32,
+        /// Strips of parity 0 (backward data, stride 2); = strips otherwise.
+        pub strips0: u32,
+        /// Strips per output row.
+        pub strips: u32,
+        /// Threads.
+        pub total: u32,
+    }
+}
 
 /// Workgroups the weight-gradient split aims to fill (enough for a large GPU).
 const WGRAD_TARGET_GROUPS: usize = 1024;
@@ -198,6 +275,28 @@ impl ConvSpec {
     /// Multiply-accumulates of the forward pass (each backward product has as many).
     pub fn macs(&self) -> usize {
         self.out_pixels() * self.cout * self.k * self.k * self.gi()
+    }
+
+    /// The work of the forward pass: `2 * macs` FLOPs (plus the bias adds); x, w (and the
+    /// bias) read once, y written once.
+    pub fn forward_cost(&self) -> Cost {
+        let y = self.out_pixels() * self.cout;
+        let bias = if self.bias { self.cout } else { 0 };
+        Cost::f32s(
+            2.0 * self.macs() as f64 + if self.bias { y } else { 0 } as f64,
+            self.n * self.h * self.w * self.cin + self.weight_len() + bias,
+            y,
+        )
+    }
+
+    /// The work of the backward-data pass: `2 * macs` FLOPs; dy and w read once, dx
+    /// written once.
+    pub fn backward_data_cost(&self) -> Cost {
+        Cost::f32s(
+            2.0 * self.macs() as f64,
+            self.out_pixels() * self.cout + self.weight_len(),
+            self.n * self.h * self.w * self.cin,
+        )
     }
 
     /// Check the spec: odd k, stride 1 or 2, groups dividing both channel counts, sizes
@@ -388,11 +487,11 @@ pub fn weight_to_pytorch(s: &ConvSpec, w: &[f32]) -> Vec<f32> {
 
 /// The kernels of this module (for the portability test).
 pub static KERNELS: &[&KernelDef] = &[
-    &forward::FORWARD_IGEMM,
-    &forward::FORWARD_DIRECT,
-    &backward_data::BACKWARD_DATA_IGEMM,
-    &backward_data::BACKWARD_DATA_DIRECT,
-    &backward_weight::BACKWARD_WEIGHT_IGEMM,
-    &backward_weight::BACKWARD_WEIGHT_DIRECT,
-    &backward_weight::BACKWARD_WEIGHT_REDUCE,
+    &forward::FORWARD_IGEMM.def,
+    &forward::FORWARD_DIRECT.def,
+    &backward_data::BACKWARD_DATA_IGEMM.def,
+    &backward_data::BACKWARD_DATA_DIRECT.def,
+    &backward_weight::BACKWARD_WEIGHT_IGEMM.def,
+    &backward_weight::BACKWARD_WEIGHT_DIRECT.def,
+    &backward_weight::BACKWARD_WEIGHT_REDUCE.def,
 ];

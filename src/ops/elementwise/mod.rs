@@ -11,26 +11,56 @@ pub use reference::{
 
 use super::reduce::{self, Axes};
 use crate::error::{Error, Result};
-use crate::gpu::{groups_for, Access, Grid, KernelDef, Recorder, Tensor};
+use crate::gpu::{
+    groups_for, uniform_block, Access, Cost, Grid, Kernel, KernelDef, Recorder, Tensor,
+};
 
-static RESIDUAL: KernelDef = KernelDef {
-    shader: "elementwise/residual_add.wgsl",
-    entry: "residual_add",
-    bindings: &[Access::Read, Access::Read, Access::Read, Access::ReadWrite],
-    overrides: &[],
-};
-static SCALE_ROWS: KernelDef = KernelDef {
-    shader: "elementwise/scale_rows.wgsl",
-    entry: "scale_rows",
-    bindings: &[Access::Read, Access::Read, Access::ReadWrite],
-    overrides: &[],
-};
-static CHANNEL_SCALE: KernelDef = KernelDef {
-    shader: "elementwise/channel_scale.wgsl",
-    entry: "channel_scale",
-    bindings: &[Access::Read, Access::Read, Access::ReadWrite],
-    overrides: &[],
-};
+uniform_block! {
+    /// Parameters of `elementwise/residual_add.wgsl`.
+    pub(super) struct ResidualAddParams {
+        pub n: u32,
+        pub per: u32,
+    }
+}
+
+uniform_block! {
+    /// Parameters of `elementwise/scale_rows.wgsl`.
+    pub(super) struct ScaleRowsParams {
+        pub n: u32,
+        pub per: u32,
+    }
+}
+
+uniform_block! {
+    /// Parameters of `elementwise/channel_scale.wgsl`.
+    pub(super) struct ChannelScaleParams {
+        /// Total elements N*P*C.
+        pub n: u32,
+        /// P = H*W.
+        pub hw: u32,
+        /// Channels.
+        pub c: u32,
+    }
+}
+
+static RESIDUAL: Kernel<ResidualAddParams> = Kernel::new(
+    "elementwise/residual_add.wgsl",
+    "residual_add",
+    &[Access::Read, Access::Read, Access::Read, Access::ReadWrite],
+    &[],
+);
+static SCALE_ROWS: Kernel<ScaleRowsParams> = Kernel::new(
+    "elementwise/scale_rows.wgsl",
+    "scale_rows",
+    &[Access::Read, Access::Read, Access::ReadWrite],
+    &[],
+);
+static CHANNEL_SCALE: Kernel<ChannelScaleParams> = Kernel::new(
+    "elementwise/channel_scale.wgsl",
+    "channel_scale",
+    &[Access::Read, Access::Read, Access::ReadWrite],
+    &[],
+);
 
 fn batch_of(t: &Tensor) -> usize {
     t.shape().first().copied().unwrap_or(1)
@@ -57,9 +87,13 @@ pub fn residual_add(
     rec.dispatch(
         &RESIDUAL,
         &[],
-        &[n as u32, (n / batch) as u32],
+        &ResidualAddParams {
+            n: n as u32,
+            per: (n / batch) as u32,
+        },
         &[a, b, s, y],
         Grid::Linear(groups_for(n, 256)),
+        Cost::f32s(2.0 * n as f64, 2 * n + batch, n),
     )
 }
 
@@ -78,9 +112,13 @@ pub fn scale_rows(rec: &mut Recorder, x: &Tensor, s: &Tensor, y: &Tensor) -> Res
     rec.dispatch(
         &SCALE_ROWS,
         &[],
-        &[n as u32, (n / rows) as u32],
+        &ScaleRowsParams {
+            n: n as u32,
+            per: (n / rows) as u32,
+        },
         &[x, s, y],
         Grid::Linear(groups_for(n, 256)),
+        Cost::f32s(n as f64, n + rows, n),
     )
 }
 
@@ -98,9 +136,14 @@ pub fn channel_scale(rec: &mut Recorder, x: &Tensor, s: &Tensor, y: &Tensor) -> 
     rec.dispatch(
         &CHANNEL_SCALE,
         &[],
-        &[n as u32, (sh[1] * sh[2]) as u32, sh[3] as u32],
+        &ChannelScaleParams {
+            n: n as u32,
+            hw: (sh[1] * sh[2]) as u32,
+            c: sh[3] as u32,
+        },
         &[x, s, y],
         Grid::Linear(groups_for(n, 256)),
+        Cost::f32s(n as f64, n + s.len(), n),
     )
 }
 
@@ -128,4 +171,4 @@ pub fn channel_scale_backward(
 }
 
 /// The kernels of this module (for the portability test).
-pub static KERNELS: &[&KernelDef] = &[&RESIDUAL, &SCALE_ROWS, &CHANNEL_SCALE];
+pub static KERNELS: &[&KernelDef] = &[&RESIDUAL.def, &SCALE_ROWS.def, &CHANNEL_SCALE.def];

@@ -13,20 +13,33 @@ pub use cases::{cases, GemmCase};
 pub use reference::gemm_ref;
 
 use crate::error::{Error, Result};
-use crate::gpu::{Access, Grid, KernelDef, Recorder, Tensor};
+use crate::gpu::{uniform_block, Access, Cost, Grid, Kernel, KernelDef, Recorder, Tensor};
 
-static GEMM: KernelDef = KernelDef {
-    shader: "gemm/gemm.wgsl",
-    entry: "gemm",
-    bindings: &[Access::Read, Access::Read, Access::Read, Access::ReadWrite],
-    overrides: &[
+uniform_block! {
+    /// Parameters of `gemm/gemm.wgsl`.
+    pub(super) struct GemmParams {
+        pub m: u32,
+        pub n: u32,
+        pub k: u32,
+        /// Column tiles: ceil(n / BN).
+        pub ntiles: u32,
+        /// All tiles.
+        pub tiles: u32,
+    }
+}
+
+static GEMM: Kernel<GemmParams> = Kernel::new(
+    "gemm/gemm.wgsl",
+    "gemm",
+    &[Access::Read, Access::Read, Access::Read, Access::ReadWrite],
+    &[
         ("TA", &[0.0, 1.0]),
         ("TB", &[0.0, 1.0]),
         ("BIAS", &[0.0, 1.0]),
         ("ACC", &[0.0, 1.0]),
         ("TNT", &[4.0, 8.0, 16.0]),
     ],
-};
+);
 
 /// One matrix product `C[m, n] = op(A)[m, k] . op(B)[k, n] (+ bias) (+ C)`, row-major.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -61,6 +74,15 @@ impl GemmSpec {
     /// Multiply-accumulates.
     pub fn macs(&self) -> usize {
         self.m * self.n * self.k
+    }
+
+    /// The work of one product: `2 m n k` FLOPs; A, B (the bias, C when accumulating)
+    /// read once and C written once.
+    pub fn cost(&self, bias: bool) -> Cost {
+        let (m, n, k) = (self.m, self.n, self.k);
+        let reads =
+            m * k + k * n + if bias { n } else { 0 } + if self.accumulate { m * n } else { 0 };
+        Cost::f32s(2.0 * self.macs() as f64, reads, m * n)
     }
 
     /// Threads along N of the tile (4, 8 or 16; the tile is `1024/t x 4t`): the choice
@@ -134,17 +156,18 @@ pub fn gemm(
             ("ACC", flag(s.accumulate)),
             ("TNT", tnt as f64),
         ],
-        &[
-            s.m as u32,
-            s.n as u32,
-            s.k as u32,
-            ntiles as u32,
-            tiles as u32,
-        ],
+        &GemmParams {
+            m: s.m as u32,
+            n: s.n as u32,
+            k: s.k as u32,
+            ntiles: ntiles as u32,
+            tiles: tiles as u32,
+        },
         &[a, b, bias.unwrap_or(b), c],
         Grid::Linear(tiles as u32),
+        s.cost(bias.is_some()),
     )
 }
 
 /// The kernels of this module (for the portability test).
-pub static KERNELS: &[&KernelDef] = &[&GEMM];
+pub static KERNELS: &[&KernelDef] = &[&GEMM.def];

@@ -7,20 +7,29 @@ pub use cases::{cases, XentCase};
 pub use reference::softmax_xent_ref;
 
 use crate::error::{Error, Result};
-use crate::gpu::{Access, Grid, KernelDef, Recorder, Tensor};
+use crate::gpu::{uniform_block, Access, Cost, Grid, Kernel, KernelDef, Recorder, Tensor};
 
-static XENT: KernelDef = KernelDef {
-    shader: "loss/softmax_xent.wgsl",
-    entry: "softmax_xent",
-    bindings: &[
+uniform_block! {
+    /// Parameters of `loss/softmax_xent.wgsl`.
+    pub(super) struct XentParams {
+        pub rows: u32,
+        pub k: u32,
+        pub eps: f32,
+    }
+}
+
+static XENT: Kernel<XentParams> = Kernel::new(
+    "loss/softmax_xent.wgsl",
+    "softmax_xent",
+    &[
         Access::Read,
         Access::Read,
         Access::Read,
         Access::ReadWrite,
         Access::ReadWrite,
     ],
-    overrides: &[],
-};
+    &[],
+);
 
 /// Record per-row losses and logit gradients. `logits` [N, K], `labels` [N] (u32, each
 /// < K: the caller validates labels on the host), `dloss` [N] (1/N for a mean loss),
@@ -50,11 +59,21 @@ pub fn softmax_xent(
     rec.dispatch(
         &XENT,
         &[],
-        &[sh[0] as u32, sh[1] as u32, eps.to_bits()],
+        &XentParams {
+            rows: sh[0] as u32,
+            k: sh[1] as u32,
+            eps,
+        },
         &[logits, labels, dloss, loss, dlogits],
         Grid::Linear(sh[0] as u32),
+        // Max, exponentials, their sum, the smoothed loss and the gradient: ~8 per logit.
+        Cost::f32s(
+            8.0 * logits.len() as f64,
+            logits.len() + 2 * sh[0],
+            sh[0] + logits.len(),
+        ),
     )
 }
 
 /// The kernels of this module (for the portability test).
-pub static KERNELS: &[&KernelDef] = &[&XENT];
+pub static KERNELS: &[&KernelDef] = &[&XENT.def];

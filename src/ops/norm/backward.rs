@@ -7,12 +7,68 @@ use super::{
     W_DMU, W_DS,
 };
 use crate::error::{Error, Result};
-use crate::gpu::{Access, Grid, KernelDef, Recorder, Tensor};
+use crate::gpu::{uniform_block, Access, Cost, Grid, Kernel, Recorder, Tensor};
 
-pub(super) static BWD_REDUCE: KernelDef = KernelDef {
-    shader: "norm/backward_reduce.wgsl",
-    entry: "norm_backward_reduce",
-    bindings: &[
+uniform_block! {
+    /// Parameters of `norm/backward_reduce.wgsl`.
+    pub(super) struct BackwardReduceParams {
+        pub o: u32,
+        pub m: u32,
+        pub c: u32,
+        pub chunks: u32,
+        pub chunk_rows: u32,
+        pub cblocks: u32,
+        /// Channels per workgroup: a power of two <= 32.
+        pub ti: u32,
+        pub groups: u32,
+        pub cg: u32,
+        pub segs: u32,
+        pub flags: u32,
+    }
+}
+
+uniform_block! {
+    /// Parameters of `norm/backward_finalize.wgsl`.
+    pub(super) struct BackwardFinalizeParams {
+        pub o: u32,
+        pub c: u32,
+        pub chunks: u32,
+        pub groups: u32,
+        pub cg: u32,
+        pub segs: u32,
+        /// Ceil(C / 32).
+        pub cblocks: u32,
+        pub seg_off: u32,
+        pub flags: u32,
+        /// 1 / elements per segment.
+        pub inv_count: f32,
+        /// L: lanes per segment, a power of two <= 256.
+        pub lanes: u32,
+    }
+}
+
+uniform_block! {
+    /// Parameters of `norm/backward.wgsl`.
+    pub(super) struct NormBackwardParams {
+        pub o: u32,
+        pub m: u32,
+        pub c: u32,
+        pub cblocks: u32,
+        pub ti: u32,
+        pub rblocks: u32,
+        pub rows: u32,
+        pub groups: u32,
+        pub cg: u32,
+        pub segs: u32,
+        pub seg_off: u32,
+        pub flags: u32,
+    }
+}
+
+pub(super) static BWD_REDUCE: Kernel<BackwardReduceParams> = Kernel::new(
+    "norm/backward_reduce.wgsl",
+    "norm_backward_reduce",
+    &[
         Access::Read,
         Access::Read,
         Access::Read,
@@ -22,12 +78,12 @@ pub(super) static BWD_REDUCE: KernelDef = KernelDef {
         Access::Read,
         Access::ReadWrite,
     ],
-    overrides: &[("ACT", &ACT_CODES)],
-};
-pub(super) static BWD_FINAL: KernelDef = KernelDef {
-    shader: "norm/backward_finalize.wgsl",
-    entry: "norm_backward_finalize",
-    bindings: &[
+    &[("ACT", &ACT_CODES)],
+);
+pub(super) static BWD_FINAL: Kernel<BackwardFinalizeParams> = Kernel::new(
+    "norm/backward_finalize.wgsl",
+    "norm_backward_finalize",
+    &[
         Access::ReadWrite,
         Access::Read,
         Access::Read,
@@ -36,12 +92,12 @@ pub(super) static BWD_FINAL: KernelDef = KernelDef {
         Access::ReadWrite,
         Access::ReadWrite,
     ],
-    overrides: &[],
-};
-pub(super) static BWD: KernelDef = KernelDef {
-    shader: "norm/backward.wgsl",
-    entry: "norm_backward",
-    bindings: &[
+    &[],
+);
+pub(super) static BWD: Kernel<NormBackwardParams> = Kernel::new(
+    "norm/backward.wgsl",
+    "norm_backward",
+    &[
         Access::Read,
         Access::Read,
         Access::Read,
@@ -51,8 +107,8 @@ pub(super) static BWD: KernelDef = KernelDef {
         Access::Read,
         Access::ReadWrite,
     ],
-    overrides: &[("ACT", &ACT_CODES)],
-};
+    &[("ACT", &ACT_CODES)],
+);
 
 /// Record the fused backward of [`forward`] in training mode (batch statistics for
 /// BatchNorm, so gradients flow through them): `dx` (overwritten) and the per-channel
@@ -95,21 +151,28 @@ pub fn backward(
     rec.dispatch(
         &BWD_REDUCE,
         &act,
-        &[
-            g.o as u32,
-            g.m as u32,
-            g.c as u32,
-            g.chunks as u32,
-            g.chunk_rows as u32,
-            g.cblocks as u32,
-            g.ti as u32,
-            g.groups as u32,
-            g.cg as u32,
-            g.segs as u32,
+        &BackwardReduceParams {
+            o: g.o as u32,
+            m: g.m as u32,
+            c: g.c as u32,
+            chunks: g.chunks as u32,
+            chunk_rows: g.chunk_rows as u32,
+            cblocks: g.cblocks as u32,
+            ti: g.ti as u32,
+            groups: g.groups as u32,
+            cg: g.cg as u32,
+            segs: g.segs as u32,
             flags,
-        ],
+        },
         &[x, dy, saved, ch.gamma, ch.beta, ch.pmu, ch.ps, scratch],
         Grid::Linear((g.o * g.chunks * g.cblocks) as u32),
+        // Recompute xhat, z and act'(z) and accumulate four sums per element; x and dy read
+        // once, four partial sums per chunk and channel written.
+        Cost::f32s(
+            (12.0 + spec.act.grad_flops()) * n as f64,
+            2 * n + 2 * g.segs + 4 * g.c,
+            4 * g.o * g.chunks * g.c,
+        ),
     )?;
 
     // Pass 2: per-channel gradients and per-segment sums.
@@ -148,42 +211,54 @@ pub fn backward(
     rec.dispatch(
         &BWD_FINAL,
         &[],
-        &[
-            g.o as u32,
-            g.c as u32,
-            g.chunks as u32,
-            g.groups as u32,
-            g.cg as u32,
-            g.segs as u32,
-            cblocks32 as u32,
-            seg_off as u32,
-            f,
-            (1.0 / spec.segment_len() as f64 as f32).to_bits(),
-            g.lanes as u32,
-        ],
+        &BackwardFinalizeParams {
+            o: g.o as u32,
+            c: g.c as u32,
+            chunks: g.chunks as u32,
+            groups: g.groups as u32,
+            cg: g.cg as u32,
+            segs: g.segs as u32,
+            cblocks: cblocks32 as u32,
+            seg_off: seg_off as u32,
+            flags: f,
+            inv_count: 1.0 / spec.segment_len() as f64 as f32,
+            lanes: g.lanes as u32,
+        },
         &[scratch, ch.gamma, ch.ps, o[0], o[1], o[2], o[3]],
         Grid::Linear((cblocks32 + g.segment_groups()) as u32),
+        Cost::f32s(
+            (4 * g.o * g.chunks * g.c) as f64,
+            4 * g.o * g.chunks * g.c + 2 * g.c,
+            4 * g.c + 2 * g.segs,
+        ),
     )?;
 
     // Pass 3: dx.
     rec.dispatch(
         &BWD,
         &act,
-        &[
-            g.o as u32,
-            g.m as u32,
-            g.c as u32,
-            g.cblocks as u32,
-            g.ti as u32,
-            g.m.div_ceil(g.rows) as u32,
-            g.rows as u32,
-            g.groups as u32,
-            g.cg as u32,
-            g.segs as u32,
-            seg_off as u32,
+        &NormBackwardParams {
+            o: g.o as u32,
+            m: g.m as u32,
+            c: g.c as u32,
+            cblocks: g.cblocks as u32,
+            ti: g.ti as u32,
+            rblocks: g.m.div_ceil(g.rows) as u32,
+            rows: g.rows as u32,
+            groups: g.groups as u32,
+            cg: g.cg as u32,
+            segs: g.segs as u32,
+            seg_off: seg_off as u32,
             flags,
-        ],
+        },
         &[x, dy, saved, ch.gamma, ch.beta, ch.ps, scratch, dx],
         Grid::Linear(g.elementwise_groups() as u32),
+        // Recompute xhat, z and act'(z), then dx from the segment sums; x and dy read once,
+        // dx written once.
+        Cost::f32s(
+            (10.0 + spec.act.grad_flops()) * n as f64,
+            2 * n + 4 * g.segs + 3 * g.c,
+            n,
+        ),
     )
 }

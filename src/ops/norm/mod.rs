@@ -358,13 +358,13 @@ const ACT_CODES: [f64; 4] = [0.0, 1.0, 2.0, 3.0];
 
 /// The kernels of this module (for the portability test).
 pub static KERNELS: &[&KernelDef] = &[
-    &forward::STATS,
-    &forward::STATS_FINAL,
-    &forward::STATS_FINAL_RUNNING,
-    &forward::FWD,
-    &backward::BWD_REDUCE,
-    &backward::BWD_FINAL,
-    &backward::BWD,
+    &forward::STATS.def,
+    &forward::STATS_FINAL.def,
+    &forward::STATS_FINAL_RUNNING.def,
+    &forward::FWD.def,
+    &backward::BWD_REDUCE.def,
+    &backward::BWD_FINAL.def,
+    &backward::BWD.def,
 ];
 
 /// The per-layer tensors a normalization reads (all `[c]`).

@@ -2,18 +2,18 @@
 //! beta and the proxy shift and scale, two small dispatches.
 
 use super::{
-    base_flags, check_params, ProxyGrads, ProxyParams, ACT_CODES, ALL_READ_TWO_WRITE, HAS_DS,
-    PART1, PROXY_POINTS, WRITE0, WRITE1,
+    base_flags, check_params, ProxyGrads, ProxyParams, ProxyStatsParams, ACT_CODES,
+    ALL_READ_TWO_WRITE, HAS_DS, PART1, PROXY_POINTS, WRITE0, WRITE1,
 };
 use crate::error::{Error, Result};
-use crate::gpu::{groups_for, Grid, KernelDef, Recorder, Tensor};
+use crate::gpu::{groups_for, Cost, Grid, Kernel, Recorder, Tensor};
 
-pub(super) static STATS_BWD: KernelDef = KernelDef {
-    shader: "proxy_norm/stats.wgsl",
-    entry: "proxy_stats_backward",
-    bindings: ALL_READ_TWO_WRITE,
-    overrides: &[("ACT", &ACT_CODES)],
-};
+pub(super) static STATS_BWD: Kernel<ProxyStatsParams> = Kernel::new(
+    "proxy_norm/stats.wgsl",
+    "proxy_stats_backward",
+    ALL_READ_TWO_WRITE,
+    &[("ACT", &ACT_CODES)],
+);
 /// Record the exact chain of `dmu~` and `ds~` (None: zero, e.g. when the layer drops the
 /// s~ factor and nothing else uses it) through [`proxy_stats`]: adds into `dgamma`,
 /// `dbeta` and writes `dpshift`, `dpscale` (see [`ProxyGrads`]). Two small dispatches.
@@ -52,6 +52,13 @@ pub fn proxy_stats_backward(
         ds.unwrap_or(dmu),
     ];
     let grid = Grid::Linear(groups_for(c, 64));
+    // Per channel and quantile: the proxy value, its activation and derivative (the
+    // moments are recomputed first), and the chained sums.
+    let cost = Cost::f32s(
+        (14.0 + p.act.flops() + p.act.grad_flops()) * (PROXY_POINTS * c) as f64,
+        6 * c,
+        2 * c,
+    );
     let consts = [("ACT", p.act.code())];
     // Part 0: gamma and beta (only those the layer has and the caller wants).
     let dg = grads.dgamma.filter(|_| p.gamma.is_some());
@@ -69,23 +76,29 @@ pub fn proxy_stats_backward(
         rec.dispatch(
             &STATS_BWD,
             &consts,
-            &[c as u32, f, p.eps.to_bits(), PROXY_POINTS as u32],
+            &ProxyStatsParams {
+                c: c as u32,
+                flags: f,
+                eps: p.eps,
+                points: PROXY_POINTS as u32,
+            },
             &[
                 reads[0], reads[1], reads[2], reads[3], reads[4], reads[5], o0, o1,
             ],
             grid,
+            cost,
         )?;
     }
     // Part 1: the proxy shift and scale.
     rec.dispatch(
         &STATS_BWD,
         &consts,
-        &[
-            c as u32,
-            flags | PART1 | WRITE0 | WRITE1,
-            p.eps.to_bits(),
-            PROXY_POINTS as u32,
-        ],
+        &ProxyStatsParams {
+            c: c as u32,
+            flags: flags | PART1 | WRITE0 | WRITE1,
+            eps: p.eps,
+            points: PROXY_POINTS as u32,
+        },
         &[
             reads[0],
             reads[1],
@@ -97,5 +110,6 @@ pub fn proxy_stats_backward(
             grads.dpscale,
         ],
         grid,
+        cost,
     )
 }

@@ -1,16 +1,19 @@
 //! Forward pass of Proxy Norm's statistics: `mu~`, `s~` per channel over the 200 Gaussian
 //! quantiles, one dispatch.
 
-use super::{base_flags, check_params, ProxyParams, ACT_CODES, ALL_READ_TWO_WRITE, PROXY_POINTS};
-use crate::error::{Error, Result};
-use crate::gpu::{groups_for, Grid, KernelDef, Recorder, Tensor};
-
-pub(super) static STATS: KernelDef = KernelDef {
-    shader: "proxy_norm/stats.wgsl",
-    entry: "proxy_stats",
-    bindings: ALL_READ_TWO_WRITE,
-    overrides: &[("ACT", &ACT_CODES)],
+use super::{
+    base_flags, check_params, ProxyParams, ProxyStatsParams, ACT_CODES, ALL_READ_TWO_WRITE,
+    PROXY_POINTS,
 };
+use crate::error::{Error, Result};
+use crate::gpu::{groups_for, Cost, Grid, Kernel, Recorder, Tensor};
+
+pub(super) static STATS: Kernel<ProxyStatsParams> = Kernel::new(
+    "proxy_norm/stats.wgsl",
+    "proxy_stats",
+    ALL_READ_TWO_WRITE,
+    &[("ACT", &ACT_CODES)],
+);
 /// Record the proxy statistics `mu~` (into `mu`) and `s~` (into `s`), `c` entries each.
 pub fn proxy_stats(rec: &mut Recorder, p: &ProxyParams, mu: &Tensor, s: &Tensor) -> Result<()> {
     check_params(p)?;
@@ -26,12 +29,12 @@ pub fn proxy_stats(rec: &mut Recorder, p: &ProxyParams, mu: &Tensor, s: &Tensor)
     rec.dispatch(
         &STATS,
         &[("ACT", p.act.code())],
-        &[
-            p.c as u32,
-            base_flags(p),
-            p.eps.to_bits(),
-            PROXY_POINTS as u32,
-        ],
+        &ProxyStatsParams {
+            c: p.c as u32,
+            flags: base_flags(p),
+            eps: p.eps,
+            points: PROXY_POINTS as u32,
+        },
         &[
             p.gamma.unwrap_or(ph),
             p.beta.unwrap_or(ph),
@@ -43,5 +46,11 @@ pub fn proxy_stats(rec: &mut Recorder, p: &ProxyParams, mu: &Tensor, s: &Tensor)
             s,
         ],
         Grid::Linear(groups_for(p.c, 64)),
+        // Per channel and quantile: the proxy value, its activation, two running sums.
+        Cost::f32s(
+            (7.0 + p.act.flops()) * (PROXY_POINTS * p.c) as f64,
+            4 * p.c,
+            2 * p.c,
+        ),
     )
 }

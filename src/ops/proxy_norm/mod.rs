@@ -26,7 +26,7 @@ pub use reference::{
 
 use super::act::Act;
 use crate::error::{Error, Result};
-use crate::gpu::{Access, KernelDef, Tensor};
+use crate::gpu::{uniform_block, Access, KernelDef, Tensor};
 
 /// Number of Gaussian quantiles the proxy statistics average over.
 pub const PROXY_POINTS: usize = 200;
@@ -55,8 +55,19 @@ const ALL_READ_TWO_WRITE: &[Access] = &[
     Access::ReadWrite,
 ];
 
+uniform_block! {
+    /// Parameters of both entry points of `proxy_norm/stats.wgsl`.
+    struct ProxyStatsParams {
+        pub c: u32,
+        pub flags: u32,
+        pub eps: f32,
+        /// Always 200 (POINTS); a uniform trip count keeps compilers from unrolling the loops 200 times (which costs seconds of pipeline compilation on some drivers).
+        pub points: u32,
+    }
+}
+
 /// The kernels of this module (for the portability test).
-pub static KERNELS: &[&KernelDef] = &[&forward::STATS, &backward::STATS_BWD];
+pub static KERNELS: &[&KernelDef] = &[&forward::STATS.def, &backward::STATS_BWD.def];
 
 /// The proxy parameters of one layer (all per channel, `c` entries).
 #[derive(Clone, Copy, Debug)]

@@ -10,23 +10,52 @@ pub use cases::{cases, ReduceCase};
 pub use reference::sum_axis_ref;
 
 use crate::error::{Error, Result};
-use crate::gpu::{groups_for, Access, Grid, KernelDef, Recorder, Tensor};
+use crate::gpu::{
+    groups_for, uniform_block, Access, Cost, Grid, Kernel, KernelDef, Recorder, Tensor,
+};
 
-static SUM: KernelDef = KernelDef {
-    shader: "reduce/sum_axis.wgsl",
-    entry: "sum_axis",
-    bindings: &[Access::Read, Access::Read, Access::ReadWrite],
-    overrides: &[
+uniform_block! {
+    /// Parameters of `reduce/sum_axis.wgsl`.
+    pub(super) struct SumAxisParams {
+        pub o: u32,
+        pub m: u32,
+        pub i: u32,
+        /// Chunks along M.
+        pub s: u32,
+        /// Rows of M per chunk.
+        pub chunk: u32,
+        /// Ceil(I / TI).
+        pub iblocks: u32,
+        pub scale: f32,
+    }
+}
+
+uniform_block! {
+    /// Parameters of `reduce/broadcast.wgsl`.
+    pub(super) struct BroadcastParams {
+        /// O * M * I.
+        pub n: u32,
+        pub m: u32,
+        pub i: u32,
+        pub scale: f32,
+    }
+}
+
+static SUM: Kernel<SumAxisParams> = Kernel::new(
+    "reduce/sum_axis.wgsl",
+    "sum_axis",
+    &[Access::Read, Access::Read, Access::ReadWrite],
+    &[
         ("TI", &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0]),
         ("PRODUCT", &[0.0, 1.0]),
     ],
-};
-static BROADCAST: KernelDef = KernelDef {
-    shader: "reduce/broadcast.wgsl",
-    entry: "broadcast",
-    bindings: &[Access::Read, Access::ReadWrite],
-    overrides: &[],
-};
+);
+static BROADCAST: Kernel<BroadcastParams> = Kernel::new(
+    "reduce/broadcast.wgsl",
+    "broadcast",
+    &[Access::Read, Access::ReadWrite],
+    &[],
+);
 
 /// The [O, M, I] view of a reduction.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -94,23 +123,27 @@ fn pass(
     let iblocks = ax.i.div_ceil(ti as usize);
     let chunk = ax.m.div_ceil(s);
     let groups = ax.o * s * iblocks;
+    // One add (a multiply-add with the product) per element read.
+    let reads = ax.o * ax.m * ax.i * if product { 2 } else { 1 };
+    let cost = Cost::f32s(reads as f64, reads, ax.o * s * ax.i);
     rec.dispatch(
         &SUM,
         &[
             ("TI", ti as f64),
             ("PRODUCT", if product { 1.0 } else { 0.0 }),
         ],
-        &[
-            ax.o as u32,
-            ax.m as u32,
-            ax.i as u32,
-            s as u32,
-            chunk as u32,
-            iblocks as u32,
-            scale.to_bits(),
-        ],
+        &SumAxisParams {
+            o: ax.o as u32,
+            m: ax.m as u32,
+            i: ax.i as u32,
+            s: s as u32,
+            chunk: chunk as u32,
+            iblocks: iblocks as u32,
+            scale,
+        },
         &[x, y, out],
         Grid::Linear(groups as u32),
+        cost,
     )
 }
 
@@ -156,11 +189,17 @@ pub fn broadcast(rec: &mut Recorder, dy: &Tensor, dx: &Tensor, ax: Axes, scale: 
     rec.dispatch(
         &BROADCAST,
         &[],
-        &[n as u32, ax.m as u32, ax.i as u32, scale.to_bits()],
+        &BroadcastParams {
+            n: n as u32,
+            m: ax.m as u32,
+            i: ax.i as u32,
+            scale,
+        },
         &[dy, dx],
         Grid::Linear(groups_for(n, 256)),
+        Cost::f32s(n as f64, ax.o * ax.i, n),
     )
 }
 
 /// The kernels of this module (for the portability test).
-pub static KERNELS: &[&KernelDef] = &[&SUM, &BROADCAST];
+pub static KERNELS: &[&KernelDef] = &[&SUM.def, &BROADCAST.def];

@@ -3,16 +3,28 @@
 
 use super::{check_x, SeGrads, SeSaved, SeSpec, SeTemp, SeWeights};
 use crate::error::Result;
-use crate::gpu::{groups_for, Access, Grid, KernelDef, Recorder, Tensor};
+use crate::gpu::{groups_for, uniform_block, Access, Cost, Grid, Kernel, Recorder, Tensor};
 use crate::ops::act::{self, Act};
 use crate::ops::{linear, reduce};
 
-pub(super) static SE_DX: KernelDef = KernelDef {
-    shader: "squeeze_excite/backward_data.wgsl",
-    entry: "se_backward_data",
-    bindings: &[Access::Read, Access::Read, Access::Read, Access::ReadWrite],
-    overrides: &[],
-};
+uniform_block! {
+    /// Parameters of `squeeze_excite/backward_data.wgsl`.
+    pub(super) struct SeBackwardDataParams {
+        /// N * P * C.
+        pub n: u32,
+        /// P = H * W.
+        pub hw: u32,
+        pub c: u32,
+        pub inv_hw: f32,
+    }
+}
+
+pub(super) static SE_DX: Kernel<SeBackwardDataParams> = Kernel::new(
+    "squeeze_excite/backward_data.wgsl",
+    "se_backward_data",
+    &[Access::Read, Access::Read, Access::Read, Access::ReadWrite],
+    &[],
+);
 /// Record the backward pass: `dx` and the parameter gradients (all overwritten) from
 /// `dy`, the input `x` and what [`forward`] saved. `scratch` as for [`forward`].
 #[allow(clippy::too_many_arguments)]
@@ -57,13 +69,14 @@ pub fn backward(
     rec.dispatch(
         &SE_DX,
         &[],
-        &[
-            n as u32,
-            (s.h * s.w) as u32,
-            s.c as u32,
-            (1.0 / (s.h * s.w) as f32).to_bits(),
-        ],
+        &SeBackwardDataParams {
+            n: n as u32,
+            hw: (s.h * s.w) as u32,
+            c: s.c as u32,
+            inv_hw: 1.0 / (s.h * s.w) as f32,
+        },
         &[dy, &saved.gate, &tmp.dpooled, dx],
         Grid::Linear(groups_for(n, 256)),
+        Cost::f32s(3.0 * n as f64, n + 2 * s.n * s.c, n),
     )
 }

@@ -182,4 +182,4 @@ fn check_x(s: &SeSpec, ts: &[&Tensor]) -> Result<()> {
 }
 
 /// The kernels of this module (for the portability test).
-pub static KERNELS: &[&KernelDef] = &[&backward::SE_DX];
+pub static KERNELS: &[&KernelDef] = &[&backward::SE_DX.def];
