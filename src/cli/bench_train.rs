@@ -102,6 +102,11 @@ impl Bencher {
         rec.submit()
     }
 
+    /// The model (its parameters, inputs and outputs).
+    pub fn model(&self) -> &EfficientNet {
+        &self.model
+    }
+
     /// Record and submit one inference pass.
     pub fn infer(&mut self, gpu: &Gpu) -> Result<crate::gpu::Submitted> {
         let mut rec = Recorder::new(gpu);

@@ -2,8 +2,8 @@
 
 use super::{backward, forward, Act};
 use crate::error::Result;
-use crate::gpu::Gpu;
-use crate::ops::harness::{run_gpu, HostTensor, Input, OpCase};
+use crate::gpu::{Gpu, Recorder, Tensor};
+use crate::ops::harness::{upload_dy, HostTensor, Input, OpCase, Prepared};
 use crate::util::Rng;
 
 /// Harness case for one activation on one shape.
@@ -36,23 +36,43 @@ impl OpCase for ActCase {
             .collect();
         vec![Some(HostTensor::new(&i[0].shape, d))]
     }
-    fn gpu_forward(&self, gpu: &Gpu, i: &[HostTensor]) -> Result<Vec<Vec<f32>>> {
-        let x = i[0].upload(gpu)?;
-        let y = gpu.zeros(&self.shape)?;
-        run_gpu(gpu, |r| forward(r, self.act, &x, &y))?;
-        Ok(vec![gpu.read(&y)?])
-    }
-    fn gpu_backward(
+    fn prepare(
         &self,
         gpu: &Gpu,
         i: &[HostTensor],
-        dy: &[HostTensor],
-    ) -> Result<Vec<Option<Vec<f32>>>> {
-        let x = i[0].upload(gpu)?;
-        let g = dy[0].upload(gpu)?;
-        let dx = gpu.zeros(&self.shape)?;
-        run_gpu(gpu, |r| backward(r, self.act, &x, &g, &dx))?;
-        Ok(vec![Some(gpu.read(&dx)?)])
+        dy: Option<&[HostTensor]>,
+    ) -> Result<Box<dyn Prepared + '_>> {
+        Ok(Box::new(ActRun {
+            act: self.act,
+            x: i[0].upload(gpu)?,
+            y: gpu.zeros(&self.shape)?,
+            dy: upload_dy(gpu, dy, 0, &self.shape)?,
+            dx: gpu.zeros(&self.shape)?,
+        }))
+    }
+}
+
+/// The tensors of one [`ActCase`] run.
+struct ActRun {
+    act: Act,
+    x: Tensor,
+    y: Tensor,
+    dy: Tensor,
+    dx: Tensor,
+}
+
+impl Prepared for ActRun {
+    fn record_forward(&self, r: &mut Recorder) -> Result<()> {
+        forward(r, self.act, &self.x, &self.y)
+    }
+    fn record_backward(&self, r: &mut Recorder) -> Result<()> {
+        backward(r, self.act, &self.x, &self.dy, &self.dx)
+    }
+    fn outputs(&self, gpu: &Gpu) -> Result<Vec<Vec<f32>>> {
+        Ok(vec![gpu.read(&self.y)?])
+    }
+    fn gradients(&self, gpu: &Gpu) -> Result<Vec<Option<Vec<f32>>>> {
+        Ok(vec![Some(gpu.read(&self.dx)?)])
     }
 }
 

@@ -3,8 +3,8 @@
 
 use super::{backward_data, backward_ref, backward_weight, forward, forward_ref, ConvSpec};
 use crate::error::Result;
-use crate::gpu::Gpu;
-use crate::ops::harness::{run_gpu, HostTensor, Input, OpCase, Tolerance};
+use crate::gpu::{Gpu, Recorder, Tensor};
+use crate::ops::harness::{upload_dy, HostTensor, Input, OpCase, Prepared, Tolerance};
 use crate::util::Rng;
 
 /// Harness case: one convolution (forward, data and weight gradients).
@@ -75,46 +75,32 @@ impl OpCase for ConvCase {
         }
         v
     }
-    fn gpu_forward(&self, gpu: &Gpu, i: &[HostTensor]) -> Result<Vec<Vec<f32>>> {
-        let s = &self.spec;
-        let x = i[0].upload(gpu)?;
-        let w = i[1].upload(gpu)?;
+    fn prepare(
+        &self,
+        gpu: &Gpu,
+        i: &[HostTensor],
+        dy: Option<&[HostTensor]>,
+    ) -> Result<Box<dyn Prepared + '_>> {
+        let s = self.spec;
         let b = if s.bias {
             Some(i[2].upload(gpu)?)
         } else {
             None
         };
-        let y = gpu.zeros(&s.out_shape())?;
-        run_gpu(gpu, |r| forward(r, s, &x, &w, b.as_ref(), &y))?;
-        Ok(vec![gpu.read(&y)?])
-    }
-    fn gpu_backward(
-        &self,
-        gpu: &Gpu,
-        i: &[HostTensor],
-        dy: &[HostTensor],
-    ) -> Result<Vec<Option<Vec<f32>>>> {
-        let s = &self.spec;
-        let x = i[0].upload(gpu)?;
-        let w = i[1].upload(gpu)?;
-        let g = dy[0].upload(gpu)?;
         // Poison the outputs: every launcher must overwrite them.
-        let dx = gpu.upload(&vec![f32::NAN; x.len()], &s.in_shape())?;
-        let dw = gpu.upload(&vec![f32::NAN; w.len()], &s.weight_shape())?;
-        let db = gpu.upload(&vec![f32::NAN; s.cout], &[s.cout])?;
-        let scratch = gpu.upload(
-            &vec![f32::NAN; s.scratch_len().max(1)],
-            &[s.scratch_len().max(1)],
-        )?;
-        run_gpu(gpu, |r| {
-            backward_data(r, s, &g, &w, &dx)?;
-            backward_weight(r, s, &x, &g, &dw, s.bias.then_some(&db), Some(&scratch))
-        })?;
-        let mut v = vec![Some(gpu.read(&dx)?), Some(gpu.read(&dw)?)];
-        if s.bias {
-            v.push(Some(gpu.read(&db)?));
-        }
-        Ok(v)
+        let nan = |shape: &[usize]| gpu.upload(&vec![f32::NAN; shape.iter().product()], shape);
+        Ok(Box::new(ConvRun {
+            s,
+            x: i[0].upload(gpu)?,
+            w: i[1].upload(gpu)?,
+            b,
+            y: nan(&s.out_shape())?,
+            g: upload_dy(gpu, dy, 0, &s.out_shape())?,
+            dx: nan(&s.in_shape())?,
+            dw: nan(&s.weight_shape())?,
+            db: nan(&[s.cout])?,
+            scratch: nan(&[s.scratch_len().max(1)])?,
+        }))
     }
     fn tolerance(&self) -> Tolerance {
         Tolerance {
@@ -122,6 +108,49 @@ impl OpCase for ConvCase {
             backward: 5e-6,
             gradcheck: 1e-6,
         }
+    }
+}
+
+/// The tensors of one [`ConvCase`] run.
+struct ConvRun {
+    s: ConvSpec,
+    x: Tensor,
+    w: Tensor,
+    b: Option<Tensor>,
+    y: Tensor,
+    g: Tensor,
+    dx: Tensor,
+    dw: Tensor,
+    db: Tensor,
+    scratch: Tensor,
+}
+
+impl Prepared for ConvRun {
+    fn record_forward(&self, r: &mut Recorder) -> Result<()> {
+        forward(r, &self.s, &self.x, &self.w, self.b.as_ref(), &self.y)
+    }
+    fn record_backward(&self, r: &mut Recorder) -> Result<()> {
+        let s = &self.s;
+        backward_data(r, s, &self.g, &self.w, &self.dx)?;
+        backward_weight(
+            r,
+            s,
+            &self.x,
+            &self.g,
+            &self.dw,
+            s.bias.then_some(&self.db),
+            Some(&self.scratch),
+        )
+    }
+    fn outputs(&self, gpu: &Gpu) -> Result<Vec<Vec<f32>>> {
+        Ok(vec![gpu.read(&self.y)?])
+    }
+    fn gradients(&self, gpu: &Gpu) -> Result<Vec<Option<Vec<f32>>>> {
+        let mut v = vec![Some(gpu.read(&self.dx)?), Some(gpu.read(&self.dw)?)];
+        if self.s.bias {
+            v.push(Some(gpu.read(&self.db)?));
+        }
+        Ok(v)
     }
 }
 

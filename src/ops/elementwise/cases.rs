@@ -6,8 +6,9 @@ use super::{
     residual_add, residual_add_backward_ref, residual_add_ref, scale_rows,
 };
 use crate::error::Result;
-use crate::gpu::Gpu;
-use crate::ops::harness::{run_gpu, HostTensor, Input, OpCase};
+use crate::gpu::{Gpu, Recorder, Tensor};
+use crate::ops::harness::{upload_dy, HostTensor, Input, OpCase, Prepared};
+use crate::ops::reduce::Axes;
 use crate::util::Rng;
 
 /// Harness case for [`residual_add`] (gradients to both branches).
@@ -46,26 +47,50 @@ impl OpCase for ResidualCase {
             None,
         ]
     }
-    fn gpu_forward(&self, gpu: &Gpu, i: &[HostTensor]) -> Result<Vec<Vec<f32>>> {
-        let a = i[0].upload(gpu)?;
-        let b = i[1].upload(gpu)?;
-        let s = i[2].upload(gpu)?;
-        let y = gpu.zeros(&self.shape)?;
-        run_gpu(gpu, |r| residual_add(r, &a, &b, &s, &y))?;
-        Ok(vec![gpu.read(&y)?])
-    }
-    fn gpu_backward(
+    fn prepare(
         &self,
         gpu: &Gpu,
         i: &[HostTensor],
-        dy: &[HostTensor],
-    ) -> Result<Vec<Option<Vec<f32>>>> {
-        let s = i[2].upload(gpu)?;
-        let g = dy[0].upload(gpu)?;
-        let db = gpu.zeros(&self.shape)?;
-        run_gpu(gpu, |r| scale_rows(r, &g, &s, &db))?;
+        dy: Option<&[HostTensor]>,
+    ) -> Result<Box<dyn Prepared + '_>> {
+        Ok(Box::new(ResidualRun {
+            a: i[0].upload(gpu)?,
+            b: i[1].upload(gpu)?,
+            s: i[2].upload(gpu)?,
+            y: gpu.zeros(&self.shape)?,
+            dy: upload_dy(gpu, dy, 0, &self.shape)?,
+            db: gpu.zeros(&self.shape)?,
+        }))
+    }
+}
+
+/// The tensors of one [`ResidualCase`] run.
+struct ResidualRun {
+    a: Tensor,
+    b: Tensor,
+    s: Tensor,
+    y: Tensor,
+    dy: Tensor,
+    db: Tensor,
+}
+
+impl Prepared for ResidualRun {
+    fn record_forward(&self, r: &mut Recorder) -> Result<()> {
+        residual_add(r, &self.a, &self.b, &self.s, &self.y)
+    }
+    fn record_backward(&self, r: &mut Recorder) -> Result<()> {
+        scale_rows(r, &self.dy, &self.s, &self.db)
+    }
+    fn outputs(&self, gpu: &Gpu) -> Result<Vec<Vec<f32>>> {
+        Ok(vec![gpu.read(&self.y)?])
+    }
+    fn gradients(&self, gpu: &Gpu) -> Result<Vec<Option<Vec<f32>>>> {
         // The identity branch's gradient is dy itself: the trainer aliases it, no kernel.
-        Ok(vec![Some(gpu.read(&g)?), Some(gpu.read(&db)?), None])
+        Ok(vec![
+            Some(gpu.read(&self.dy)?),
+            Some(gpu.read(&self.db)?),
+            None,
+        ])
     }
 }
 
@@ -100,28 +125,61 @@ impl OpCase for ChannelScaleCase {
             Some(HostTensor::new(&i[1].shape, ds)),
         ]
     }
-    fn gpu_forward(&self, gpu: &Gpu, i: &[HostTensor]) -> Result<Vec<Vec<f32>>> {
-        let x = i[0].upload(gpu)?;
-        let s = i[1].upload(gpu)?;
-        let y = gpu.zeros(&self.shape)?;
-        run_gpu(gpu, |r| channel_scale(r, &x, &s, &y))?;
-        Ok(vec![gpu.read(&y)?])
-    }
-    fn gpu_backward(
+    fn prepare(
         &self,
         gpu: &Gpu,
         i: &[HostTensor],
-        dy: &[HostTensor],
-    ) -> Result<Vec<Option<Vec<f32>>>> {
-        let x = i[0].upload(gpu)?;
-        let s = i[1].upload(gpu)?;
-        let g = dy[0].upload(gpu)?;
-        let dx = gpu.zeros(&self.shape)?;
-        let ds = gpu.zeros(&i[1].shape)?;
-        run_gpu(gpu, |r| {
-            channel_scale_backward(r, &x, &s, &g, Some(&dx), &ds, None)
-        })?;
-        Ok(vec![Some(gpu.read(&dx)?), Some(gpu.read(&ds)?)])
+        dy: Option<&[HostTensor]>,
+    ) -> Result<Box<dyn Prepared + '_>> {
+        let sh = &self.shape;
+        let ax = Axes {
+            o: sh[0],
+            m: sh[1] * sh[2],
+            i: sh[3],
+        };
+        Ok(Box::new(ChannelScaleRun {
+            x: i[0].upload(gpu)?,
+            s: i[1].upload(gpu)?,
+            y: gpu.zeros(sh)?,
+            dy: upload_dy(gpu, dy, 0, sh)?,
+            dx: gpu.zeros(sh)?,
+            ds: gpu.zeros(&i[1].shape)?,
+            scratch: gpu.zeros(&[ax.scratch_len().max(1)])?,
+        }))
+    }
+}
+
+/// The tensors of one [`ChannelScaleCase`] run.
+struct ChannelScaleRun {
+    x: Tensor,
+    s: Tensor,
+    y: Tensor,
+    dy: Tensor,
+    dx: Tensor,
+    ds: Tensor,
+    scratch: Tensor,
+}
+
+impl Prepared for ChannelScaleRun {
+    fn record_forward(&self, r: &mut Recorder) -> Result<()> {
+        channel_scale(r, &self.x, &self.s, &self.y)
+    }
+    fn record_backward(&self, r: &mut Recorder) -> Result<()> {
+        channel_scale_backward(
+            r,
+            &self.x,
+            &self.s,
+            &self.dy,
+            Some(&self.dx),
+            &self.ds,
+            Some(&self.scratch),
+        )
+    }
+    fn outputs(&self, gpu: &Gpu) -> Result<Vec<Vec<f32>>> {
+        Ok(vec![gpu.read(&self.y)?])
+    }
+    fn gradients(&self, gpu: &Gpu) -> Result<Vec<Option<Vec<f32>>>> {
+        Ok(vec![Some(gpu.read(&self.dx)?), Some(gpu.read(&self.ds)?)])
     }
 }
 

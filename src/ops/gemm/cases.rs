@@ -3,8 +3,8 @@
 
 use super::{gemm, gemm_ref, GemmSpec};
 use crate::error::Result;
-use crate::gpu::Gpu;
-use crate::ops::harness::{run_gpu, HostTensor, Input, OpCase, Tolerance};
+use crate::gpu::{Gpu, Recorder, Tensor};
+use crate::ops::harness::{upload_dy, HostTensor, Input, OpCase, Prepared, Tolerance};
 use crate::ops::reduce::{self, Axes};
 use crate::util::Rng;
 
@@ -105,10 +105,13 @@ impl OpCase for GemmCase {
         }
         out
     }
-    fn gpu_forward(&self, gpu: &Gpu, i: &[HostTensor]) -> Result<Vec<Vec<f32>>> {
+    fn prepare(
+        &self,
+        gpu: &Gpu,
+        i: &[HostTensor],
+        dy: Option<&[HostTensor]>,
+    ) -> Result<Box<dyn Prepared + '_>> {
         let s = &self.spec;
-        let a = i[0].upload(gpu)?;
-        let b = i[1].upload(gpu)?;
         let bias = if self.bias {
             Some(i[2].upload(gpu)?)
         } else {
@@ -119,73 +122,23 @@ impl OpCase for GemmCase {
         } else {
             gpu.zeros(&[s.m, s.n])?
         };
-        run_gpu(gpu, |r| gemm(r, s, &a, &b, bias.as_ref(), &c))?;
-        Ok(vec![gpu.read(&c)?])
-    }
-    fn gpu_backward(
-        &self,
-        gpu: &Gpu,
-        i: &[HostTensor],
-        dy: &[HostTensor],
-    ) -> Result<Vec<Option<Vec<f32>>>> {
-        // The gradients are themselves GEMMs with other transposes: this exercises the
-        // transpose flags a second time.
-        let s = &self.spec;
-        let a = i[0].upload(gpu)?;
-        let b = i[1].upload(gpu)?;
-        let g = dy[0].upload(gpu)?;
-        let da = gpu.zeros(&self.a_shape())?;
-        let db = gpu.zeros(&self.b_shape())?;
-        let dbias = gpu.zeros(&[s.n])?;
-        run_gpu(gpu, |r| {
-            // dA: if A is [m, k]: dC . op(B)^T; if A is stored [k, m]: op(B) . dC^T.
-            if !s.trans_a {
-                let sp = GemmSpec {
-                    trans_b: !s.trans_b,
-                    ..GemmSpec::new(s.m, s.k, s.n)
-                };
-                gemm(r, &sp, &g, &b, None, &da)?;
-            } else {
-                let sp = GemmSpec {
-                    trans_a: s.trans_b,
-                    trans_b: true,
-                    ..GemmSpec::new(s.k, s.m, s.n)
-                };
-                gemm(r, &sp, &b, &g, None, &da)?;
-            }
-            // dB: if B is [k, n]: op(A)^T . dC; if B is stored [n, k]: dC^T . op(A).
-            if !s.trans_b {
-                let sp = GemmSpec {
-                    trans_a: !s.trans_a,
-                    ..GemmSpec::new(s.k, s.n, s.m)
-                };
-                gemm(r, &sp, &a, &g, None, &db)?;
-            } else {
-                let sp = GemmSpec {
-                    trans_a: true,
-                    trans_b: s.trans_a,
-                    ..GemmSpec::new(s.n, s.k, s.m)
-                };
-                gemm(r, &sp, &g, &a, None, &db)?;
-            }
-            if self.bias {
-                let ax = Axes {
-                    o: 1,
-                    m: s.m,
-                    i: s.n,
-                };
-                reduce::sum_axis(r, &g, None, &dbias, ax, 1.0, None)?;
-            }
-            Ok(())
-        })?;
-        let mut out = vec![Some(gpu.read(&da)?), Some(gpu.read(&db)?)];
-        if self.bias {
-            out.push(Some(gpu.read(&dbias)?));
-        }
-        if s.accumulate {
-            out.push(Some(gpu.read(&g)?));
-        }
-        Ok(out)
+        let ax = Axes {
+            o: 1,
+            m: s.m,
+            i: s.n,
+        };
+        Ok(Box::new(GemmRun {
+            case: self,
+            a: i[0].upload(gpu)?,
+            b: i[1].upload(gpu)?,
+            bias,
+            c,
+            g: upload_dy(gpu, dy, 0, &[s.m, s.n])?,
+            da: gpu.zeros(&self.a_shape())?,
+            db: gpu.zeros(&self.b_shape())?,
+            dbias: gpu.zeros(&[s.n])?,
+            scratch: gpu.zeros(&[ax.scratch_len().max(1)])?,
+        }))
     }
     fn tolerance(&self) -> Tolerance {
         Tolerance {
@@ -193,6 +146,91 @@ impl OpCase for GemmCase {
             backward: 1e-5,
             gradcheck: 1e-6,
         }
+    }
+}
+
+/// The tensors of one [`GemmCase`] run.
+struct GemmRun<'a> {
+    case: &'a GemmCase,
+    a: Tensor,
+    b: Tensor,
+    bias: Option<Tensor>,
+    c: Tensor,
+    g: Tensor,
+    da: Tensor,
+    db: Tensor,
+    dbias: Tensor,
+    scratch: Tensor,
+}
+
+impl Prepared for GemmRun<'_> {
+    fn record_forward(&self, r: &mut Recorder) -> Result<()> {
+        gemm(
+            r,
+            &self.case.spec,
+            &self.a,
+            &self.b,
+            self.bias.as_ref(),
+            &self.c,
+        )
+    }
+    /// The gradients are themselves GEMMs with other transposes: this exercises the
+    /// transpose flags a second time.
+    fn record_backward(&self, r: &mut Recorder) -> Result<()> {
+        let s = &self.case.spec;
+        let (a, b, g) = (&self.a, &self.b, &self.g);
+        // dA: if A is [m, k]: dC . op(B)^T; if A is stored [k, m]: op(B) . dC^T.
+        if !s.trans_a {
+            let sp = GemmSpec {
+                trans_b: !s.trans_b,
+                ..GemmSpec::new(s.m, s.k, s.n)
+            };
+            gemm(r, &sp, g, b, None, &self.da)?;
+        } else {
+            let sp = GemmSpec {
+                trans_a: s.trans_b,
+                trans_b: true,
+                ..GemmSpec::new(s.k, s.m, s.n)
+            };
+            gemm(r, &sp, b, g, None, &self.da)?;
+        }
+        // dB: if B is [k, n]: op(A)^T . dC; if B is stored [n, k]: dC^T . op(A).
+        if !s.trans_b {
+            let sp = GemmSpec {
+                trans_a: !s.trans_a,
+                ..GemmSpec::new(s.k, s.n, s.m)
+            };
+            gemm(r, &sp, a, g, None, &self.db)?;
+        } else {
+            let sp = GemmSpec {
+                trans_a: true,
+                trans_b: s.trans_a,
+                ..GemmSpec::new(s.n, s.k, s.m)
+            };
+            gemm(r, &sp, g, a, None, &self.db)?;
+        }
+        if self.case.bias {
+            let ax = Axes {
+                o: 1,
+                m: s.m,
+                i: s.n,
+            };
+            reduce::sum_axis(r, g, None, &self.dbias, ax, 1.0, Some(&self.scratch))?;
+        }
+        Ok(())
+    }
+    fn outputs(&self, gpu: &Gpu) -> Result<Vec<Vec<f32>>> {
+        Ok(vec![gpu.read(&self.c)?])
+    }
+    fn gradients(&self, gpu: &Gpu) -> Result<Vec<Option<Vec<f32>>>> {
+        let mut out = vec![Some(gpu.read(&self.da)?), Some(gpu.read(&self.db)?)];
+        if self.case.bias {
+            out.push(Some(gpu.read(&self.dbias)?));
+        }
+        if self.case.spec.accumulate {
+            out.push(Some(gpu.read(&self.g)?));
+        }
+        Ok(out)
     }
 }
 

@@ -3,8 +3,8 @@
 
 use super::{backward_data, backward_ref, backward_weight, forward, forward_ref, LinearSpec};
 use crate::error::Result;
-use crate::gpu::Gpu;
-use crate::ops::harness::{run_gpu, HostTensor, Input, OpCase};
+use crate::gpu::{Gpu, Recorder, Tensor};
+use crate::ops::harness::{upload_dy, HostTensor, Input, OpCase, Prepared};
 use crate::util::Rng;
 
 /// Harness case: a linear layer (forward, data and weight gradients through the
@@ -60,40 +60,71 @@ impl OpCase for LinearCase {
         }
         out
     }
-    fn gpu_forward(&self, gpu: &Gpu, i: &[HostTensor]) -> Result<Vec<Vec<f32>>> {
-        let s = &self.spec;
-        let x = i[0].upload(gpu)?;
-        let w = i[1].upload(gpu)?;
+    fn prepare(
+        &self,
+        gpu: &Gpu,
+        i: &[HostTensor],
+        dy: Option<&[HostTensor]>,
+    ) -> Result<Box<dyn Prepared + '_>> {
+        let s = self.spec;
         let b = if s.bias {
             Some(i[2].upload(gpu)?)
         } else {
             None
         };
-        let y = gpu.zeros(&[s.rows, s.cout])?;
-        run_gpu(gpu, |r| forward(r, s, &x, &w, b.as_ref(), &y))?;
-        Ok(vec![gpu.read(&y)?])
+        Ok(Box::new(LinearRun {
+            s,
+            x: i[0].upload(gpu)?,
+            w: i[1].upload(gpu)?,
+            b,
+            y: gpu.zeros(&[s.rows, s.cout])?,
+            g: upload_dy(gpu, dy, 0, &[s.rows, s.cout])?,
+            dx: gpu.zeros(&[s.rows, s.cin])?,
+            dw: gpu.zeros(&[s.cin, s.cout])?,
+            db: gpu.zeros(&[s.cout])?,
+            scratch: gpu.zeros(&[s.scratch_len().max(1)])?,
+        }))
     }
-    fn gpu_backward(
-        &self,
-        gpu: &Gpu,
-        i: &[HostTensor],
-        dy: &[HostTensor],
-    ) -> Result<Vec<Option<Vec<f32>>>> {
-        let s = &self.spec;
-        let x = i[0].upload(gpu)?;
-        let w = i[1].upload(gpu)?;
-        let g = dy[0].upload(gpu)?;
-        let dx = gpu.zeros(&[s.rows, s.cin])?;
-        let dw = gpu.zeros(&[s.cin, s.cout])?;
-        let db = gpu.zeros(&[s.cout])?;
-        let scratch = gpu.zeros(&[s.scratch_len().max(1)])?;
-        run_gpu(gpu, |r| {
-            backward_data(r, s, &g, &w, &dx)?;
-            backward_weight(r, s, &x, &g, &dw, s.bias.then_some(&db), Some(&scratch))
-        })?;
-        let mut out = vec![Some(gpu.read(&dx)?), Some(gpu.read(&dw)?)];
-        if s.bias {
-            out.push(Some(gpu.read(&db)?));
+}
+
+/// The tensors of one [`LinearCase`] run.
+struct LinearRun {
+    s: LinearSpec,
+    x: Tensor,
+    w: Tensor,
+    b: Option<Tensor>,
+    y: Tensor,
+    g: Tensor,
+    dx: Tensor,
+    dw: Tensor,
+    db: Tensor,
+    scratch: Tensor,
+}
+
+impl Prepared for LinearRun {
+    fn record_forward(&self, r: &mut Recorder) -> Result<()> {
+        forward(r, &self.s, &self.x, &self.w, self.b.as_ref(), &self.y)
+    }
+    fn record_backward(&self, r: &mut Recorder) -> Result<()> {
+        let s = &self.s;
+        backward_data(r, s, &self.g, &self.w, &self.dx)?;
+        backward_weight(
+            r,
+            s,
+            &self.x,
+            &self.g,
+            &self.dw,
+            s.bias.then_some(&self.db),
+            Some(&self.scratch),
+        )
+    }
+    fn outputs(&self, gpu: &Gpu) -> Result<Vec<Vec<f32>>> {
+        Ok(vec![gpu.read(&self.y)?])
+    }
+    fn gradients(&self, gpu: &Gpu) -> Result<Vec<Option<Vec<f32>>>> {
+        let mut out = vec![Some(gpu.read(&self.dx)?), Some(gpu.read(&self.dw)?)];
+        if self.s.bias {
+            out.push(Some(gpu.read(&self.db)?));
         }
         Ok(out)
     }

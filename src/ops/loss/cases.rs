@@ -3,8 +3,8 @@
 
 use super::{softmax_xent, softmax_xent_ref};
 use crate::error::Result;
-use crate::gpu::Gpu;
-use crate::ops::harness::{run_gpu, HostTensor, Input, OpCase, Tolerance};
+use crate::gpu::{Gpu, Recorder, Tensor};
+use crate::ops::harness::{HostTensor, Input, OpCase, Prepared, Tolerance};
 use crate::util::Rng;
 
 /// Harness case for [`softmax_xent`].
@@ -37,19 +37,25 @@ impl OpCase for XentCase {
         let (_, d) = softmax_xent_ref(&i[0].data, &i[1].data, &dy[0].data, self.k, self.eps);
         vec![Some(HostTensor::new(&[self.n, self.k], d)), None]
     }
-    fn gpu_forward(&self, gpu: &Gpu, i: &[HostTensor]) -> Result<Vec<Vec<f32>>> {
-        let ones = HostTensor::new(&[self.n], vec![1.0; self.n]);
-        let (loss, _) = self.run(gpu, i, &ones)?;
-        Ok(vec![loss])
-    }
-    fn gpu_backward(
+    fn prepare(
         &self,
         gpu: &Gpu,
         i: &[HostTensor],
-        dy: &[HostTensor],
-    ) -> Result<Vec<Option<Vec<f32>>>> {
-        let (_, d) = self.run(gpu, i, &dy[0])?;
-        Ok(vec![Some(d), None])
+        dy: Option<&[HostTensor]>,
+    ) -> Result<Box<dyn Prepared + '_>> {
+        // The loss does not depend on the per-row loss gradient; without one, use 1.
+        let dloss = match dy {
+            Some(d) => d[0].upload(gpu)?,
+            None => gpu.upload(&vec![1.0; self.n], &[self.n])?,
+        };
+        Ok(Box::new(XentRun {
+            eps: self.eps as f32,
+            logits: i[0].upload(gpu)?,
+            labels: i[1].upload_u32(gpu)?,
+            dloss,
+            loss: gpu.zeros(&[self.n])?,
+            dlogits: gpu.zeros(&[self.n, self.k])?,
+        }))
     }
     fn tolerance(&self) -> Tolerance {
         Tolerance {
@@ -60,17 +66,38 @@ impl OpCase for XentCase {
     }
 }
 
-impl XentCase {
-    fn run(&self, gpu: &Gpu, i: &[HostTensor], dloss: &HostTensor) -> Result<(Vec<f32>, Vec<f32>)> {
-        let z = i[0].upload(gpu)?;
-        let lab = i[1].upload_u32(gpu)?;
-        let dl = dloss.upload(gpu)?;
-        let loss = gpu.zeros(&[self.n])?;
-        let d = gpu.zeros(&[self.n, self.k])?;
-        run_gpu(gpu, |r| {
-            softmax_xent(r, &z, &lab, &dl, &loss, &d, self.eps as f32)
-        })?;
-        Ok((gpu.read(&loss)?, gpu.read(&d)?))
+/// The tensors of one [`XentCase`] run.
+struct XentRun {
+    eps: f32,
+    logits: Tensor,
+    labels: Tensor,
+    dloss: Tensor,
+    loss: Tensor,
+    dlogits: Tensor,
+}
+
+impl Prepared for XentRun {
+    /// The fused kernel: per-row losses and the logit gradients.
+    fn record_forward(&self, r: &mut Recorder) -> Result<()> {
+        softmax_xent(
+            r,
+            &self.logits,
+            &self.labels,
+            &self.dloss,
+            &self.loss,
+            &self.dlogits,
+            self.eps,
+        )
+    }
+    /// Nothing: the forward dispatch already wrote the gradients.
+    fn record_backward(&self, _r: &mut Recorder) -> Result<()> {
+        Ok(())
+    }
+    fn outputs(&self, gpu: &Gpu) -> Result<Vec<Vec<f32>>> {
+        Ok(vec![gpu.read(&self.loss)?])
+    }
+    fn gradients(&self, gpu: &Gpu) -> Result<Vec<Option<Vec<f32>>>> {
+        Ok(vec![Some(gpu.read(&self.dlogits)?), None])
     }
 }
 

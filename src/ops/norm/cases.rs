@@ -9,7 +9,7 @@ use super::{
 use crate::error::Result;
 use crate::gpu::{Gpu, Recorder, Tensor};
 use crate::ops::act::Act;
-use crate::ops::harness::{run_gpu, HostTensor, Input, OpCase, Tolerance};
+use crate::ops::harness::{upload_dy, HostTensor, Input, OpCase, Prepared, Tolerance};
 use crate::ops::proxy_norm::{self, ProxyGrads, ProxyParams, ProxyRef, PROXY_EPS};
 use crate::util::Rng;
 
@@ -69,27 +69,11 @@ impl NormCase {
             pscale: &i[s.pscale.unwrap()].data,
         })
     }
-
-    /// Record proxy stats (if any) and the forward; returns nothing, fills the tensors.
-    fn record_forward(&self, r: &mut Recorder, t: &GpuTensors) -> Result<()> {
-        if let Some(pp) = t.proxy_params(self) {
-            proxy_norm::proxy_stats(r, &pp, &t.mu, &t.s)?;
-        }
-        forward(
-            r,
-            &self.spec,
-            true,
-            &t.x,
-            &t.params(),
-            &t.y,
-            &t.saved,
-            &t.scratch,
-        )
-    }
 }
 
 /// GPU tensors of one [`NormCase`] run.
-struct GpuTensors {
+struct NormRun<'a> {
+    case: &'a NormCase,
     x: Tensor,
     gamma: Option<Tensor>,
     beta: Option<Tensor>,
@@ -102,14 +86,29 @@ struct GpuTensors {
     y: Tensor,
     saved: Tensor,
     scratch: Tensor,
+    dy: Tensor,
+    dx: Tensor,
+    /// dgamma, dbeta, dmu~, ds~, dpshift, dpscale.
+    grads: [Tensor; 6],
 }
 
-impl GpuTensors {
-    fn new(gpu: &Gpu, case: &NormCase, i: &[HostTensor]) -> Result<Self> {
+impl<'a> NormRun<'a> {
+    fn new(
+        gpu: &Gpu,
+        case: &'a NormCase,
+        i: &[HostTensor],
+        dy: Option<&[HostTensor]>,
+    ) -> Result<Self> {
         let sl = case.slots();
         let up = |k: Option<usize>| k.map(|k| i[k].upload(gpu)).transpose();
         let c = case.spec.c;
+        let grads = (0..6)
+            .map(|_| gpu.zeros(&[c]))
+            .collect::<Result<Vec<_>>>()?
+            .try_into()
+            .expect("six tensors");
         Ok(Self {
+            case,
             x: i[0].upload(gpu)?,
             gamma: up(sl.gamma)?,
             beta: up(sl.beta)?,
@@ -122,6 +121,9 @@ impl GpuTensors {
             y: gpu.zeros(&case.shape())?,
             saved: gpu.zeros(&[case.spec.saved_len()])?,
             scratch: gpu.zeros(&[case.spec.scratch_len()])?,
+            dy: upload_dy(gpu, dy, 0, &case.shape())?,
+            dx: gpu.zeros(&case.shape())?,
+            grads,
         })
     }
 
@@ -136,7 +138,8 @@ impl GpuTensors {
         }
     }
 
-    fn proxy_params(&self, case: &NormCase) -> Option<ProxyParams<'_>> {
+    fn proxy_params(&self) -> Option<ProxyParams<'_>> {
+        let case = self.case;
         case.spec.proxy.map(|_| ProxyParams {
             act: case.spec.act,
             c: case.spec.c,
@@ -146,6 +149,78 @@ impl GpuTensors {
             pshift: self.pshift.as_ref().unwrap(),
             pscale: self.pscale.as_ref().unwrap(),
         })
+    }
+}
+
+impl Prepared for NormRun<'_> {
+    /// The proxy statistics (with Proxy Norm) and the training-mode forward.
+    fn record_forward(&self, r: &mut Recorder) -> Result<()> {
+        if let Some(pp) = self.proxy_params() {
+            proxy_norm::proxy_stats(r, &pp, &self.mu, &self.s)?;
+        }
+        forward(
+            r,
+            &self.case.spec,
+            true,
+            &self.x,
+            &self.params(),
+            &self.y,
+            &self.saved,
+            &self.scratch,
+        )
+    }
+    /// The backward, and with Proxy Norm the statistics' backward (which adds into
+    /// dgamma and dbeta).
+    fn record_backward(&self, r: &mut Recorder) -> Result<()> {
+        let spec = &self.case.spec;
+        let [dgamma, dbeta, dmu, ds, dpshift, dpscale] = &self.grads;
+        let grads = NormGrads {
+            dgamma: Some(dgamma),
+            dbeta: Some(dbeta),
+            dmu: Some(dmu),
+            ds: Some(ds),
+        };
+        backward(
+            r,
+            spec,
+            &self.x,
+            &self.dy,
+            &self.params(),
+            &self.saved,
+            &self.dx,
+            &grads,
+            &self.scratch,
+        )?;
+        if let Some(pp) = self.proxy_params() {
+            let apply = spec.proxy.is_some_and(|m| m.apply_scale);
+            let pg = ProxyGrads {
+                dgamma: Some(dgamma),
+                dbeta: Some(dbeta),
+                dpshift,
+                dpscale,
+            };
+            proxy_norm::proxy_stats_backward(r, &pp, dmu, apply.then_some(ds), &pg)?;
+        }
+        Ok(())
+    }
+    fn outputs(&self, gpu: &Gpu) -> Result<Vec<Vec<f32>>> {
+        Ok(vec![gpu.read(&self.y)?])
+    }
+    fn gradients(&self, gpu: &Gpu) -> Result<Vec<Option<Vec<f32>>>> {
+        let sl = self.case.slots();
+        let g = &self.grads;
+        let mut out = vec![Some(gpu.read(&self.dx)?)];
+        if sl.gamma.is_some() {
+            out.push(Some(gpu.read(&g[0])?));
+        }
+        if sl.beta.is_some() {
+            out.push(Some(gpu.read(&g[1])?));
+        }
+        if self.case.spec.proxy.is_some() {
+            out.push(Some(gpu.read(&g[4])?));
+            out.push(Some(gpu.read(&g[5])?));
+        }
+        Ok(out)
     }
 }
 
@@ -244,71 +319,13 @@ impl OpCase for NormCase {
         }
         out
     }
-    fn gpu_forward(&self, gpu: &Gpu, i: &[HostTensor]) -> Result<Vec<Vec<f32>>> {
-        let t = GpuTensors::new(gpu, self, i)?;
-        run_gpu(gpu, |r| self.record_forward(r, &t))?;
-        Ok(vec![gpu.read(&t.y)?])
-    }
-    fn gpu_backward(
+    fn prepare(
         &self,
         gpu: &Gpu,
         i: &[HostTensor],
-        dy: &[HostTensor],
-    ) -> Result<Vec<Option<Vec<f32>>>> {
-        let t = GpuTensors::new(gpu, self, i)?;
-        let c = [self.spec.c];
-        let g = dy[0].upload(gpu)?;
-        let dx = gpu.zeros(&self.shape())?;
-        let dgamma = gpu.zeros(&c)?;
-        let dbeta = gpu.zeros(&c)?;
-        let dmu = gpu.zeros(&c)?;
-        let ds = gpu.zeros(&c)?;
-        let dpshift = gpu.zeros(&c)?;
-        let dpscale = gpu.zeros(&c)?;
-        let apply = self.spec.proxy.is_some_and(|m| m.apply_scale);
-        run_gpu(gpu, |r| {
-            self.record_forward(r, &t)?;
-            let grads = NormGrads {
-                dgamma: Some(&dgamma),
-                dbeta: Some(&dbeta),
-                dmu: Some(&dmu),
-                ds: Some(&ds),
-            };
-            backward(
-                r,
-                &self.spec,
-                &t.x,
-                &g,
-                &t.params(),
-                &t.saved,
-                &dx,
-                &grads,
-                &t.scratch,
-            )?;
-            if let Some(pp) = t.proxy_params(self) {
-                let pg = ProxyGrads {
-                    dgamma: Some(&dgamma),
-                    dbeta: Some(&dbeta),
-                    dpshift: &dpshift,
-                    dpscale: &dpscale,
-                };
-                proxy_norm::proxy_stats_backward(r, &pp, &dmu, apply.then_some(&ds), &pg)?;
-            }
-            Ok(())
-        })?;
-        let sl = self.slots();
-        let mut out = vec![Some(gpu.read(&dx)?)];
-        if sl.gamma.is_some() {
-            out.push(Some(gpu.read(&dgamma)?));
-        }
-        if sl.beta.is_some() {
-            out.push(Some(gpu.read(&dbeta)?));
-        }
-        if self.spec.proxy.is_some() {
-            out.push(Some(gpu.read(&dpshift)?));
-            out.push(Some(gpu.read(&dpscale)?));
-        }
-        Ok(out)
+        dy: Option<&[HostTensor]>,
+    ) -> Result<Box<dyn Prepared + '_>> {
+        Ok(Box::new(NormRun::new(gpu, self, i, dy)?))
     }
     fn tolerance(&self) -> Tolerance {
         // Proxy Norm gradients sum 200-point chains that partly cancel: looser.

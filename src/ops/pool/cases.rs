@@ -3,8 +3,8 @@
 
 use super::{backward, forward, forward_ref, GapSpec};
 use crate::error::Result;
-use crate::gpu::Gpu;
-use crate::ops::harness::{run_gpu, HostTensor, Input, OpCase, Tolerance};
+use crate::gpu::{Gpu, Recorder, Tensor};
+use crate::ops::harness::{upload_dy, HostTensor, Input, OpCase, Prepared, Tolerance};
 use crate::util::Rng;
 
 /// Harness case for global average pooling.
@@ -38,25 +38,21 @@ impl OpCase for GapCase {
             .collect();
         vec![Some(HostTensor::new(&i[0].shape, dx))]
     }
-    fn gpu_forward(&self, gpu: &Gpu, i: &[HostTensor]) -> Result<Vec<Vec<f32>>> {
-        let s = &self.spec;
-        let x = i[0].upload(gpu)?;
-        let y = gpu.zeros(&[s.n, s.c])?;
-        let scratch = gpu.zeros(&[s.scratch_len().max(1)])?;
-        run_gpu(gpu, |r| forward(r, s, &x, &y, Some(&scratch)))?;
-        Ok(vec![gpu.read(&y)?])
-    }
-    fn gpu_backward(
+    fn prepare(
         &self,
         gpu: &Gpu,
         i: &[HostTensor],
-        dy: &[HostTensor],
-    ) -> Result<Vec<Option<Vec<f32>>>> {
-        let s = &self.spec;
-        let g = dy[0].upload(gpu)?;
-        let dx = gpu.zeros(&i[0].shape)?;
-        run_gpu(gpu, |r| backward(r, s, &g, &dx))?;
-        Ok(vec![Some(gpu.read(&dx)?)])
+        dy: Option<&[HostTensor]>,
+    ) -> Result<Box<dyn Prepared + '_>> {
+        let s = self.spec;
+        Ok(Box::new(GapRun {
+            s,
+            x: i[0].upload(gpu)?,
+            y: gpu.zeros(&[s.n, s.c])?,
+            scratch: gpu.zeros(&[s.scratch_len().max(1)])?,
+            dy: upload_dy(gpu, dy, 0, &[s.n, s.c])?,
+            dx: gpu.zeros(&i[0].shape)?,
+        }))
     }
     fn tolerance(&self) -> Tolerance {
         Tolerance {
@@ -64,6 +60,31 @@ impl OpCase for GapCase {
             backward: 1e-6,
             gradcheck: 1e-6,
         }
+    }
+}
+
+/// The tensors of one [`GapCase`] run.
+struct GapRun {
+    s: GapSpec,
+    x: Tensor,
+    y: Tensor,
+    scratch: Tensor,
+    dy: Tensor,
+    dx: Tensor,
+}
+
+impl Prepared for GapRun {
+    fn record_forward(&self, r: &mut Recorder) -> Result<()> {
+        forward(r, &self.s, &self.x, &self.y, Some(&self.scratch))
+    }
+    fn record_backward(&self, r: &mut Recorder) -> Result<()> {
+        backward(r, &self.s, &self.dy, &self.dx)
+    }
+    fn outputs(&self, gpu: &Gpu) -> Result<Vec<Vec<f32>>> {
+        Ok(vec![gpu.read(&self.y)?])
+    }
+    fn gradients(&self, gpu: &Gpu) -> Result<Vec<Option<Vec<f32>>>> {
+        Ok(vec![Some(gpu.read(&self.dx)?)])
     }
 }
 

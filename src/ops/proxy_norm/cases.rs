@@ -6,9 +6,9 @@ use super::{
     ProxyParams, ProxyRef, PROXY_EPS,
 };
 use crate::error::Result;
-use crate::gpu::{Gpu, Tensor};
+use crate::gpu::{Gpu, Recorder, Tensor};
 use crate::ops::act::Act;
-use crate::ops::harness::{run_gpu, HostTensor, Input, OpCase, Tolerance};
+use crate::ops::harness::{upload_dy, HostTensor, Input, OpCase, Prepared, Tolerance};
 use crate::util::Rng;
 
 /// Harness case for the proxy statistics alone: inputs (gamma, beta if present, pshift,
@@ -81,62 +81,22 @@ impl OpCase for ProxyStatsCase {
         v.push(Some(HostTensor::new(&c, dsc)));
         v
     }
-    fn gpu_forward(&self, gpu: &Gpu, i: &[HostTensor]) -> Result<Vec<Vec<f32>>> {
-        let t: Vec<Tensor> = i.iter().map(|h| h.upload(gpu)).collect::<Result<_>>()?;
-        let k = if self.affine { 2 } else { 0 };
-        let p = ProxyParams {
-            act: self.act,
-            c: self.c,
-            eps: PROXY_EPS,
-            gamma: self.affine.then(|| &t[0]),
-            beta: self.affine.then(|| &t[1]),
-            pshift: &t[k],
-            pscale: &t[k + 1],
-        };
-        let mu = gpu.zeros(&[self.c])?;
-        let s = gpu.zeros(&[self.c])?;
-        run_gpu(gpu, |r| proxy_stats(r, &p, &mu, &s))?;
-        Ok(vec![gpu.read(&mu)?, gpu.read(&s)?])
-    }
-    fn gpu_backward(
+    fn prepare(
         &self,
         gpu: &Gpu,
         i: &[HostTensor],
-        dy: &[HostTensor],
-    ) -> Result<Vec<Option<Vec<f32>>>> {
-        let t: Vec<Tensor> = i.iter().map(|h| h.upload(gpu)).collect::<Result<_>>()?;
-        let k = if self.affine { 2 } else { 0 };
-        let p = ProxyParams {
-            act: self.act,
-            c: self.c,
-            eps: PROXY_EPS,
-            gamma: self.affine.then(|| &t[0]),
-            beta: self.affine.then(|| &t[1]),
-            pshift: &t[k],
-            pscale: &t[k + 1],
-        };
-        let dmu = dy[0].upload(gpu)?;
-        let ds = dy[1].upload(gpu)?;
-        let g: Vec<Tensor> = (0..4)
-            .map(|_| gpu.zeros(&[self.c]))
-            .collect::<Result<_>>()?;
-        let grads = ProxyGrads {
-            dgamma: Some(&g[0]),
-            dbeta: Some(&g[1]),
-            dpshift: &g[2],
-            dpscale: &g[3],
-        };
-        run_gpu(gpu, |r| {
-            proxy_stats_backward(r, &p, &dmu, Some(&ds), &grads)
-        })?;
-        let mut v = Vec::new();
-        if self.affine {
-            v.push(Some(gpu.read(&g[0])?));
-            v.push(Some(gpu.read(&g[1])?));
-        }
-        v.push(Some(gpu.read(&g[2])?));
-        v.push(Some(gpu.read(&g[3])?));
-        Ok(v)
+        dy: Option<&[HostTensor]>,
+    ) -> Result<Box<dyn Prepared + '_>> {
+        let c = [self.c];
+        Ok(Box::new(ProxyStatsRun {
+            case: self,
+            t: i.iter().map(|h| h.upload(gpu)).collect::<Result<_>>()?,
+            mu: gpu.zeros(&c)?,
+            s: gpu.zeros(&c)?,
+            dmu: upload_dy(gpu, dy, 0, &c)?,
+            ds: upload_dy(gpu, dy, 1, &c)?,
+            g: (0..4).map(|_| gpu.zeros(&c)).collect::<Result<_>>()?,
+        }))
     }
     fn tolerance(&self) -> Tolerance {
         Tolerance {
@@ -144,6 +104,64 @@ impl OpCase for ProxyStatsCase {
             backward: 1e-4,
             gradcheck: 1e-6,
         }
+    }
+}
+
+/// The tensors of one [`ProxyStatsCase`] run.
+struct ProxyStatsRun<'a> {
+    case: &'a ProxyStatsCase,
+    t: Vec<Tensor>,
+    mu: Tensor,
+    s: Tensor,
+    dmu: Tensor,
+    ds: Tensor,
+    /// dgamma, dbeta, dpshift, dpscale.
+    g: Vec<Tensor>,
+}
+
+impl ProxyStatsRun<'_> {
+    fn params(&self) -> ProxyParams<'_> {
+        let (t, affine) = (&self.t, self.case.affine);
+        let k = if affine { 2 } else { 0 };
+        ProxyParams {
+            act: self.case.act,
+            c: self.case.c,
+            eps: PROXY_EPS,
+            gamma: affine.then(|| &t[0]),
+            beta: affine.then(|| &t[1]),
+            pshift: &t[k],
+            pscale: &t[k + 1],
+        }
+    }
+}
+
+impl Prepared for ProxyStatsRun<'_> {
+    fn record_forward(&self, r: &mut Recorder) -> Result<()> {
+        proxy_stats(r, &self.params(), &self.mu, &self.s)
+    }
+    fn record_backward(&self, r: &mut Recorder) -> Result<()> {
+        let g = &self.g;
+        let grads = ProxyGrads {
+            dgamma: Some(&g[0]),
+            dbeta: Some(&g[1]),
+            dpshift: &g[2],
+            dpscale: &g[3],
+        };
+        proxy_stats_backward(r, &self.params(), &self.dmu, Some(&self.ds), &grads)
+    }
+    fn outputs(&self, gpu: &Gpu) -> Result<Vec<Vec<f32>>> {
+        Ok(vec![gpu.read(&self.mu)?, gpu.read(&self.s)?])
+    }
+    fn gradients(&self, gpu: &Gpu) -> Result<Vec<Option<Vec<f32>>>> {
+        let g = &self.g;
+        let mut v = Vec::new();
+        if self.case.affine {
+            v.push(Some(gpu.read(&g[0])?));
+            v.push(Some(gpu.read(&g[1])?));
+        }
+        v.push(Some(gpu.read(&g[2])?));
+        v.push(Some(gpu.read(&g[3])?));
+        Ok(v)
     }
 }
 

@@ -3,8 +3,8 @@
 
 use super::{broadcast, sum_axis, sum_axis_ref, Axes};
 use crate::error::Result;
-use crate::gpu::Gpu;
-use crate::ops::harness::{run_gpu, HostTensor, Input, OpCase, Tolerance};
+use crate::gpu::{Gpu, Recorder, Tensor};
+use crate::ops::harness::{upload_dy, HostTensor, Input, OpCase, Prepared, Tolerance};
 use crate::util::Rng;
 
 /// Harness case: sum or mean of a tensor over axes `from..to`.
@@ -66,28 +66,22 @@ impl OpCase for ReduceCase {
         }
         vec![Some(HostTensor::new(&self.shape, dx))]
     }
-    fn gpu_forward(&self, gpu: &Gpu, i: &[HostTensor]) -> Result<Vec<Vec<f32>>> {
-        let ax = self.axes();
-        let x = i[0].upload(gpu)?;
-        let out = gpu.zeros(&self.out_shape())?;
-        let scratch = gpu.zeros(&[ax.scratch_len().max(1)])?;
-        run_gpu(gpu, |r| {
-            sum_axis(r, &x, None, &out, ax, self.scale() as f32, Some(&scratch))
-        })?;
-        Ok(vec![gpu.read(&out)?])
-    }
-    fn gpu_backward(
+    fn prepare(
         &self,
         gpu: &Gpu,
-        _i: &[HostTensor],
-        dy: &[HostTensor],
-    ) -> Result<Vec<Option<Vec<f32>>>> {
-        let g = dy[0].upload(gpu)?;
-        let dx = gpu.zeros(&self.shape)?;
-        run_gpu(gpu, |r| {
-            broadcast(r, &g, &dx, self.axes(), self.scale() as f32)
-        })?;
-        Ok(vec![Some(gpu.read(&dx)?)])
+        i: &[HostTensor],
+        dy: Option<&[HostTensor]>,
+    ) -> Result<Box<dyn Prepared + '_>> {
+        let ax = self.axes();
+        Ok(Box::new(ReduceRun {
+            ax,
+            scale: self.scale() as f32,
+            x: i[0].upload(gpu)?,
+            out: gpu.zeros(&self.out_shape())?,
+            scratch: gpu.zeros(&[ax.scratch_len().max(1)])?,
+            dy: upload_dy(gpu, dy, 0, &self.out_shape())?,
+            dx: gpu.zeros(&self.shape)?,
+        }))
     }
     fn tolerance(&self) -> Tolerance {
         Tolerance {
@@ -95,6 +89,40 @@ impl OpCase for ReduceCase {
             backward: 1e-6,
             gradcheck: 1e-6,
         }
+    }
+}
+
+/// The tensors of one [`ReduceCase`] run.
+struct ReduceRun {
+    ax: Axes,
+    scale: f32,
+    x: Tensor,
+    out: Tensor,
+    scratch: Tensor,
+    dy: Tensor,
+    dx: Tensor,
+}
+
+impl Prepared for ReduceRun {
+    fn record_forward(&self, r: &mut Recorder) -> Result<()> {
+        sum_axis(
+            r,
+            &self.x,
+            None,
+            &self.out,
+            self.ax,
+            self.scale,
+            Some(&self.scratch),
+        )
+    }
+    fn record_backward(&self, r: &mut Recorder) -> Result<()> {
+        broadcast(r, &self.dy, &self.dx, self.ax, self.scale)
+    }
+    fn outputs(&self, gpu: &Gpu) -> Result<Vec<Vec<f32>>> {
+        Ok(vec![gpu.read(&self.out)?])
+    }
+    fn gradients(&self, gpu: &Gpu) -> Result<Vec<Option<Vec<f32>>>> {
+        Ok(vec![Some(gpu.read(&self.dx)?)])
     }
 }
 

@@ -5,8 +5,8 @@ use super::{
     backward, backward_ref, forward, forward_ref, SeGrads, SeSaved, SeSpec, SeTemp, SeWeights,
 };
 use crate::error::Result;
-use crate::gpu::{Gpu, Tensor};
-use crate::ops::harness::{run_gpu, HostTensor, Input, OpCase, Tolerance};
+use crate::gpu::{Gpu, Recorder, Tensor};
+use crate::ops::harness::{upload_dy, HostTensor, Input, OpCase, Prepared, Tolerance};
 use crate::util::Rng;
 
 /// Harness case: one squeeze-excitation block (gradients to x and all four parameters).
@@ -65,68 +65,26 @@ impl OpCase for SeCase {
             .map(|(d, t)| Some(HostTensor::new(&t.shape, d)))
             .collect()
     }
-    fn gpu_forward(&self, gpu: &Gpu, i: &[HostTensor]) -> Result<Vec<Vec<f32>>> {
-        let s = &self.spec;
-        let t: Vec<Tensor> = i.iter().map(|h| h.upload(gpu)).collect::<Result<_>>()?;
-        let y = gpu.zeros(&i[0].shape)?;
-        let saved = SeSaved::new(gpu, s)?;
-        let scratch = gpu.zeros(&[s.scratch_len().max(1)])?;
-        let p = SeWeights {
-            w1: &t[1],
-            b1: &t[2],
-            w2: &t[3],
-            b2: &t[4],
-        };
-        run_gpu(gpu, |r| {
-            forward(r, s, &t[0], &p, &y, &saved, Some(&scratch))
-        })?;
-        Ok(vec![gpu.read(&y)?])
-    }
-    fn gpu_backward(
+    fn prepare(
         &self,
         gpu: &Gpu,
         i: &[HostTensor],
-        dy: &[HostTensor],
-    ) -> Result<Vec<Option<Vec<f32>>>> {
+        dy: Option<&[HostTensor]>,
+    ) -> Result<Box<dyn Prepared + '_>> {
         let s = &self.spec;
-        let t: Vec<Tensor> = i.iter().map(|h| h.upload(gpu)).collect::<Result<_>>()?;
-        let g = dy[0].upload(gpu)?;
-        let y = gpu.zeros(&i[0].shape)?;
-        let saved = SeSaved::new(gpu, s)?;
-        let tmp = SeTemp::new(gpu, s)?;
-        let scratch = gpu.zeros(&[s.scratch_len().max(1)])?;
-        let grads: Vec<Tensor> = i
-            .iter()
-            .map(|h| gpu.zeros(&h.shape))
-            .collect::<Result<_>>()?;
-        let p = SeWeights {
-            w1: &t[1],
-            b1: &t[2],
-            w2: &t[3],
-            b2: &t[4],
-        };
-        let gr = SeGrads {
-            dw1: &grads[1],
-            db1: &grads[2],
-            dw2: &grads[3],
-            db2: &grads[4],
-        };
-        run_gpu(gpu, |r| {
-            forward(r, s, &t[0], &p, &y, &saved, Some(&scratch))?;
-            backward(
-                r,
-                s,
-                &t[0],
-                &p,
-                &saved,
-                &g,
-                &grads[0],
-                &gr,
-                &tmp,
-                Some(&scratch),
-            )
-        })?;
-        grads.iter().map(|d| Ok(Some(gpu.read(d)?))).collect()
+        Ok(Box::new(SeRun {
+            s: *s,
+            t: i.iter().map(|h| h.upload(gpu)).collect::<Result<_>>()?,
+            y: gpu.zeros(&i[0].shape)?,
+            g: upload_dy(gpu, dy, 0, &i[0].shape)?,
+            saved: SeSaved::new(gpu, s)?,
+            tmp: SeTemp::new(gpu, s)?,
+            scratch: gpu.zeros(&[s.scratch_len().max(1)])?,
+            grads: i
+                .iter()
+                .map(|h| gpu.zeros(&h.shape))
+                .collect::<Result<_>>()?,
+        }))
     }
     fn tolerance(&self) -> Tolerance {
         Tolerance {
@@ -138,6 +96,71 @@ impl OpCase for SeCase {
         }
     }
 }
+/// The tensors of one [`SeCase`] run: the inputs (x, w1, b1, w2, b2) and their
+/// gradients in the same order.
+struct SeRun {
+    s: SeSpec,
+    t: Vec<Tensor>,
+    y: Tensor,
+    g: Tensor,
+    saved: SeSaved,
+    tmp: SeTemp,
+    scratch: Tensor,
+    grads: Vec<Tensor>,
+}
+
+impl SeRun {
+    fn weights(&self) -> SeWeights<'_> {
+        SeWeights {
+            w1: &self.t[1],
+            b1: &self.t[2],
+            w2: &self.t[3],
+            b2: &self.t[4],
+        }
+    }
+}
+
+impl Prepared for SeRun {
+    fn record_forward(&self, r: &mut Recorder) -> Result<()> {
+        let p = self.weights();
+        forward(
+            r,
+            &self.s,
+            &self.t[0],
+            &p,
+            &self.y,
+            &self.saved,
+            Some(&self.scratch),
+        )
+    }
+    fn record_backward(&self, r: &mut Recorder) -> Result<()> {
+        let gr = SeGrads {
+            dw1: &self.grads[1],
+            db1: &self.grads[2],
+            dw2: &self.grads[3],
+            db2: &self.grads[4],
+        };
+        backward(
+            r,
+            &self.s,
+            &self.t[0],
+            &self.weights(),
+            &self.saved,
+            &self.g,
+            &self.grads[0],
+            &gr,
+            &self.tmp,
+            Some(&self.scratch),
+        )
+    }
+    fn outputs(&self, gpu: &Gpu) -> Result<Vec<Vec<f32>>> {
+        Ok(vec![gpu.read(&self.y)?])
+    }
+    fn gradients(&self, gpu: &Gpu) -> Result<Vec<Option<Vec<f32>>>> {
+        self.grads.iter().map(|d| Ok(Some(gpu.read(d)?))).collect()
+    }
+}
+
 /// Harness cases: odd sizes, batch 1, a hidden width of 1, and a long pooling (split).
 pub fn cases() -> Vec<Box<dyn OpCase>> {
     vec![
