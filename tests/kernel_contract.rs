@@ -67,7 +67,9 @@ fn contract_errors(def: &KernelDef) -> Vec<String> {
         if rb.binding == 0 {
             uniform_seen |= used;
             if g.space != AddressSpace::Uniform {
-                errs.push(format!("{name}: binding 0 ({gname}) is not the uniform block"));
+                errs.push(format!(
+                    "{name}: binding 0 ({gname}) is not the uniform block"
+                ));
                 continue;
             }
             errs.extend(
@@ -145,7 +147,9 @@ fn contract_errors(def: &KernelDef) -> Vec<String> {
             Some((_, ty)) => {
                 for v in *values {
                     let ok = match ty {
-                        Some(Scalar::U32) => v.fract() == 0.0 && (0.0..=u32::MAX as f64).contains(v),
+                        Some(Scalar::U32) => {
+                            v.fract() == 0.0 && (0.0..=u32::MAX as f64).contains(v)
+                        }
                         Some(Scalar::I32) => {
                             v.fract() == 0.0 && (i32::MIN as f64..=i32::MAX as f64).contains(v)
                         }
@@ -173,7 +177,11 @@ fn contract_errors(def: &KernelDef) -> Vec<String> {
 }
 
 /// The WGSL struct at `ty` against the Rust layout.
-fn check_uniform(module: &naga::Module, ty: naga::Handle<naga::Type>, rust: &UniformLayout) -> Vec<String> {
+fn check_uniform(
+    module: &naga::Module,
+    ty: naga::Handle<naga::Type>,
+    rust: &UniformLayout,
+) -> Vec<String> {
     let TypeInner::Struct { members, span } = &module.types[ty].inner else {
         return vec!["not a struct".into()];
     };
@@ -234,7 +242,11 @@ fn every_kernel_keeps_its_contract() {
     for def in &kernels {
         errs.extend(contract_errors(def));
     }
-    assert!(errs.is_empty(), "kernel contract broken:\n{}", errs.join("\n"));
+    assert!(
+        errs.is_empty(),
+        "kernel contract broken:\n{}",
+        errs.join("\n")
+    );
 }
 
 #[test]
@@ -256,7 +268,13 @@ fn every_kernel_is_registered_once() {
 fn altered(
     shader: &str,
     entry: &str,
-    change: impl FnOnce(&mut (Vec<UniformField>, Vec<Access>, Vec<(&'static str, &'static [f64])>)),
+    change: impl FnOnce(
+        &mut (
+            Vec<UniformField>,
+            Vec<Access>,
+            Vec<(&'static str, &'static [f64])>,
+        ),
+    ),
 ) -> Vec<String> {
     let real = effnet::kernels::all()
         .into_iter()
@@ -312,7 +330,10 @@ fn the_check_catches_each_kind_of_mismatch() {
     assert!(e.iter().any(|m| m.contains("is U32 in WGSL, F32")), "{e:?}");
     // An output bound read-only, and a binding missing.
     let e = altered(conv.0, conv.1, |(_, b, _)| b[3] = Access::Read);
-    assert!(e.iter().any(|m| m.contains("ReadWrite in WGSL, Read")), "{e:?}");
+    assert!(
+        e.iter().any(|m| m.contains("ReadWrite in WGSL, Read")),
+        "{e:?}"
+    );
     let e = altered(conv.0, conv.1, |(_, b, _)| {
         b.pop();
     });
@@ -325,7 +346,11 @@ fn the_check_catches_each_kind_of_mismatch() {
     // An override renamed, and one without declared values.
     let e = altered(conv.0, conv.1, |(_, _, o)| o[0].0 = "BKK");
     assert!(e.iter().any(|m| m.contains("no such override")), "{e:?}");
-    assert!(e.iter().any(|m| m.contains("override BK has no declared values")), "{e:?}");
+    assert!(
+        e.iter()
+            .any(|m| m.contains("override BK has no declared values")),
+        "{e:?}"
+    );
     // An override value outside its type.
     let e = altered(conv.0, conv.1, |(_, _, o)| o[0].1 = &[-1.0]);
     assert!(e.iter().any(|m| m.contains("does not fit")), "{e:?}");

@@ -31,6 +31,15 @@ struct Params {
     total: u32,  // nsplit * nrq * cout
 }
 
+// Bounds (runtime checks off, see src/gpu/kernel.rs). The launcher (ops/conv) validates
+// the ConvSpec, checks x, dy, dw (and db) and, when split, a scratch of at least
+// nsplit*rows_b*cout elements; total = nsplit*nrq*cout. idx < total gives co < cout,
+// rq < nrq, split < nsplit. Rows r < rows read x at ((nn*h + iy)*w + ix)*cin + ci with
+// ci = (co / Go)*Gi + r % Gi < cin and iy, ix tested; rows at or past rows read nothing.
+// The pixel counter (nn, oy, ox) starts at p0 and advances with q < p1 <= npix, so
+// nn < n, and dy is read at q*cout + co. out at (split*rows_b + r)*cout + co, r*cout + co
+// (r < rows) or out2[co]. Divisors: cout, nrq, go, gi, k, ow, oh >= 1. Loops: q < p1,
+// r, q < 4.
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read> dy: array<f32>;

@@ -44,6 +44,18 @@ struct Params {
     tiles: u32,  // nsplit * rtiles * ntiles
 }
 
+// Bounds (runtime checks off, see src/gpu/kernel.rs). The launcher (ops/conv) validates
+// the ConvSpec, checks x, dy, dw (and db) and, when split, a scratch of at least
+// nsplit*rows_b*cout elements. Every split is non-empty (ConvSpec::wgrad_splits), so
+// p0 < npix and len = p1 - p0 does not wrap. Columns as in conv/igemm.inc.wgsl:
+// cbase + col < cout. Rows r < rows touch x at ((nn*h + iy)*w + ix)*cin + (g0 + lg)*gi + ci
+// with the decoded pixel q < npix (nn < n), iy, ix tested, lg < ngr, ci < gi. dy at
+// (p0 + kb + k2)*cout + cbase + col with p0 + kb + k2 < p1 <= npix. out at
+// (split*rows_b + row)*cout + co (split < nsplit, row < rows_b) or row*cout + co (row <
+// rows), out2[co]. Workgroup memory: As[q*16 + rl/4] with q < gpt*BK <= 32: <= 511 < 512;
+// Bs[k2*16 + col/4] <= 255; pix[cur + kk] and pix[16 - cur + t] with kk, t < BK <= 16 and
+// cur in {0, 16}: < 32. Divisors: per_split, ntiles, gpt, gi, k, go, BK, ow, oh >= 1,
+// ntpg only when > 0. Loops: st < ceil(len / BK), fixed 4- and 8-trip loops, k2 += 4.
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read> dy: array<f32>;

@@ -12,6 +12,11 @@ struct Params {
     nsplit: u32,
 }
 
+// Bounds (runtime checks off, see src/gpu/kernel.rs). The launcher (ops/conv) binds
+// the scratch of nsplit*rows_b*cout partials (checked), dw of rows*cout and db of cout
+// elements (db aliases dw when there is no bias: rows_b = rows, so it is never written).
+// e < rows_b*cout; part[s*per + e] for s < nsplit; dw[e] for e < rows*cout; db at
+// e - rows*cout < cout. No divisions. Loop: s < nsplit.
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> part: array<f32>;
 @group(0) @binding(2) var<storage, read_write> dw: array<f32>;

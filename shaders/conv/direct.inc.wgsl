@@ -31,6 +31,18 @@ struct Params {
     total: u32,   // threads
 }
 
+// Bounds (runtime checks off, see src/gpu/kernel.rs). The launchers (ops/conv) validate
+// the ConvSpec and check src, w, bias, out against it; total = n*oh*strips*cout threads
+// with strips = ceil(ow / 4) (forward) or strips0 + strips1 parity strips (backward data,
+// stride 2). idx < total gives co < cout, oy < oh, nn < n. Forward: src at
+// ((nn*ah + iy)*aw + ix)*ac + g*Gi + c with iy, ix tested against the image,
+// g = co / Go < groups, c < Gi; w at ((ky*k + kx)*Gi + c)*wcout + co. Backward data: rows
+// yy = (oy + pad - ky) / s are tested against ah, columns xx against aw; channels
+// g*Go + j < Cout; w at ((ky*k + kx)*Gi + cl)*wcout + g*Go + j with ky, kx < k, cl < Gi.
+// The signed divisions divide a non-negative numerator (sy >= 0 is tested first) or one
+// >= -(k-1) by s in {1, 2}: no overflow. out only for ox[q] < ow. bias[co] < Cout.
+// Divisors: cout, strips, oh, go, gi, s >= 1. Loops: ky, kx < k (step s), c < Gi, j < Go,
+// q < 4.
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> src: array<f32>;
 @group(0) @binding(2) var<storage, read> w: array<f32>;

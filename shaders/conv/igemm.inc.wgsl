@@ -51,6 +51,27 @@ struct Params {
     cls4: u32,
 }
 
+// Bounds (runtime checks off, see src/gpu/kernel.rs). The launchers (ops/conv) validate
+// the ConvSpec (every size >= 1, odd k, stride 1 or 2, groups dividing Cin and Cout, every
+// tensor under 2^31 elements) and check src, w, bias, out against it. Column tiles: with
+// ntpg > 0, g0 = nt / ntpg < groups and j0 = (nt % ntpg)*64 < gc; otherwise g0 = nt*gpt <
+// groups and ngr = min(gpt, groups - g0) >= 1 whole groups, ngr*gc <= 64; either way
+// cbase + col < (g0 + ngr)*gc <= groups*gc for col < ncols. Row tiles: forward has one
+// class (sc = 1, ch = oh, cw = ow); backward data picks the last stride class whose first
+// row tile <= mt, and since mt < cls[classes] (= all row tiles) that class owns row tile
+// mt, so count = n*ch*cw > 0 and ch, cw >= 1 wherever they divide (only for ml < count).
+// src[(abase + iy*aw + ix)*ac + ach + c]: nn < n, iy, ix tested against the image,
+// ach + c = (g0 + lg)*ga + c < groups*ga = ac (lg < ngr, c < ga). w (forward):
+// r*wcout + cbase + col with r < kg = k*k*Gi. w (backward data): ky = ky0 + s*(tap / ntx)
+// < k and kx < k by the definition of nty, ntx; ci < Gi, g < groups, jo < Go. A stride
+// class no tap reaches (ntx or nty = 0, e.g. 1x1 stride 2) has kg = 0: its K loop never
+// runs, so tap / ntx is never evaluated. bias[cbase + col] (forward only) < Cout.
+// out[((nn*oh + oy)*ow + ox)*cout + cbase + col] with oy = py + sc*yy < oh (yy < ch) and
+// ox < ow. Workgroup memory: As[slot*17 + m/4] with slot < gpt*BK <= 32, m < 64: <= 542 <
+// 544; Bs[k2*16 + col/4] with k2 < BK <= 16, col < 64: <= 255. Private arrays: abase,
+// by, bx [8] for i < 8; acc, lgj [4] for i, j < 4. Divisors: ntiles, gpt, ga, gc, sc >= 1,
+// BK in 2..16, ntpg only when > 0. Loops: fixed trip counts, or kb += BK up to kg,
+// k2 += 4 up to BK, c < sc*sc.
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> src: array<f32>;
 @group(0) @binding(2) var<storage, read> w: array<f32>;

@@ -10,6 +10,9 @@ struct Params {
     inv_hw: f32,
 }
 
+// Bounds (runtime checks off, see src/gpu/kernel.rs): dy, dx indexed by i < p.n = N*P*C,
+// gate and dpooled by (i / (P*C)) * C + i % C < N*C; the launcher checks all four
+// lengths. P*C >= 1 whenever p.n > 0. No loops.
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> dy: array<f32>;
 @group(0) @binding(2) var<storage, read> gate: array<f32>;

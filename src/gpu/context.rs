@@ -366,11 +366,14 @@ impl Gpu {
         })
     }
 
-    /// Largest binding (bytes) one tensor may occupy.
+    /// Largest binding (bytes) one tensor may occupy: the adapter's limit, and never 4 GiB
+    /// or more, so every element index of every binding (< 2^30) fits a shader's u32 with
+    /// room to spare (the kernels' bounds arguments rely on it).
     pub fn max_binding_bytes(&self) -> u64 {
         self.limits
             .max_storage_buffer_binding_size
             .min(self.limits.max_buffer_size)
+            .min(u32::MAX as u64 / 4 * 4)
     }
 
     /// Lower the grid-dimension cap (tests use this to force linearised 2-D grids).

@@ -12,8 +12,12 @@
 //! [`GpuOptions::shader_checks`](super::GpuOptions::shader_checks) (`EFFNET_SHADER_CHECKS=1`).
 //! That is sound only because every kernel keeps its indices in bounds, its loops finite
 //! and its divisors non-zero by construction: each shader states why in a "Bounds"
-//! comment, and `tests/shader_checks.rs` runs every harness case and a training step both
-//! ways and requires bit-identical results.
+//! comment, from what its launcher checks (tensor lengths against the op's spec, sizes at
+//! least 1 where they divide). Every binding is under 4 GiB
+//! ([`Gpu::max_binding_bytes`]), so element indices stay below 2^30 and u32 index
+//! arithmetic (sums of non-negative products no larger than the final index) cannot
+//! overflow. `tests/shader_checks.rs` runs every harness case and a training step both ways
+//! and requires bit-identical results.
 
 use std::collections::HashMap;
 use std::marker::PhantomData;

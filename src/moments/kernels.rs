@@ -244,6 +244,11 @@ pub fn wrap_pad(
     pad: usize,
 ) -> Result<()> {
     let [n, h, w, c] = dims;
+    if h == 0 || w == 0 || c == 0 {
+        return Err(Error::Shape(format!(
+            "wrap-pad of an empty image {dims:?}: h, w and c must be at least 1"
+        )));
+    }
     check(src, n * h * w * c, "wrap-pad input")?;
     let total = n * (h + 2 * pad) * (w + 2 * pad) * c;
     check(dst, total, "wrap-pad output")?;
@@ -286,7 +291,7 @@ pub fn crop(
     check(src, n * hs * ws * c, "crop input")?;
     let total = n * ho * wo * c;
     check(dst, total, "crop output")?;
-    if ho > 0 && (off + stride * (ho - 1) >= hs || off + stride * (wo - 1) >= ws) {
+    if ho > 0 && wo > 0 && (off + stride * (ho - 1) >= hs || off + stride * (wo - 1) >= ws) {
         return Err(Error::Shape(format!(
             "crop of {ho}x{wo} at offset {off}, stride {stride} leaves a {hs}x{ws} input"
         )));
@@ -328,7 +333,11 @@ pub fn seg_scale(
 ) -> Result<()> {
     let total = dy.len();
     check(dz, total, "normalization perturbation output")?;
-    if c == 0 || !total.is_multiple_of(hw * c) || (groups > 0 && !c.is_multiple_of(groups)) {
+    if c == 0
+        || hw == 0
+        || !total.is_multiple_of(hw * c)
+        || (groups > 0 && !c.is_multiple_of(groups))
+    {
         return Err(Error::Shape(format!(
             "normalization perturbation of {:?} with hw {hw}, c {c}, groups {groups}",
             dy.shape()
@@ -372,6 +381,11 @@ pub fn act_jvp(
     check(dz, total, "activation perturbation input")?;
     check(dx, total, "activation perturbation output")?;
     if let Some(s) = s {
+        if c == 0 {
+            return Err(Error::Shape(
+                "activation perturbation with a proxy scale over 0 channels".into(),
+            ));
+        }
         check(s, c, "proxy scale")?;
     }
     rec.dispatch(
@@ -400,6 +414,9 @@ pub fn pn_act(
     c: usize,
 ) -> Result<()> {
     let total = z.len();
+    if c == 0 {
+        return Err(Error::Shape("proxy activation over 0 channels".into()));
+    }
     check(x, total, "proxy activation output")?;
     check(mu, c, "proxy mean")?;
     check(s, c, "proxy scale")?;

@@ -229,11 +229,18 @@ pub fn update(
 ) -> Result<()> {
     let [b1, b2, eps, c1, c2] = opt.consts(step.max(1));
     for s in segments {
+        let c = s.chunk;
+        // The kernel touches [start, end) of all four chunks: keep that in bounds.
+        let fits = |t: &[Tensor]| t.get(c).is_some_and(|t| s.end <= t.len());
+        if s.start > s.end || !(fits(w) && fits(g) && fits(s1) && fits(s2)) {
+            return Err(Error::Shape(format!(
+                "optimizer segment {s:?} lies outside its arena chunks"
+            )));
+        }
         let n = s.end - s.start;
         if n == 0 {
             continue;
         }
-        let c = s.chunk;
         let wdv = if s.decay { wd } else { 0.0 };
         rec.dispatch(
             &UPDATE,
@@ -261,6 +268,11 @@ pub fn update(
 
 /// Record avg = decay * avg + (1 - decay) * w over whole chunks.
 pub fn ema(rec: &mut Recorder, w: &[Tensor], avg: &[Tensor], decay: f32) -> Result<()> {
+    if w.len() != avg.len() || w.iter().zip(avg).any(|(a, b)| a.len() != b.len()) {
+        return Err(Error::Shape(
+            "weight average: the average arena's chunks differ from the weights'".into(),
+        ));
+    }
     for (wc, ac) in w.iter().zip(avg) {
         let n = wc.len();
         rec.dispatch(

@@ -7,7 +7,7 @@ mod reference;
 pub use cases::{cases, ActCase};
 pub use reference::sigmoid;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::gpu::{
     groups_for, uniform_block, Access, Cost, Grid, Kernel, KernelDef, Recorder, Tensor,
 };
@@ -92,8 +92,21 @@ static BWD: Kernel<ActParams> = Kernel::new(
     &[("ACT", &ACT_CODES)],
 );
 
+/// All tensors of an elementwise activation have the same length (what makes the
+/// shaders' indices in bounds).
+fn same_len(what: &str, ts: &[&Tensor]) -> Result<()> {
+    if ts.iter().any(|t| t.len() != ts[0].len()) {
+        let shapes: Vec<_> = ts.iter().map(|t| t.shape().to_vec()).collect();
+        return Err(Error::Shape(format!(
+            "activation {what} of tensors with different sizes: {shapes:?}"
+        )));
+    }
+    Ok(())
+}
+
 /// Record y = act(x).
 pub fn forward(rec: &mut Recorder, act: Act, x: &Tensor, y: &Tensor) -> Result<()> {
+    same_len("forward", &[x, y])?;
     let n = x.len();
     rec.dispatch(
         &FWD,
@@ -107,6 +120,7 @@ pub fn forward(rec: &mut Recorder, act: Act, x: &Tensor, y: &Tensor) -> Result<(
 
 /// Record dx = dy * act'(x).
 pub fn backward(rec: &mut Recorder, act: Act, x: &Tensor, dy: &Tensor, dx: &Tensor) -> Result<()> {
+    same_len("backward", &[x, dy, dx])?;
     let n = x.len();
     rec.dispatch(
         &BWD,

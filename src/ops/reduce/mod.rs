@@ -186,6 +186,13 @@ pub fn sum_axis(
 /// Record dx[o, m, i] = scale * dy[o, i].
 pub fn broadcast(rec: &mut Recorder, dy: &Tensor, dx: &Tensor, ax: Axes, scale: f32) -> Result<()> {
     let n = ax.o * ax.m * ax.i;
+    if dy.len() != ax.o * ax.i || dx.len() != n {
+        return Err(Error::Shape(format!(
+            "broadcast over {ax:?}: input {:?}, output {:?}",
+            dy.shape(),
+            dx.shape()
+        )));
+    }
     rec.dispatch(
         &BROADCAST,
         &[],

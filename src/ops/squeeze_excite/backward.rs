@@ -2,7 +2,7 @@
 //! weight gradients, and one fused kernel for `dx = dy * gate + dpooled / (h*w)`.
 
 use super::{check_x, SeGrads, SeSaved, SeSpec, SeTemp, SeWeights};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::gpu::{groups_for, uniform_block, Access, Cost, Grid, Kernel, Recorder, Tensor};
 use crate::ops::act::{self, Act};
 use crate::ops::{linear, reduce};
@@ -65,6 +65,13 @@ pub fn backward(
         scratch,
     )?;
     linear::backward_data(rec, &s.fc1(), &tmp.dh1, p.w1, &tmp.dpooled)?;
+    if saved.gate.len() != s.n * s.c || tmp.dpooled.len() != s.n * s.c {
+        return Err(Error::Shape(format!(
+            "squeeze-excitation {s:?}: gate {:?}, pooled gradient {:?}",
+            saved.gate.shape(),
+            tmp.dpooled.shape()
+        )));
+    }
     let n = s.len();
     rec.dispatch(
         &SE_DX,
