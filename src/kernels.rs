@@ -1,5 +1,6 @@
 //! The registry of every kernel effnet dispatches: the ops' kernels and those of the
-//! modules above them (the fused optimizers, the moments analysis). The portability and
+//! modules above them (the fused optimizers, the moments analysis, the benchmarks' peak
+//! probes). The portability and
 //! kernel-contract tests walk this list, so a kernel missing here is a kernel nobody
 //! checks.
 
@@ -10,5 +11,6 @@ pub fn all() -> Vec<&'static KernelDef> {
     let mut v = crate::ops::kernels();
     v.extend_from_slice(crate::train::optim::KERNELS);
     v.extend_from_slice(crate::moments::kernels::KERNELS);
+    v.extend_from_slice(crate::bench::peak::KERNELS);
     v
 }

@@ -117,11 +117,15 @@ pub struct Recorder<'g> {
     tag: String,
 }
 
+/// What a profiled submission reads back: the timestamp staging buffer, and each
+/// dispatch's (kernel label, tag, declared cost) in order.
+type TimingReadback = (wgpu::Buffer, Vec<(&'static str, String, Cost)>);
+
 /// A submitted step: wait on it, or read its kernel timings when profiling.
 pub struct Submitted {
     /// The queue submission.
     pub index: wgpu::SubmissionIndex,
-    timing: Option<(wgpu::Buffer, Vec<(&'static str, String, Cost)>)>,
+    timing: Option<TimingReadback>,
 }
 
 impl<'g> Recorder<'g> {

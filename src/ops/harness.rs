@@ -138,6 +138,15 @@ pub trait OpCase: Send + Sync {
     fn cpu_forward(&self, inputs: &[HostTensor]) -> Vec<HostTensor>;
     /// f64 reference backward: one gradient per input (`None` for constant inputs).
     fn cpu_backward(&self, inputs: &[HostTensor], dy: &[HostTensor]) -> Vec<Option<HostTensor>>;
+    /// Shapes of the outputs for these inputs (the reference forward's, unless a case
+    /// knows them without running it: benchmarks draw output gradients at model shapes,
+    /// where the f64 reference would take minutes).
+    fn output_shapes(&self, inputs: &[HostTensor]) -> Vec<Vec<usize>> {
+        self.cpu_forward(inputs)
+            .into_iter()
+            .map(|t| t.shape)
+            .collect()
+    }
     /// Upload `inputs` and the output gradients `dy` (zeros when `None`) and allocate every
     /// other tensor the forward and backward use.
     fn prepare(
@@ -275,12 +284,12 @@ pub fn draw(case: &dyn OpCase, seed: u64) -> Draw {
     }
 }
 
+/// What one case computed on the GPU: its outputs, and one gradient per input (`None` for
+/// constant inputs).
+pub type GpuResults = (Vec<Vec<f32>>, Vec<Option<Vec<f32>>>);
+
 /// The GPU outputs and gradients of one case on the inputs [`check`] draws for `seed`.
-pub fn gpu_results(
-    gpu: &Gpu,
-    case: &dyn OpCase,
-    seed: u64,
-) -> Result<(Vec<Vec<f32>>, Vec<Option<Vec<f32>>>)> {
+pub fn gpu_results(gpu: &Gpu, case: &dyn OpCase, seed: u64) -> Result<GpuResults> {
     let d = draw(case, seed);
     let inputs = d.values();
     Ok((

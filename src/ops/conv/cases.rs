@@ -75,6 +75,9 @@ impl OpCase for ConvCase {
         }
         v
     }
+    fn output_shapes(&self, _: &[HostTensor]) -> Vec<Vec<usize>> {
+        vec![self.spec.out_shape()]
+    }
     fn prepare(
         &self,
         gpu: &Gpu,

@@ -105,6 +105,9 @@ impl OpCase for GemmCase {
         }
         out
     }
+    fn output_shapes(&self, _: &[HostTensor]) -> Vec<Vec<usize>> {
+        vec![vec![self.spec.m, self.spec.n]]
+    }
     fn prepare(
         &self,
         gpu: &Gpu,

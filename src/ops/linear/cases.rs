@@ -60,6 +60,9 @@ impl OpCase for LinearCase {
         }
         out
     }
+    fn output_shapes(&self, _: &[HostTensor]) -> Vec<Vec<usize>> {
+        vec![vec![self.spec.rows, self.spec.cout]]
+    }
     fn prepare(
         &self,
         gpu: &Gpu,
@@ -132,30 +135,30 @@ impl Prepared for LinearRun {
 
 /// Harness cases for this module.
 pub fn cases() -> Vec<Box<dyn OpCase>> {
-    let mut v: Vec<Box<dyn OpCase>> = Vec::new();
-    v.push(Box::new(LinearCase {
+    vec![
+        Box::new(LinearCase {
         spec: LinearSpec {
             rows: 3,
             cin: 21,
             cout: 10,
             bias: true,
         },
-    }));
-    v.push(Box::new(LinearCase {
+    }),
+        Box::new(LinearCase {
         spec: LinearSpec {
             rows: 1100,
             cin: 6,
             cout: 9,
             bias: true,
         },
-    }));
-    v.push(Box::new(LinearCase {
+    }),
+        Box::new(LinearCase {
         spec: LinearSpec {
             rows: 45,
             cin: 17,
             cout: 70,
             bias: false,
         },
-    }));
-    v
+    }),
+    ]
 }

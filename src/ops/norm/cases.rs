@@ -319,6 +319,9 @@ impl OpCase for NormCase {
         }
         out
     }
+    fn output_shapes(&self, _: &[HostTensor]) -> Vec<Vec<usize>> {
+        vec![self.shape().to_vec()]
+    }
     fn prepare(
         &self,
         gpu: &Gpu,
