@@ -7,6 +7,65 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 pub use crate::nn::NormChoice;
 
+/// A model preset: `b0`..`b7` (depthwise, expansion 6) or `b0-g16`..`b7-g16` (16
+/// channels per group, expansion 4). A command-line value ([`clap::ValueEnum`]): a
+/// misspelled `--model` is refused by the parser with the list of presets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Preset {
+    /// Compound-scaling index 0..=7 (B0..B7).
+    pub scale: usize,
+    /// The G16 variant.
+    pub g16: bool,
+}
+
+const PRESET_NAMES: [&str; 16] = [
+    "b0", "b1", "b2", "b3", "b4", "b5", "b6", "b7", "b0-g16", "b1-g16", "b2-g16", "b3-g16",
+    "b4-g16", "b5-g16", "b6-g16", "b7-g16",
+];
+
+const PRESETS: [Preset; 16] = {
+    let mut v = [Preset {
+        scale: 0,
+        g16: false,
+    }; 16];
+    let mut i = 0;
+    while i < 16 {
+        v[i] = Preset {
+            scale: i % 8,
+            g16: i >= 8,
+        };
+        i += 1;
+    }
+    v
+};
+
+impl Preset {
+    /// The name: `b0`, ..., `b7-g16`.
+    pub fn name(self) -> &'static str {
+        PRESET_NAMES[self.scale % 8 + if self.g16 { 8 } else { 0 }]
+    }
+
+    /// Its configuration (defaults otherwise: BatchNorm, 1000 classes).
+    pub fn config(self) -> ModelConfig {
+        ModelConfig::preset(self.name()).expect("every Preset names a configuration")
+    }
+}
+
+impl std::fmt::Display for Preset {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl clap::ValueEnum for Preset {
+    fn value_variants<'a>() -> &'a [Self] {
+        &PRESETS
+    }
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        Some(clap::builder::PossibleValue::new(self.name()))
+    }
+}
+
 /// One stage of the B0 table: (kernel, stride, output channels, repeats, expansion).
 #[derive(Clone, Copy, Debug)]
 struct StageDef {

@@ -3,4 +3,4 @@
 pub mod config;
 pub mod efficientnet;
 
-pub use config::{layer_table, totals, BlockDef, LayerRow, ModelConfig, NormChoice};
+pub use config::{layer_table, totals, BlockDef, LayerRow, ModelConfig, NormChoice, Preset};
