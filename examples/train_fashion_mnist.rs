@@ -1,9 +1,11 @@
 //! Train G16-EfficientNet-B0 with LayerNorm + Proxy Norm on Fashion-MNIST at 32 px on the
 //! local GPU (or lavapipe), then fine-tune the head at 64 px (FixRes, 32 % 32 == 64 % 32).
 //!
-//!     cargo run --release --example train_fashion_mnist -- [epochs] [batch]
+//!     cargo run --release --example train_fashion_mnist -- [epochs] [batch] [train flags...]
 //!
-//! Needs the Debian package `dataset-fashion-mnist` (or set --data-dir via the CLI).
+//! Further arguments go to `effnet train` (e.g. `--resume` to continue the example's run,
+//! `--overwrite` to start it over). Needs the Debian package `dataset-fashion-mnist` (or
+//! set --data-dir).
 
 use clap::Parser;
 use effnet::cli::train::{run, TrainArgs};
@@ -42,6 +44,7 @@ fn main() -> effnet::Result<()> {
         .iter()
         .map(|s| s.to_string()),
     );
+    argv.extend(extra.iter().skip(2).cloned());
     let a = Wrap::parse_from(argv).args;
     let gpu = Gpu::new(&GpuOptions::from_env())?;
     for (phase, s) in run(&gpu, &a)? {

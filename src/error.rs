@@ -37,6 +37,15 @@ pub enum Error {
         /// The compiler's message.
         msg: String,
     },
+    /// Training stopped on SIGINT or SIGTERM (after writing a checkpoint when a step had
+    /// been trained); the process exits with `code` (130 or 143, as shells report).
+    #[error("{msg}")]
+    Interrupted {
+        /// Exit status: 128 + the signal number.
+        code: u8,
+        /// What was saved and how to continue.
+        msg: String,
+    },
 }
 
 /// Result with [`Error`].
@@ -48,6 +57,15 @@ impl Error {
         Error::File {
             path: path.as_ref().display().to_string(),
             msg: msg.into(),
+        }
+    }
+
+    /// The process exit status for this error: 128 + the signal number for
+    /// [`Error::Interrupted`], 2 for everything else.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Interrupted { code, .. } => *code,
+            _ => 2,
         }
     }
 }

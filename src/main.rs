@@ -72,7 +72,7 @@ fn run(cli: Cli) -> effnet::Result<bool> {
         Cmd::Profile(a) => cli::profile::run(&gpu()?, &a)?,
         Cmd::Moments(a) => cli::moments::run(&gpu()?, &a)?,
         Cmd::Model(a) => cli::model::run(&a)?,
-        Cmd::Bench(a) => cli::bench::run(&gpu()?, &a)?,
+        Cmd::Bench(a) => cli::bench::run(&opts, &a)?,
         Cmd::Selftest(a) => return cli::selftest::run(&gpu()?, &a),
     }
     Ok(true)
@@ -85,7 +85,7 @@ fn main() -> ExitCode {
         Ok(false) => ExitCode::FAILURE,
         Err(e) => {
             eprintln!("effnet: {e}");
-            ExitCode::from(2)
+            ExitCode::from(e.exit_code())
         }
     }
 }

@@ -144,7 +144,9 @@ fn a_case_times_each_kernel_with_its_declared_cost() {
             ]
         );
         let rows = t.rows();
-        assert!(rows.iter().any(|r| r.name.ends_with("bwd conv_backward_weight_reduce")));
+        assert!(rows
+            .iter()
+            .any(|r| r.name.ends_with("bwd conv_backward_weight_reduce")));
         assert!(rows.last().unwrap().name.ends_with("fwd+bwd"));
     }
 }

@@ -225,12 +225,8 @@ fn export_round_trips_on_the_host() {
         let (st, eq) = interop::to_timm(&c.cfg, &w).unwrap();
         assert_eq!(eq.name, arch);
         assert!(!eq.registered);
-        let want: BTreeMap<&String, _> = c
-            .weights
-            .tensors
-            .iter()
-            .filter(|(n, _)| !n.ends_with(".num_batches_tracked"))
-            .collect();
+        // Every tensor comes back, num_batches_tracked included.
+        let want: BTreeMap<&String, _> = c.weights.tensors.iter().collect();
         assert_eq!(
             st.tensors.keys().collect::<Vec<_>>(),
             want.keys().copied().collect::<Vec<_>>(),
@@ -258,7 +254,7 @@ fn parity(arch: &str) {
     let mut m = EfficientNet::new(gpu, &c.cfg, b, c.image).unwrap();
     m.enable_input_grad(gpu).unwrap();
     let w = interop::from_timm(&c.cfg, &c.weights).unwrap();
-    interop::write_model(gpu, &m, &w).unwrap();
+    interop::write_model(gpu, &mut m, &w).unwrap();
     // The GPU round trip gives back the same tensors.
     assert_eq!(
         interop::read_model(gpu, &m).unwrap(),
@@ -559,15 +555,20 @@ fn export_cli_writes_a_training_checkpoint_as_timm() {
     let gpu = common::gpu();
     let c = case("efficientnet_b0");
     let dir = tmp("export");
-    let m = EfficientNet::new(gpu, &c.cfg, 2, 32).unwrap();
-    interop::write_model(gpu, &m, &interop::from_timm(&c.cfg, &c.weights).unwrap()).unwrap();
+    let mut m = EfficientNet::new(gpu, &c.cfg, 2, 32).unwrap();
+    interop::write_model(
+        gpu,
+        &mut m,
+        &interop::from_timm(&c.cfg, &c.weights).unwrap(),
+    )
+    .unwrap();
     let ckpt = dir.join("checkpoint.safetensors");
     let mut meta = BTreeMap::new();
     meta.insert(
         "model_config".to_string(),
         serde_json::to_string(&c.cfg).unwrap(),
     );
-    effnet::train::checkpoint::save(&ckpt, gpu, m.store(), &m.state_tensors(), meta).unwrap();
+    effnet::train::checkpoint::save(&ckpt, gpu, &m, meta).unwrap();
     let out = dir.join("timm.safetensors");
     let a = ExportArgs {
         checkpoint: dir.clone(),
@@ -585,14 +586,8 @@ fn export_cli_writes_a_training_checkpoint_as_timm() {
     for (n, t) in &st.tensors {
         assert_eq!(t, &c.weights.tensors[n], "{n}");
     }
-    assert_eq!(
-        st.tensors.len(),
-        c.weights
-            .tensors
-            .keys()
-            .filter(|n| !n.ends_with("num_batches_tracked"))
-            .count()
-    );
+    // Every tensor of PyTorch's state dict, num_batches_tracked included.
+    assert_eq!(st.tensors.len(), c.weights.tensors.len());
     // predict reads the training checkpoint itself too (effnet preset name).
     let parity = fixture("efficientnet_b0.parity.safetensors");
     let p = predict_args("b0", &dir, &[&parity], &[]);

@@ -13,6 +13,16 @@ use naga::{AddressSpace, ScalarKind, StorageAccess, TypeInner};
 /// WebGPU's default `maxStorageBuffersPerShaderStage` (docs/portability.md).
 const MAX_STORAGE_BUFFERS: usize = 8;
 
+/// A uniform member's type: its scalar and lane count (1, or N for a vecN).
+fn field_type(inner: &TypeInner) -> Option<(Scalar, usize)> {
+    match inner {
+        TypeInner::Vector { size, scalar } => {
+            scalar_of(&TypeInner::Scalar(*scalar)).map(|s| (s, *size as usize))
+        }
+        _ => scalar_of(inner).map(|s| (s, 1)),
+    }
+}
+
 fn scalar_of(inner: &TypeInner) -> Option<Scalar> {
     match inner {
         TypeInner::Scalar(s) if s.width == 4 => match s.kind {
@@ -188,10 +198,14 @@ fn check_uniform(
     let mut errs = Vec::new();
     let wgsl: Vec<UniformField> = members
         .iter()
-        .map(|m| UniformField {
-            name: "",
-            offset: m.offset as usize,
-            scalar: scalar_of(&module.types[m.ty].inner).unwrap_or(Scalar::U32),
+        .map(|m| {
+            let (scalar, lanes) = field_type(&module.types[m.ty].inner).unwrap_or((Scalar::U32, 0));
+            UniformField {
+                name: "",
+                offset: m.offset as usize,
+                scalar,
+                lanes,
+            }
         })
         .collect();
     if members.len() != rust.fields.len() {
@@ -210,12 +224,12 @@ fn check_uniform(
                 r.name, rust.name
             ));
         }
-        if scalar_of(&module.types[m.ty].inner).is_none() {
-            errs.push(format!("field `{mname}` is not a 32-bit scalar"));
-        } else if wgsl[i].scalar != r.scalar {
+        if field_type(&module.types[m.ty].inner).is_none() {
+            errs.push(format!("field `{mname}` is not a 32-bit scalar or vector"));
+        } else if (wgsl[i].scalar, wgsl[i].lanes) != (r.scalar, r.lanes) {
             errs.push(format!(
-                "field `{mname}` is {:?} in WGSL, {:?} in {}",
-                wgsl[i].scalar, r.scalar, rust.name
+                "field `{mname}` is {:?} x{} in WGSL, {:?} x{} in {}",
+                wgsl[i].scalar, wgsl[i].lanes, r.scalar, r.lanes, rust.name
             ));
         }
         if wgsl[i].offset != r.offset {
@@ -287,7 +301,12 @@ fn altered(
     );
     change(&mut parts);
     let fields: &'static [UniformField] = Box::leak(parts.0.into_boxed_slice());
-    let size = fields.len() * 4;
+    // The real size unless fields were added or dropped (then 4 bytes each).
+    let size = if fields.len() == real.params.fields.len() {
+        real.params.size
+    } else {
+        fields.len() * 4
+    };
     let params: &'static UniformLayout = Box::leak(Box::new(UniformLayout {
         name: "Altered",
         size,
@@ -327,7 +346,19 @@ fn the_check_catches_each_kind_of_mismatch() {
     let e = altered("norm/forward.wgsl", "norm_forward", |(f, _, _)| {
         f[0].scalar = Scalar::F32;
     });
-    assert!(e.iter().any(|m| m.contains("is U32 in WGSL, F32")), "{e:?}");
+    assert!(
+        e.iter().any(|m| m.contains("is U32 x1 in WGSL, F32 x1")),
+        "{e:?}"
+    );
+    // A vec4 declared as a scalar (the input normalization's per-channel means).
+    let e = altered("input/normalize.wgsl", "normalize", |(f, _, _)| {
+        let mean = f.iter_mut().find(|x| x.name == "mean").unwrap();
+        mean.lanes = 1;
+    });
+    assert!(
+        e.iter().any(|m| m.contains("is F32 x4 in WGSL, F32 x1")),
+        "{e:?}"
+    );
     // An output bound read-only, and a binding missing.
     let e = altered(conv.0, conv.1, |(_, b, _)| b[3] = Access::Read);
     assert!(
@@ -354,4 +385,21 @@ fn the_check_catches_each_kind_of_mismatch() {
     // An override value outside its type.
     let e = altered(conv.0, conv.1, |(_, _, o)| o[0].1 = &[-1.0]);
     assert!(e.iter().any(|m| m.contains("does not fit")), "{e:?}");
+}
+
+#[test]
+fn every_kernel_states_its_bounds() {
+    // Shaders run without wgpu's runtime checks, so each one says why its indices are in
+    // bounds, its loops finite and its divisors non-zero (in its own text or in a body it
+    // includes).
+    let missing: Vec<String> = effnet::kernels::all()
+        .iter()
+        .filter(|d| {
+            !shader_source(d.shader)
+                .map(|s| s.contains("// Bounds"))
+                .unwrap_or(false)
+        })
+        .map(|d| format!("{}::{}", d.shader, d.entry))
+        .collect();
+    assert!(missing.is_empty(), "no \"// Bounds\" comment: {missing:?}");
 }

@@ -28,3 +28,52 @@ fn reductions() {
 fn softmax_xent() {
     common::assert_cases_pass("softmax_xent");
 }
+
+/// NaN, +inf and -inf are counted, the largest f32, subnormals and -0 are not, into the
+/// requested slot, across workgroups.
+#[test]
+fn count_nonfinite() {
+    common::assert_cases_pass("count_nonfinite");
+}
+
+/// The count the checkpoint writer relies on: a planted NaN in one of several tensors is
+/// reported in that tensor's slot only.
+#[test]
+fn count_nonfinite_names_the_tensor() {
+    let gpu = common::gpu();
+    let a = gpu.upload(&[1.0, 2.0, 3.0], &[3]).unwrap();
+    let mut v = vec![0.5f32; 1000];
+    v[777] = f32::NAN;
+    v[3] = f32::NEG_INFINITY;
+    let b = gpu.upload(&v, &[1000]).unwrap();
+    let c = gpu.upload(&[f32::MAX, -0.0, 1e-40], &[3]).unwrap();
+    let counts = effnet::ops::finite::count_each(gpu, &[&a, &b, &c]).unwrap();
+    assert_eq!(counts, vec![0, 2, 0]);
+}
+
+#[test]
+fn input_normalize() {
+    // Forward against the f64 reference; the op has no backward (its input is data).
+    common::assert_cases_pass("input_normalize");
+}
+
+#[test]
+fn input_normalize_refuses_what_it_cannot_do() {
+    use effnet::ops::input::{normalize, NormalizeParams};
+    let gpu = common::gpu();
+    let px = gpu.zeros(&[6]).unwrap();
+    let y = gpu.zeros(&[1, 2, 4, 3]).unwrap();
+    let mut rec = effnet::Recorder::new(gpu);
+    let (m, s) = ([0.5f32; 3], [0.25f32; 3]);
+    normalize(&mut rec, &px, &y, &m, &s).unwrap();
+    // Too few packed words for the output.
+    let short = gpu.zeros(&[5]).unwrap();
+    assert!(normalize(&mut rec, &short, &y, &m, &s).is_err());
+    // Channel count that is not the output's last dimension.
+    assert!(normalize(&mut rec, &px, &y, &[0.5; 2], &[0.25; 2]).is_err());
+    // Degenerate statistics and too many channels.
+    let e = NormalizeParams::new(24, &[0.5; 3], &[0.25, 0.0, 0.25]).unwrap_err();
+    assert!(e.to_string().contains("not a positive number"), "{e}");
+    assert!(NormalizeParams::new(24, &[0.5; 5], &[0.25; 5]).is_err());
+    assert!(NormalizeParams::new(24, &[f32::NAN; 3], &[0.25; 3]).is_err());
+}

@@ -129,3 +129,17 @@ fn schedules() {
     assert!(c.lr_at(100) < 1e-12);
     assert!(Optimizer::parse("lion").is_err());
 }
+
+/// The weight average's warm-up: min(decay, (1 + t) / (10 + t)) for the t-th update.
+#[test]
+fn ema_warm_up_rule() {
+    use effnet::train::optim::ema_decay_at;
+    assert!((ema_decay_at(0.998, 1) - 2.0 / 11.0).abs() < 1e-15);
+    assert!((ema_decay_at(0.998, 100) - 101.0 / 110.0).abs() < 1e-15);
+    assert_eq!(ema_decay_at(0.998, 100_000), 0.998);
+    assert_eq!(ema_decay_at(0.1, 1), 0.1);
+    // After 500 updates from the default, the initialization's share is tiny (it was
+    // 0.998^500 = 37% without warm-up).
+    let init_share: f64 = (1..=500).map(|t| ema_decay_at(0.998, t)).product();
+    assert!(init_share < 1e-3, "{init_share}");
+}

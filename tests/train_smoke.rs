@@ -9,10 +9,13 @@ use std::sync::Arc;
 use clap::Parser;
 use effnet::cli::train::{model_config, train_config, TrainArgs};
 use effnet::models::efficientnet::EfficientNet;
+use effnet::train::run_dir::{Mode, RunDir};
 use effnet::train::trainer;
 use effnet::util::safetensors::SafeTensors;
 
+/// Later flags override earlier ones (tests add to a base configuration).
 #[derive(Parser)]
+#[command(args_override_self = true)]
 struct Wrap {
     #[command(flatten)]
     a: TrainArgs,
@@ -65,11 +68,17 @@ fn tmp(name: &str) -> PathBuf {
 }
 
 fn run(a: &TrainArgs, dir: &Path, resume: bool) -> trainer::TrainSummary {
-    let start = if resume {
-        trainer::Start::Resume
+    let (start, mode) = if resume {
+        // The split run changes --max-steps, which sets the schedule's length (constant
+        // here, so the learning rates are the same).
+        let s = trainer::Start::Resume {
+            allow_schedule_change: true,
+        };
+        (s, Mode::Resume)
     } else {
-        trainer::Start::Fresh
+        (trainer::Start::Fresh, Mode::Fresh)
     };
+    let dir = RunDir::open(dir, mode).unwrap();
     let gpu = common::gpu();
     let cfg = train_config(a).unwrap();
     let (tr, te) = trainer::load_datasets(&cfg).unwrap();
@@ -81,9 +90,9 @@ fn run(a: &TrainArgs, dir: &Path, resume: bool) -> trainer::TrainSummary {
         &mut m,
         &cfg,
         Arc::new(tr),
-        &te,
+        &Arc::new(te),
         (&mean, &std),
-        dir,
+        &dir,
         start,
         "{}",
         10,
@@ -151,9 +160,15 @@ fn resume_is_bit_exact() {
             "--ema-decay",
             "0.9",
         ]);
-        run(&full, &straight, false);
-        run(&half, &split, false);
-        run(&full, &split, true);
+        // Any loader worker count gives the same batches: the straight run uses one, the
+        // split run two, then three after the resume.
+        let workers = |a: &TrainArgs, n| TrainArgs {
+            workers: Some(n),
+            ..a.clone()
+        };
+        run(&workers(&full, 1), &straight, false);
+        run(&workers(&half, 2), &split, false);
+        run(&workers(&full, 3), &split, true);
         let a = SafeTensors::load(&straight.join("checkpoint.safetensors")).unwrap();
         let b = SafeTensors::load(&split.join("checkpoint.safetensors")).unwrap();
         assert_eq!(a.metadata.get("step"), Some(&(2 * k).to_string()));
@@ -227,14 +242,14 @@ fn finetune_trains_only_the_head_and_chosen_stages() {
     cfg.image_size = 48;
     cfg.head_only = true;
     cfg.eval_preprocessing = true;
-    let dir = tmp("finetune");
+    let dir = RunDir::open(&tmp("finetune"), Mode::Fresh).unwrap();
     let (mean, std) = ([0.2860f32], [0.3530f32]);
     let s = trainer::train(
         gpu,
         &mut m,
         &cfg,
         Arc::new(tr),
-        &te,
+        &Arc::new(te),
         (&mean, &std),
         &dir,
         trainer::Start::Keep,
@@ -259,4 +274,190 @@ fn finetune_trains_only_the_head_and_chosen_stages() {
             && !m.is_head_param("blocks.5.0.conv_pw.weight")
     );
     assert!(changed > 5, "only {changed} trained tensors changed");
+}
+
+/// The trainer's own evaluation and `effnet eval` of the checkpoint it wrote agree
+/// exactly, for BatchNorm, LN+PN and GN+PN, with the weight average and with the raw
+/// weights: both rebuild the Proxy Norm statistics of the weights they evaluate, and
+/// swap the BatchNorm statistics' average in with the weights'. The BatchNorm run also
+/// checks that the average covers the running statistics with the warm-up decay, and that
+/// `effnet export` writes `num_batches_tracked`.
+#[test]
+fn trainer_and_eval_agree_on_the_same_checkpoint() {
+    if !have_data() {
+        return;
+    }
+    let gpu = common::gpu();
+    for norm in ["bn", "ln-pn", "gn-pn"] {
+        for ema in ["0.9", "0"] {
+            let dir = tmp(&format!("agree-{norm}-{ema}"));
+            // BatchNorm on the depthwise B0, which has a timm equivalent to export to.
+            let model = if norm == "bn" { "b0" } else { "b0-g16" };
+            let mut a = args(&[
+                "--model",
+                model,
+                "--norm",
+                norm,
+                "--max-steps",
+                "1",
+                "--ema-decay",
+                ema,
+            ]);
+            a.run_dir = dir.clone();
+            let out = effnet::cli::train::run(gpu, &a).unwrap();
+            let trained = out[0].1.eval.clone().expect("final evaluation");
+            let raw = ema == "0";
+            let evaluated = effnet::cli::train::eval(
+                gpu,
+                &effnet::cli::train::EvalArgs {
+                    checkpoint: dir.clone(),
+                    raw,
+                    image_size: None,
+                    data_dir: None,
+                    limit: Some(64),
+                },
+            )
+            .unwrap();
+            assert_eq!(
+                (evaluated.loss.to_bits(), &evaluated.confusion),
+                (trained.loss.to_bits(), &trained.confusion),
+                "{norm}, raw {raw}: effnet eval gives loss {} vs the trainer's {}",
+                evaluated.loss,
+                trained.loss
+            );
+            if norm == "bn" && !raw {
+                let st = SafeTensors::load(&dir.join("checkpoint.safetensors")).unwrap();
+                // One update of the average with the warm-up decay min(0.9, 2/11) from
+                // the initial statistics (mean 0, variance 1).
+                let d1 = 2.0f64 / 11.0;
+                for (stat, init) in [("running_mean", 0.0), ("running_var", 1.0)] {
+                    let s = &st.tensors[&format!("state/bn1.{stat}")].data;
+                    let avg = &st.tensors[&format!("state_ema/bn1.{stat}")].data;
+                    for (x, m) in s.iter().zip(avg) {
+                        let want = d1 * init + (1.0 - d1) * *x as f64;
+                        assert!((*m as f64 - want).abs() < 1e-6, "{stat}: {m} vs {want}");
+                    }
+                }
+                let out = dir.join("timm.safetensors");
+                effnet::interop::export_checkpoint(
+                    &dir.join("checkpoint.safetensors"),
+                    &out,
+                    false,
+                )
+                .unwrap();
+                let t = SafeTensors::load(&out).unwrap();
+                let nbt = &t.tensors["blocks.0.0.bn1.num_batches_tracked"];
+                assert_eq!((nbt.shape.len(), nbt.data[0]), (0, 1.0));
+                assert_eq!(
+                    t.tensors["bn1.running_var"].data,
+                    st.tensors["state_ema/bn1.running_var"].data
+                );
+            }
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
+}
+
+/// A tiny image-folder dataset: 3 classes of 64x48 JPEGs, 16 train and 4 val images each.
+fn folder_tree(name: &str) -> PathBuf {
+    let d = tmp(name);
+    let spec = effnet::data::synth::SynthSpec {
+        classes: 3,
+        train_per_class: 16,
+        val_per_class: 4,
+        width: 64,
+        height: 48,
+        ..Default::default()
+    };
+    effnet::data::synth::write_tree(&d, &spec).unwrap();
+    d
+}
+
+#[test]
+fn folder_dataset_trains_with_workers_and_keeps_class_names() {
+    let gpu = common::gpu();
+    let data = folder_tree("folder-data");
+    let run_dir = tmp("folder-run");
+    let (d, r) = (data.to_string_lossy(), run_dir.to_string_lossy());
+    let a = args(&[
+        "--dataset",
+        "folder",
+        "--data-dir",
+        &d,
+        "--max-steps",
+        "3",
+        "--workers",
+        "2",
+        "--run-dir",
+        &r,
+    ]);
+    let out = effnet::cli::train::run(gpu, &a).unwrap();
+    let s = &out[0].1;
+    assert_eq!((s.steps, s.workers, s.skipped_images), (3, 2, 0));
+    assert!((0.0..=1.0).contains(&s.data_wait), "{}", s.data_wait);
+    assert!(s.last_loss.is_finite());
+    // The class list travels in the checkpoint; eval reads it (and checks the test set).
+    let st = SafeTensors::load(&trainer::checkpoint_path(&run_dir)).unwrap();
+    assert_eq!(
+        trainer::class_names(&st.metadata).unwrap(),
+        ["class_000", "class_001", "class_002"]
+    );
+    let e = effnet::cli::train::EvalArgs {
+        checkpoint: run_dir.clone(),
+        raw: true,
+        image_size: None,
+        data_dir: None,
+        limit: None,
+    };
+    let r = effnet::cli::train::eval(gpu, &e).unwrap();
+    assert_eq!(r.images, 12);
+    // A checkpoint whose classes are not the test set's is refused.
+    for split in ["train", "val"] {
+        let d = data.join(split);
+        std::fs::rename(d.join("class_002"), d.join("class_zzz")).unwrap();
+    }
+    let err = effnet::cli::train::eval(gpu, &e).unwrap_err().to_string();
+    assert!(
+        err.contains("class_zzz") && err.contains("trained on"),
+        "{err}"
+    );
+}
+
+#[test]
+fn corrupt_image_mid_run_stops_naming_it_or_is_skipped() {
+    let gpu = common::gpu();
+    let data = folder_tree("folder-bad");
+    let bad = data.join("train/class_001/00003.jpg");
+    let b = std::fs::read(&bad).unwrap();
+    std::fs::write(&bad, &b[..b.len() / 3]).unwrap();
+    let (d, r) = (
+        data.to_string_lossy().to_string(),
+        tmp("folder-bad-run").to_string_lossy().to_string(),
+    );
+    let base = [
+        "--dataset",
+        "folder",
+        "--data-dir",
+        &d,
+        "--max-steps",
+        "3",
+        "--workers",
+        "2",
+        "--run-dir",
+        &r,
+    ];
+    let e = effnet::cli::train::run(gpu, &args(&base))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("00003.jpg") && e.contains("--skip-bad-images"),
+        "{e}"
+    );
+    let mut skip = base.to_vec();
+    skip.push("--skip-bad-images");
+    // The failed run left its metrics behind; the retry replaces them.
+    skip.push("--overwrite");
+    let out = effnet::cli::train::run(gpu, &args(&skip)).unwrap();
+    // Three steps = one epoch of 48 images: the bad one is met once.
+    assert_eq!((out[0].1.steps, out[0].1.skipped_images), (3, 1));
 }

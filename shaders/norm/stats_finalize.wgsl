@@ -9,7 +9,8 @@
 // over the lanes (Chan's formula). Writes
 //   saved[s] = mean, saved[S + s] = 1 / sqrt(var + eps)   (var biased: M2 / count)
 // and, in `norm_stats_finalize_running` (BatchNorm training), also updates the running
-// statistics with the biased variance (TF/Keras convention):
+// statistics, the variance unbiased as PyTorch keeps it (M2 / (count - 1); the biased one
+// when a channel has a single value):
 //   run = momentum * run + (1 - momentum) * batch.
 //!include common/grid.wgsl
 
@@ -31,7 +32,8 @@ struct Params {
 // ((o*chunks + chunk)*C + grp*cg + j)*3 + 2 with chunk < chunks, j < cg = C / G.
 // lanes (L) is a power of two dividing 256: acc[t + stride] with lane < stride stays in
 // the segment's L slots, t - lane >= 0. saved[s], saved[S + s], run_*[s] for s < S.
-// Divisors: G, cg, L >= 1. Loops: k += L up to chunks*cg, stride halves.
+// Divisors: G, cg, L >= 1 (integer); unbiased_var's float count - 1 is selected only where
+// count > 1. Loops: k += L up to chunks*cg, stride halves.
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> part: array<f32>;
 @group(0) @binding(2) var<storage, read_write> saved: array<f32>;
@@ -83,6 +85,10 @@ fn biased_var(r: vec3<f32>) -> f32 {
     return r.z / max(r.x, 1.0);
 }
 
+fn unbiased_var(r: vec3<f32>) -> f32 {
+    return select(biased_var(r), r.z / (r.x - 1.0), r.x > 1.0);
+}
+
 @compute @workgroup_size(256)
 fn norm_stats_finalize(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                        @builtin(local_invocation_index) t: u32) {
@@ -117,6 +123,6 @@ fn norm_stats_finalize_running(@builtin(workgroup_id) wid: vec3<u32>,
         saved[s] = r.y;
         saved[p.segs + s] = 1.0 / sqrt(v + p.eps);
         run_mean[s] = p.momentum * run_mean[s] + (1.0 - p.momentum) * r.y;
-        run_var[s] = p.momentum * run_var[s] + (1.0 - p.momentum) * v;
+        run_var[s] = p.momentum * run_var[s] + (1.0 - p.momentum) * unbiased_var(r);
     }
 }

@@ -1,6 +1,7 @@
 //! Command implementations behind the `effnet` binary.
 
 pub mod bench;
+pub mod bench_data;
 pub mod bench_train;
 pub mod info;
 pub mod model;

@@ -52,7 +52,8 @@ pub struct PredictArgs {
     /// central image_size square (timm's evaluation transform).
     #[arg(long, default_value_t = 0.875)]
     pub crop_pct: f64,
-    /// Class names, one per line, printed next to the indices.
+    /// Class names, one per line, printed next to the indices (default: the names an
+    /// effnet training checkpoint stores).
     #[arg(long)]
     pub labels: Option<PathBuf>,
     /// With an effnet training checkpoint: use its raw weights, not their average.
@@ -72,6 +73,12 @@ pub struct Resolved {
     pub mean: Vec<f32>,
     /// Per-channel standard deviation images are divided by.
     pub std: Vec<f32>,
+    /// For weights in effnet's layouts (training checkpoints): the file and each tensor's
+    /// shape in it, checked against the built model. None when the import already checked
+    /// every shape (timm state dicts and `effnet export` files).
+    pub file_shapes: Option<(PathBuf, std::collections::BTreeMap<String, Vec<usize>>)>,
+    /// Class names (from an effnet training checkpoint; empty when the file has none).
+    pub class_names: Vec<String>,
 }
 
 fn imagenet_stats(c: usize) -> (Vec<f32>, Vec<f32>) {
@@ -103,27 +110,170 @@ fn arch_config(name: &str) -> Result<(ModelConfig, bool)> {
     }
 }
 
-/// Check a configuration read from a file against `--arch`.
-fn check_family(arch_name: &str, base: &ModelConfig, timm: bool, cfg: &ModelConfig) -> Result<()> {
-    let same = if timm {
-        cfg.group_size == base.group_size
-            && cfg.expand == base.expand
-            && cfg.norm == base.norm
-            && (cfg.norm != NormChoice::Gn || cfg.gn_group_size == base.gn_group_size)
+/// True when two configurations are of one family: the spatial convolutions' groups and
+/// the expansion, and for timm names the normalization too.
+fn same_family(base: &ModelConfig, timm: bool, cfg: &ModelConfig) -> bool {
+    cfg.group_size == base.group_size
+        && cfg.expand == base.expand
+        && (!timm
+            || (cfg.norm == base.norm
+                && (cfg.norm != NormChoice::Gn || cfg.gn_group_size == base.gn_group_size)))
+}
+
+fn same_scale(a: &ModelConfig, b: &ModelConfig) -> bool {
+    a.width == b.width && a.depth == b.depth
+}
+
+/// The `--arch` name (timm name or effnet preset, as `timm` says) whose family and width
+/// and depth multipliers are those of `cfg`, if one is.
+fn named_arch(timm: bool, cfg: &ModelConfig) -> Option<String> {
+    let candidates: Vec<ModelConfig> = if timm {
+        arch::TIMM_ARCHS
+            .iter()
+            .filter_map(|a| interop::config_from_timm(a.name).ok())
+            .collect()
     } else {
-        cfg.group_size == base.group_size && cfg.expand == base.expand
+        (0..8)
+            .flat_map(|i| [format!("b{i}"), format!("b{i}-g16")])
+            .filter_map(|n| ModelConfig::preset(&n).ok())
+            .collect()
     };
-    if same {
+    candidates
+        .into_iter()
+        .find(|c| same_family(c, timm, cfg) && same_scale(c, cfg))
+        .map(|c| c.name)
+}
+
+/// The longest architecture name (timm or effnet, as `timm` says) that a stored model
+/// name is, or begins with followed by `-` (`b1-g16-w0.25` is a width override of
+/// `b1-g16`).
+fn preset_of(timm: bool, name: &str) -> Option<String> {
+    let names: Vec<String> = if timm {
+        arch::TIMM_ARCHS
+            .iter()
+            .map(|a| a.name.to_string())
+            .collect()
+    } else {
+        (0..8)
+            .flat_map(|i| [format!("b{i}"), format!("b{i}-g16")])
+            .collect()
+    };
+    names
+        .into_iter()
+        .filter(|n| name == n || name.starts_with(&format!("{n}-")))
+        .max_by_key(|n| n.len())
+}
+
+/// The architecture names (timm names and effnet presets) that a model name is or extends
+/// (`b1-g16-w0.25` extends `b1-g16`), with the effnet preset of each timm name.
+fn lineage(name: &str) -> Vec<String> {
+    let presets = (0..8).flat_map(|i| [format!("b{i}"), format!("b{i}-g16")]);
+    let timm = arch::TIMM_ARCHS.iter().map(|a| a.name.to_string());
+    let mut v: Vec<String> = presets
+        .chain(timm)
+        .filter(|n| name == n || name.starts_with(&format!("{n}-")))
+        .collect();
+    let mapped: Vec<String> = v
+        .iter()
+        .filter_map(|n| arch::find_arch(n).map(|a| a.preset.to_string()))
+        .collect();
+    v.extend(mapped);
+    v
+}
+
+fn describe(cfg: &ModelConfig) -> String {
+    format!(
+        "width {}, depth {}, {} channels per conv group, expansion {}, {} norm",
+        cfg.width,
+        cfg.depth,
+        cfg.group_size,
+        cfg.expand,
+        cfg.norm.name()
+    )
+}
+
+/// Check the model of the weights against `--arch`: the same family, and the same width
+/// and depth multipliers. A configuration stored in the file (`stored`) may also be a
+/// width or depth override of the named preset (its name then starts with the preset's,
+/// as `effnet train --width` names it); a scale read from a timm state dict's shapes may
+/// be any that no other named architecture has.
+fn check_arch(
+    arch_name: &str,
+    base: &ModelConfig,
+    timm: bool,
+    cfg: &ModelConfig,
+    stored: bool,
+    path: &Path,
+) -> Result<()> {
+    let other = named_arch(timm, cfg).filter(|n| *n != base.name);
+    let ok = same_family(base, timm, cfg)
+        && (same_scale(base, cfg)
+            || if stored {
+                // A width or depth override of the named architecture: `effnet train
+                // --model b0 --width 0.25` names its model b0-w0.25, an imported timm
+                // model is efficientnet_b0-w0.25-d0.25; a timm name stands for its preset.
+                let theirs = lineage(&cfg.name);
+                lineage(&base.name).iter().any(|n| theirs.contains(n))
+            } else {
+                other.is_none()
+            });
+    if ok {
+        return Ok(());
+    }
+    let hint = match other.or_else(|| stored.then(|| preset_of(timm, &cfg.name)).flatten()) {
+        Some(n) => format!("pass --arch {n}"),
+        None => "pass the --arch the weights were trained as".into(),
+    };
+    Err(Error::file(
+        path,
+        format!(
+            "--arch {arch_name} ({}) does not match the weights' model {} ({}): {hint}",
+            describe(base),
+            cfg.name,
+            describe(cfg)
+        ),
+    ))
+}
+
+/// Check that every tensor of a built model has the shape the weights file gives it
+/// (`shapes`, by effnet name), as `effnet eval` does for training checkpoints.
+fn check_shapes(
+    path: &Path,
+    model: &EfficientNet,
+    shapes: &std::collections::BTreeMap<String, Vec<usize>>,
+) -> Result<()> {
+    let want = model
+        .store()
+        .defs
+        .iter()
+        .map(|d| (d.name.clone(), d.shape.clone()))
+        .chain(
+            model
+                .state_tensors()
+                .into_iter()
+                .map(|(n, t)| (n, t.shape().to_vec())),
+        );
+    let problems: Vec<String> = want
+        .filter_map(|(name, shape)| match shapes.get(&name) {
+            None => Some(format!("missing {name}")),
+            Some(s) if *s != shape => Some(format!(
+                "{name}: shape {s:?} in the file, the model needs {shape:?}"
+            )),
+            Some(_) => None,
+        })
+        .collect();
+    if problems.is_empty() {
         Ok(())
     } else {
-        Err(Error::Config(format!(
-            "--arch {arch_name} does not match the weights' model {} ({} channels per conv \
-             group, expansion {}, {} norm)",
-            cfg.name,
-            cfg.group_size,
-            cfg.expand,
-            cfg.norm.name()
-        )))
+        Err(Error::file(
+            path,
+            format!(
+                "checkpoint does not match its model {}: {} problem(s):\n  {}",
+                model.cfg.name,
+                problems.len(),
+                problems.join("\n  ")
+            ),
+        ))
     }
 }
 
@@ -143,17 +293,8 @@ pub fn resolve(arch_name: &str, weights: &Path, raw: bool) -> Result<Resolved> {
     if st.metadata.contains_key("model_config") {
         // An effnet training checkpoint: w/, ema/, state/ tensors.
         let cfg = convert::checkpoint_config(&path, &st)?;
-        check_family(arch_name, &base, timm, &cfg)?;
-        let prefix = if raw { "w/" } else { "ema/" };
-        let mut w = Weights::new();
-        for (name, t) in &st.tensors {
-            if let Some(n) = name
-                .strip_prefix(prefix)
-                .or_else(|| name.strip_prefix("state/"))
-            {
-                w.insert(n.to_string(), t.data.clone());
-            }
-        }
+        check_arch(arch_name, &base, timm, &cfg, true, &path)?;
+        let (w, shapes) = convert::checkpoint_weights(st.tensors, &st.metadata, raw);
         let parse = |k: &str| -> Option<Vec<f32>> {
             let v: Vec<f32> = st
                 .metadata
@@ -173,14 +314,14 @@ pub fn resolve(arch_name: &str, weights: &Path, raw: bool) -> Result<Resolved> {
             weights: w,
             mean,
             std,
+            file_shapes: Some((path, shapes)),
+            class_names: trainer::class_names(&st.metadata).unwrap_or_default(),
         });
     }
     let cfg = match st.metadata.get(convert::META_CONFIG) {
         Some(s) => {
-            let cfg: ModelConfig = serde_json::from_str(s).map_err(|e| {
-                Error::file(&path, format!("bad {} metadata: {e}", convert::META_CONFIG))
-            })?;
-            check_family(arch_name, &base, timm, &cfg)?;
+            let cfg = convert::parse_config(&path, convert::META_CONFIG, s)?;
+            check_arch(arch_name, &base, timm, &cfg, true, &path)?;
             cfg
         }
         None => {
@@ -195,7 +336,10 @@ pub fn resolve(arch_name: &str, weights: &Path, raw: bool) -> Result<Resolved> {
                     base.gn_group_size = Some(8);
                 }
             }
-            interop::infer_config(&base, &st).map_err(|e| Error::file(&path, e.to_string()))?
+            let cfg =
+                interop::infer_config(&base, &st).map_err(|e| Error::file(&path, e.to_string()))?;
+            check_arch(arch_name, &base, timm, &cfg, false, &path)?;
+            cfg
         }
     };
     let w = interop::from_timm(&cfg, &st).map_err(|e| Error::file(&path, e.to_string()))?;
@@ -205,8 +349,13 @@ pub fn resolve(arch_name: &str, weights: &Path, raw: bool) -> Result<Resolved> {
         weights: w,
         mean,
         std,
+        file_shapes: None,
+        class_names: Vec::new(),
     })
 }
+
+/// Most pixels `predict` resizes an image to before cropping it (8192 x 8192).
+pub const MAX_RESIZED_PIXELS: usize = 1 << 26;
 
 /// Load an image as `[size, size, c]` NHWC f32: resize the shorter side to
 /// `floor(size / crop_pct)` (bicubic), take the central `size` square (torchvision's
@@ -224,10 +373,21 @@ pub fn preprocess(
     let (w, h) = (img.width() as usize, img.height() as usize);
     let scale = ((size as f64 / crop_pct).floor() as usize).max(size);
     let (nw, nh) = if w <= h {
-        (scale, (scale as f64 * h as f64 / w as f64) as usize)
+        (scale, (scale as f64 * h as f64 / w.max(1) as f64) as usize)
     } else {
-        ((scale as f64 * w as f64 / h as f64) as usize, scale)
+        ((scale as f64 * w as f64 / h.max(1) as f64) as usize, scale)
     };
+    // The resize happens before the crop: an extreme aspect ratio (a 1 x 65535 image)
+    // would allocate gigabytes for pixels the crop throws away.
+    if w == 0 || h == 0 || nw.saturating_mul(nh) > MAX_RESIZED_PIXELS {
+        return Err(Error::file(
+            path,
+            format!(
+                "a {w}x{h} image would be resized to {nw}x{nh} before the {size}px crop (more \
+                 than {MAX_RESIZED_PIXELS} pixels): crop it closer to square first"
+            ),
+        ));
+    }
     let resized = img.resize_exact(
         nw as u32,
         nh as u32,
@@ -288,6 +448,9 @@ fn read_inputs(a: &PredictArgs, r: &Resolved) -> Result<(Vec<String>, Vec<f32>, 
             ));
         }
         let (n, hw) = (s[0], s[2]);
+        if n == 0 {
+            return Err(Error::file(path, "input holds no images (shape [0, ...])"));
+        }
         let mut out = vec![0.0; t.data.len()];
         for b in 0..n {
             for ch in 0..c {
@@ -332,10 +495,10 @@ pub fn logits(
 ) -> Result<Vec<f32>> {
     let batch = batch.clamp(1, n.max(1));
     let mut model = EfficientNet::new(gpu, &r.cfg, batch, size)?;
-    convert::write_model(gpu, &model, &r.weights)?;
-    let mut rec = Recorder::new(gpu);
-    model.record_after_update(&mut rec)?;
-    rec.submit()?.wait(gpu)?;
+    if let Some((path, shapes)) = &r.file_shapes {
+        check_shapes(path, &model, shapes)?;
+    }
+    convert::write_model(gpu, &mut model, &r.weights)?;
     let per = size * size * r.cfg.in_channels;
     let k = r.cfg.classes;
     let mut out = Vec::with_capacity(n * k);
@@ -377,7 +540,7 @@ pub fn run(gpu: &Gpu, a: &PredictArgs) -> Result<Vec<f32>> {
             .lines()
             .map(|l| l.trim().to_string())
             .collect(),
-        None => Vec::new(),
+        None => r.class_names.clone(),
     };
     let out = logits(gpu, &r, &data, n, size, a.batch)?;
     println!(

@@ -2,7 +2,7 @@
 //! FixRes-style fine-tune of the head at a higher resolution, and evaluation of a
 //! checkpoint.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use clap::Args;
@@ -10,13 +10,68 @@ use clap::Args;
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::models::efficientnet::EfficientNet;
-use crate::models::{ModelConfig, NormChoice};
+use crate::models::{ModelConfig, NormChoice, Preset};
 use crate::nn::model::Trainable;
 use crate::train::checkpoint;
 use crate::train::optim::Optimizer;
+use crate::train::run_dir::{Mode, RunDir};
 use crate::train::schedule::Decay;
-use crate::train::trainer::{self, DatasetKind, Start, TrainConfig, TrainSummary};
+use crate::train::stop;
+use crate::train::trainer::{self, AverageSwap, DatasetKind, Start, TrainConfig, TrainSummary};
 use crate::util::safetensors::SafeTensors;
+
+/// Optimizer names of `--optimizer`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum OptimizerArg {
+    /// SGD with momentum 0.9.
+    Sgd,
+    /// SGD with Nesterov momentum 0.9.
+    #[value(alias = "sgd-nesterov")]
+    Nesterov,
+    /// RMSProp in TensorFlow's form (decay 0.9, momentum 0.9, eps 1e-3).
+    Rmsprop,
+    /// AdamW (0.9, 0.999, eps 1e-8) with decoupled weight decay.
+    Adamw,
+}
+
+impl OptimizerArg {
+    /// The optimizer with its default hyper-parameters.
+    pub fn optimizer(self) -> Optimizer {
+        let name = match self {
+            Self::Sgd => "sgd",
+            Self::Nesterov => "nesterov",
+            Self::Rmsprop => "rmsprop",
+            Self::Adamw => "adamw",
+        };
+        Optimizer::parse(name).expect("every optimizer name parses")
+    }
+}
+
+/// Decay names of `--schedule`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ScheduleArg {
+    /// Cosine from the peak to 0 over the run.
+    Cosine,
+    /// x0.97 every 2.4 epochs (the EfficientNet recipe).
+    #[value(alias = "exp")]
+    Exponential,
+    /// Constant after warm-up.
+    Constant,
+}
+
+impl ScheduleArg {
+    /// The decay it names.
+    pub fn decay(self) -> Decay {
+        match self {
+            Self::Cosine => Decay::Cosine,
+            Self::Exponential => Decay::Exponential {
+                rate: 0.97,
+                every: 2.4,
+            },
+            Self::Constant => Decay::Constant,
+        }
+    }
+}
 
 /// Options of `effnet train`.
 #[derive(Args, Debug, Clone)]
@@ -24,20 +79,20 @@ use crate::util::safetensors::SafeTensors;
 pub struct TrainArgs {
     /// Model preset: b0..b7 (depthwise, expansion 6) or b0-g16..b7-g16 (16 channels per
     /// group, expansion 4).
-    #[arg(long, default_value = "b0-g16")]
-    pub model: String,
-    /// Normalization: bn, gn, ln, ln-pn (LayerNorm + Proxy Norm), gn-pn.
-    #[arg(long, default_value = "ln-pn")]
-    pub norm: String,
+    #[arg(long, default_value_t = Preset { scale: 0, g16: true })]
+    pub model: Preset,
+    /// Normalization.
+    #[arg(long, value_enum, default_value = "ln-pn")]
+    pub norm: NormChoice,
     /// Width multiplier override (e.g. 0.25 for a tiny model).
     #[arg(long)]
     pub width: Option<f64>,
     /// Depth multiplier override.
     #[arg(long)]
     pub depth: Option<f64>,
-    /// Dataset: fashion-mnist, cifar10, folder.
-    #[arg(long, default_value = "fashion-mnist")]
-    pub dataset: String,
+    /// Dataset.
+    #[arg(long, value_enum, default_value = "fashion-mnist")]
+    pub dataset: DatasetKind,
     /// Dataset folder (default for fashion-mnist: /usr/share/datasets/fashion-mnist).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
@@ -47,15 +102,16 @@ pub struct TrainArgs {
     /// Batch size.
     #[arg(long, default_value_t = 128)]
     pub batch: usize,
-    /// Epochs.
+    /// Epochs (the run's length unless --max-steps is given).
     #[arg(long, default_value_t = 10.0)]
     pub epochs: f64,
-    /// Stop after this many steps.
+    /// The run's length in steps: when given it replaces --epochs, and the learning-rate
+    /// schedule (warm-up, then decay to the end) spans exactly these steps.
     #[arg(long)]
     pub max_steps: Option<usize>,
-    /// Optimizer: sgd, nesterov, rmsprop (TF style), adamw.
-    #[arg(long, default_value = "adamw")]
-    pub optimizer: String,
+    /// Optimizer.
+    #[arg(long, value_enum, default_value = "adamw")]
+    pub optimizer: OptimizerArg,
     /// Peak learning rate (default: 0.1 x batch/256 for SGD, 0.016 x batch/256 for
     /// RMSProp, 2e-3 for AdamW).
     #[arg(long)]
@@ -64,34 +120,49 @@ pub struct TrainArgs {
     /// 1e-5 L2 for RMSProp, 0.05 decoupled for AdamW).
     #[arg(long)]
     pub weight_decay: Option<f64>,
-    /// Label smoothing.
+    /// Label smoothing, in [0, 1).
     #[arg(long, default_value_t = 0.1)]
     pub label_smoothing: f64,
-    /// Warm-up epochs.
+    /// Warm-up epochs (linear from 0 to the peak learning rate).
     #[arg(long, default_value_t = 1.0)]
     pub warmup_epochs: f64,
-    /// Decay after warm-up: cosine, exponential (x0.97 every 2.4 epochs), constant.
-    #[arg(long, default_value = "cosine")]
-    pub schedule: String,
-    /// Per-step decay of the weight average used for evaluation (0 disables).
+    /// Decay after warm-up.
+    #[arg(long, value_enum, default_value = "cosine")]
+    pub schedule: ScheduleArg,
+    /// Decay of the weight average used for evaluation, in [0, 1) (0 disables it). It
+    /// warms up as TensorFlow's ExponentialMovingAverage with num_updates does: update t
+    /// (1-based) uses min(decay, (1 + t) / (10 + t)). BatchNorm running statistics are
+    /// averaged with the weights.
     #[arg(long, default_value_t = 0.998)]
     pub ema_decay: f64,
-    /// Dropout before the classifier (default: the preset's).
+    /// Dropout before the classifier, in [0, 1) (default: the preset's).
     #[arg(long)]
     pub dropout: Option<f64>,
-    /// Final drop-connect rate.
+    /// Final drop-connect rate, in [0, 1).
     #[arg(long, default_value_t = 0.2)]
     pub drop_connect: f64,
-    /// Run folder (checkpoint, metrics.jsonl, eval.jsonl, curves.png).
+    /// Run folder (checkpoint, metrics.jsonl, eval.jsonl, curves.png). A folder that
+    /// holds a run is refused unless --resume or --overwrite says what to do with it.
     #[arg(long, default_value = "runs/fashion-mnist")]
     pub run_dir: PathBuf,
-    /// Continue from the run folder's checkpoint.
-    #[arg(long)]
+    /// Continue from the run folder's checkpoint (an error if it has none). The flags
+    /// must match the run's; schedule flags may differ with --allow-schedule-change.
+    #[arg(long, conflicts_with = "overwrite")]
     pub resume: bool,
-    /// Read the loss back every N steps.
+    /// Start a new run in a folder that holds one, deleting its checkpoint, metrics and
+    /// curves (here and in its finetune-* folders).
+    #[arg(long)]
+    pub overwrite: bool,
+    /// With --resume: accept a different schedule (--lr, --epochs, --max-steps,
+    /// --warmup-epochs, --schedule, --weight-decay, --label-smoothing, --ema-decay); the
+    /// change is recorded in the checkpoint's config_history.
+    #[arg(long, requires = "resume")]
+    pub allow_schedule_change: bool,
+    /// Read the loss back every N steps (N >= 1).
     #[arg(long, default_value_t = 20)]
     pub log_every: usize,
-    /// Checkpoint every N steps (and at every epoch end).
+    /// Checkpoint every N steps (N >= 1), and at every epoch end, at the end and on
+    /// Ctrl-C / SIGTERM.
     #[arg(long, default_value_t = 500)]
     pub checkpoint_every: usize,
     /// Evaluate every N epochs (0: only at the end).
@@ -117,6 +188,14 @@ pub struct TrainArgs {
     /// Fine-tuning learning rate (cosine schedule).
     #[arg(long, default_value_t = 0.01)]
     pub finetune_lr: f64,
+    /// Loader worker threads decoding and augmenting batches (default: available cores
+    /// minus one). Any count gives the same batches.
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// Skip image files that cannot be read or decoded (each named once, all counted)
+    /// instead of stopping at the first.
+    #[arg(long)]
+    pub skip_bad_images: bool,
 }
 
 const FIXRES_HELP: &str = "\
@@ -132,8 +211,25 @@ Reduced-resolution training and fine-tuning (paper 1, FixRes):
 
 /// Build the model configuration from the arguments.
 pub fn model_config(a: &TrainArgs, classes: usize, in_channels: usize) -> Result<ModelConfig> {
-    let mut cfg = ModelConfig::preset(&a.model)?;
-    cfg.norm = NormChoice::parse(&a.norm)?;
+    let mut bad = Vec::new();
+    for (flag, v) in [("width", a.width), ("depth", a.depth)] {
+        if let Some(v) = v.filter(|v| !(v.is_finite() && *v > 0.0)) {
+            bad.push(format!("--{flag} {v}: must be a finite number > 0"));
+        }
+    }
+    for (flag, v) in [
+        ("dropout", a.dropout),
+        ("drop-connect", Some(a.drop_connect)),
+    ] {
+        if let Some(v) = v.filter(|v| !(0.0..1.0).contains(v)) {
+            bad.push(format!("--{flag} {v}: must be in [0, 1)"));
+        }
+    }
+    if !bad.is_empty() {
+        return Err(Error::Config(bad.join("; ")));
+    }
+    let mut cfg = a.model.config();
+    cfg.norm = a.norm;
     if let Some(w) = a.width {
         cfg.width = w;
         cfg.name = format!("{}-w{w}", cfg.name);
@@ -151,9 +247,9 @@ pub fn model_config(a: &TrainArgs, classes: usize, in_channels: usize) -> Result
     Ok(cfg)
 }
 
-/// The run configuration from the arguments.
+/// The run configuration from the arguments, validated ([`TrainConfig::validate`]).
 pub fn train_config(a: &TrainArgs) -> Result<TrainConfig> {
-    let optimizer = Optimizer::parse(&a.optimizer)?;
+    let optimizer = a.optimizer.optimizer();
     let lr = a.lr.unwrap_or(match optimizer {
         Optimizer::Sgd { .. } => 0.1 * a.batch as f64 / 256.0,
         Optimizer::Rmsprop { .. } => 0.016 * a.batch as f64 / 256.0,
@@ -164,26 +260,13 @@ pub fn train_config(a: &TrainArgs) -> Result<TrainConfig> {
         Optimizer::Rmsprop { .. } => 1e-5,
         Optimizer::Adamw { .. } => 0.05,
     });
-    let decay = match a.schedule.as_str() {
-        "cosine" => Decay::Cosine,
-        "exponential" | "exp" => Decay::Exponential {
-            rate: 0.97,
-            every: 2.4,
-        },
-        "constant" => Decay::Constant,
-        s => {
-            return Err(Error::Config(format!(
-                "unknown schedule '{s}': use cosine, exponential or constant"
-            )))
-        }
-    };
-    if a.batch == 0 || a.image_size < 8 {
+    if a.workers == Some(0) {
         return Err(Error::Config(
-            "--batch must be >= 1 and --image-size >= 8".into(),
+            "--workers must be at least 1 (leave it out for the default)".into(),
         ));
     }
-    Ok(TrainConfig {
-        dataset: DatasetKind::parse(&a.dataset)?,
+    let cfg = TrainConfig {
+        dataset: a.dataset,
         data_dir: a.data_dir.clone(),
         image_size: a.image_size,
         batch: a.batch,
@@ -194,7 +277,7 @@ pub fn train_config(a: &TrainArgs) -> Result<TrainConfig> {
         weight_decay,
         label_smoothing: a.label_smoothing,
         warmup_epochs: a.warmup_epochs,
-        decay,
+        decay: a.schedule.decay(),
         ema_decay: a.ema_decay,
         log_every: a.log_every,
         checkpoint_every: a.checkpoint_every,
@@ -203,29 +286,97 @@ pub fn train_config(a: &TrainArgs) -> Result<TrainConfig> {
         seed: a.seed,
         head_only: false,
         eval_preprocessing: false,
-    })
+        workers: a.workers.unwrap_or(0),
+        skip_bad_images: a.skip_bad_images,
+    };
+    cfg.validate()?;
+    Ok(cfg)
 }
 
-/// Check the FixRes size rule.
+/// The fine-tuning phase's configuration (FixRes): the head at `size` with evaluation
+/// preprocessing, a cosine schedule without warm-up or weight decay.
+pub fn finetune_config(a: &TrainArgs, cfg: &TrainConfig, size: usize) -> Result<TrainConfig> {
+    check_fixres(a.image_size, size)?;
+    if let Some(s) = a.finetune_stages.iter().find(|&&s| !(1..=7).contains(&s)) {
+        return Err(Error::Config(format!(
+            "--finetune-stages {s}: EfficientNet stages are 1..7"
+        )));
+    }
+    let mut f = cfg.clone();
+    f.image_size = size;
+    f.head_only = true;
+    f.eval_preprocessing = true;
+    f.epochs = a.finetune_epochs;
+    f.max_steps = None;
+    f.lr = a.finetune_lr;
+    f.warmup_epochs = 0.0;
+    f.decay = Decay::Cosine;
+    f.weight_decay = 0.0;
+    f.validate().map_err(|e| {
+        Error::Config(
+            e.to_string()
+                .replace("--epochs", "--finetune-epochs")
+                .replace("--lr", "--finetune-lr")
+                .replace("--image-size", "--finetune-size"),
+        )
+    })?;
+    Ok(f)
+}
+
+/// Check the FixRes size rule between the training size and a test (or fine-tune) size.
 pub fn check_fixres(train: usize, test: usize) -> Result<()> {
     if train % 32 != test % 32 {
+        let below = test - (test + 32 - train % 32) % 32;
+        let above = below + 32;
+        let near = if below >= 8 {
+            format!("{below} or {above}")
+        } else {
+            above.to_string()
+        };
         return Err(Error::Config(format!(
-            "fine-tune size {test} breaks the train % 32 == test % 32 rule with training size \
-             {train} ({} vs {}); try {}",
+            "size {test} breaks the train % 32 == test % 32 rule with the training size \
+             {train} ({} vs {}); the nearest sizes that keep it are {near}",
             train % 32,
             test % 32,
-            train + 32 * test.saturating_sub(train).div_ceil(32).max(1)
         )));
     }
     Ok(())
 }
 
-/// Run `effnet train`.
+/// The run folder mode the flags ask for.
+fn mode_of(a: &TrainArgs) -> Mode {
+    if a.resume {
+        Mode::Resume
+    } else if a.overwrite {
+        Mode::Overwrite
+    } else {
+        Mode::Fresh
+    }
+}
+
+fn opened(dir: &RunDir, quiet: bool) {
+    if !quiet {
+        for p in &dir.removed_temps {
+            println!(
+                "removed {}, a partial checkpoint left by a killed writer",
+                p.display()
+            );
+        }
+    }
+}
+
+/// Run `effnet train`: lock the run folder for the whole process (training and
+/// fine-tuning), stop cleanly on the first SIGINT/SIGTERM, train, then fine-tune.
 pub fn run(gpu: &Gpu, a: &TrainArgs) -> Result<Vec<(String, TrainSummary)>> {
     let cfg = train_config(a)?;
-    if let Some(ft) = a.finetune_size {
-        check_fixres(a.image_size, ft)?;
-    }
+    // Every flag is checked before anything is trained, the fine-tune's included.
+    let fcfg = a
+        .finetune_size
+        .map(|ft| finetune_config(a, &cfg, ft))
+        .transpose()?;
+    let run_dir = RunDir::open(&a.run_dir, mode_of(a))?;
+    opened(&run_dir, false);
+    stop::install()?;
     let (train_ds, test_ds) = trainer::load_datasets(&cfg)?;
     let (mean, std) = train_ds.channel_stats()?;
     let classes = train_ds.classes.len();
@@ -239,7 +390,8 @@ pub fn run(gpu: &Gpu, a: &TrainArgs) -> Result<Vec<(String, TrainSummary)>> {
         macs as f64 / 1e6,
         cfg.image_size,
         cfg.batch,
-        a.optimizer,
+        clap::ValueEnum::to_possible_value(&a.optimizer)
+            .map_or_else(String::new, |v| v.get_name().to_string()),
         gpu.info.name,
         gpu.info.backend
     );
@@ -250,10 +402,17 @@ pub fn run(gpu: &Gpu, a: &TrainArgs) -> Result<Vec<(String, TrainSummary)>> {
         classes,
         a.run_dir.display()
     );
-    let train_ds = Arc::new(train_ds);
+    let (train_ds, test_ds) = (Arc::new(train_ds), Arc::new(test_ds));
     let meta = serde_json::to_string(&mcfg).expect("json");
     let mut model = EfficientNet::new(gpu, &mcfg, cfg.batch, cfg.image_size)?;
     let mut out = Vec::new();
+    let start = if a.resume {
+        Start::Resume {
+            allow_schedule_change: a.allow_schedule_change,
+        }
+    } else {
+        Start::Fresh
+    };
     let s = trainer::train(
         gpu,
         &mut model,
@@ -261,36 +420,38 @@ pub fn run(gpu: &Gpu, a: &TrainArgs) -> Result<Vec<(String, TrainSummary)>> {
         train_ds.clone(),
         &test_ds,
         (&mean, &std),
-        &a.run_dir,
-        if a.resume {
-            Start::Resume
-        } else {
-            Start::Fresh
-        },
+        &run_dir,
+        start,
         &meta,
         classes,
         false,
     )?;
     report("train", &s);
     out.push(("train".to_string(), s));
-    if let Some(ft) = a.finetune_size {
+    if let (Some(ft), Some(fcfg)) = (a.finetune_size, fcfg) {
         // FixRes: a model at the fine-tune resolution, initialized from the weight average
-        // of the trained run, training the head with evaluation preprocessing.
-        let dir = a.run_dir.join(format!("finetune-{ft}"));
-        let mut fcfg = cfg.clone();
-        fcfg.image_size = ft;
-        fcfg.head_only = true;
-        fcfg.eval_preprocessing = true;
-        fcfg.epochs = a.finetune_epochs;
-        fcfg.max_steps = None;
-        fcfg.lr = a.finetune_lr;
-        fcfg.warmup_epochs = 0.0;
-        fcfg.decay = Decay::Cosine;
-        fcfg.weight_decay = 0.0;
+        // of the trained run, training the head with evaluation preprocessing. A resumed
+        // run resumes its fine-tune too when that had written a checkpoint.
+        let dir = run_dir.path().join(format!("finetune-{ft}"));
+        let resume_ft = a.resume && trainer::checkpoint_path(&dir).is_file();
+        let fdir = RunDir::open(
+            &dir,
+            if resume_ft {
+                Mode::Resume
+            } else {
+                Mode::Overwrite
+            },
+        )?;
+        opened(&fdir, false);
         let mut fmodel = EfficientNet::new(gpu, &mcfg, cfg.batch, ft)?;
         fmodel.set_finetune_stages(&a.finetune_stages)?;
-        let src = SafeTensors::load(&trainer::checkpoint_path(&a.run_dir))?;
-        init_from_average(gpu, &fmodel, &src)?;
+        let fstart = if resume_ft {
+            start
+        } else {
+            let src = SafeTensors::load(&run_dir.checkpoint())?;
+            init_from_average(gpu, &mut fmodel, &src)?;
+            Start::Keep
+        };
         println!(
             "fine-tuning the head at {ft}px for {} epochs (FixRes)",
             a.finetune_epochs
@@ -302,8 +463,8 @@ pub fn run(gpu: &Gpu, a: &TrainArgs) -> Result<Vec<(String, TrainSummary)>> {
             train_ds,
             &test_ds,
             (&mean, &std),
-            &dir,
-            Start::Keep,
+            &fdir,
+            fstart,
             &meta,
             classes,
             false,
@@ -314,9 +475,11 @@ pub fn run(gpu: &Gpu, a: &TrainArgs) -> Result<Vec<(String, TrainSummary)>> {
     Ok(out)
 }
 
-/// Copy a checkpoint's weight average (or weights) into a model's weights and average, and
-/// its state tensors (the trainer resets the optimizer state).
-fn init_from_average(gpu: &Gpu, model: &EfficientNet, src: &SafeTensors) -> Result<()> {
+/// Copy a checkpoint's weight average (or weights) into a model's weights and average, its
+/// averaged state tensors (or raw ones) into both the state and its average, and its
+/// `num_batches_tracked`; then rebuild the derived state. The trainer resets the optimizer
+/// state.
+fn init_from_average(gpu: &Gpu, model: &mut EfficientNet, src: &SafeTensors) -> Result<()> {
     let store = model.store();
     for (i, d) in store.defs.iter().enumerate() {
         let t = src
@@ -328,18 +491,35 @@ fn init_from_average(gpu: &Gpu, model: &EfficientNet, src: &SafeTensors) -> Resu
         gpu.write_f32(store.w(id), &t.data)?;
         gpu.write_f32(store.tensor_of(&store.ema, id), &t.data)?;
     }
-    for (name, t) in model.state_tensors() {
-        if let Some(v) = src.tensors.get(&format!("state/{name}")) {
-            gpu.write_f32(&t, &v.data)?;
+    for ((name, t), (_, avg)) in model.state_tensors().iter().zip(&model.state_average()) {
+        let v = src
+            .tensors
+            .get(&format!("state_ema/{name}"))
+            .or_else(|| src.tensors.get(&format!("state/{name}")));
+        if let Some(v) = v {
+            gpu.write_f32(t, &v.data)?;
+            gpu.write_f32(avg, &v.data)?;
         }
     }
-    Ok(())
+    let tracked = src
+        .metadata
+        .get(checkpoint::META_BATCHES_TRACKED)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    model.set_batches_tracked(tracked);
+    model.rebuild_derived(gpu)
 }
 
 fn report(what: &str, s: &TrainSummary) {
     print!(
-        "{what}: {} steps, {:.1} img/s over {:.1} s of training, first step after {:.2} s",
-        s.steps, s.img_per_s, s.train_seconds, s.first_step_seconds
+        "{what}: {} steps, {:.1} img/s over {:.1} s of training ({:.0}% of it waiting for \
+         data, {} loader workers), first step after {:.2} s",
+        s.steps,
+        s.img_per_s,
+        s.train_seconds,
+        100.0 * s.data_wait,
+        s.workers,
+        s.first_step_seconds
     );
     match &s.eval {
         Some(e) => println!(
@@ -359,16 +539,43 @@ pub struct EvalArgs {
     /// Evaluate the raw weights instead of their average.
     #[arg(long)]
     pub raw: bool,
-    /// Resolution (default: the run's training resolution).
+    /// Resolution (default: the run's training resolution); must keep the FixRes rule
+    /// train % 32 == test % 32 with it.
     #[arg(long)]
     pub image_size: Option<usize>,
-    /// Evaluate on at most N images.
+    /// Dataset folder, for a checkpoint evaluated on another machine (default: the one
+    /// the run trained on, as recorded in the checkpoint).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Evaluate on at most N images (N >= 1).
     #[arg(long)]
     pub limit: Option<usize>,
 }
 
+/// Parse a `[0.1, 0.2]` metadata list of `n` finite floats.
+fn float_list(path: &Path, key: &str, s: &str, n: usize) -> Result<Vec<f32>> {
+    let v: Option<Vec<f32>> = s
+        .trim()
+        .strip_prefix('[')
+        .and_then(|s| s.strip_suffix(']'))
+        .map(|s| s.split(',').map(|v| v.trim().parse::<f32>().ok()).collect())
+        .and_then(|v: Option<Vec<f32>>| v)
+        .filter(|v| v.len() == n && v.iter().all(|x| x.is_finite()));
+    v.ok_or_else(|| {
+        Error::file(
+            path,
+            format!(
+                "bad {key} metadata '{s}' (want {n} finite numbers): the checkpoint is corrupt"
+            ),
+        )
+    })
+}
+
 /// Run `effnet eval`: top-1, top-5 and the confusion matrix.
 pub fn eval(gpu: &Gpu, a: &EvalArgs) -> Result<trainer::EvalResult> {
+    if a.limit == Some(0) {
+        return Err(Error::Config("--limit 0: must be >= 1".into()));
+    }
     let path = if a.checkpoint.is_dir() {
         trainer::checkpoint_path(&a.checkpoint)
     } else {
@@ -382,28 +589,71 @@ pub fn eval(gpu: &Gpu, a: &EvalArgs) -> Result<trainer::EvalResult> {
     };
     let mut cfg: TrainConfig = serde_json::from_str(&get("train_config")?)
         .map_err(|e| Error::file(&path, format!("bad train_config: {e}")))?;
+    cfg.validate().map_err(|e| {
+        Error::file(
+            &path,
+            format!(
+                "the stored training configuration is invalid ({e}): the checkpoint is corrupt"
+            ),
+        )
+    })?;
     let mcfg: ModelConfig = serde_json::from_str(&get("model_config")?)
         .map_err(|e| Error::file(&path, format!("bad model_config: {e}")))?;
-    let parse = |s: String| -> Vec<f32> {
-        s.trim_matches(|c| c == '[' || c == ']')
-            .split(',')
-            .filter_map(|v| v.trim().parse().ok())
-            .collect()
-    };
-    let (mean, std) = (parse(get("norm_mean")?), parse(get("norm_std")?));
+    let c = mcfg.in_channels;
+    let mean = float_list(&path, "norm_mean", &get("norm_mean")?, c)?;
+    let std = float_list(&path, "norm_std", &get("norm_std")?, c)?;
     if let Some(s) = a.image_size {
+        check_fixres(cfg.image_size, s).map_err(|e| Error::Config(format!("--image-size: {e}")))?;
         cfg.image_size = s;
     }
-    let (_, test) = trainer::load_datasets(&cfg)?;
-    let mut model = EfficientNet::new(gpu, &mcfg, cfg.batch, cfg.image_size)?;
-    checkpoint::load(&path, gpu, model.store(), &model.state_tensors())?;
-    let shapes: Vec<Vec<usize>> = model.store().defs.iter().map(|d| d.shape.clone()).collect();
-    let backup = crate::gpu::Arena::new(gpu, &shapes)?;
-    if !a.raw {
-        trainer::swap_ema(gpu, &model, &backup)?;
+    if let Some(d) = &a.data_dir {
+        cfg.data_dir = Some(d.clone());
     }
-    let lc = trainer::loader_config(&cfg, &test, &mean, &std, false);
-    let r = trainer::evaluate(gpu, &mut model, &test, &lc, a.limit, mcfg.classes)?;
+    let (_, test) = trainer::load_datasets(&cfg).map_err(|e| {
+        if a.data_dir.is_none() {
+            Error::Config(format!(
+                "{e}\n(this is the dataset the run trained on; to evaluate on a copy \
+                 elsewhere, give its folder with --data-dir)"
+            ))
+        } else {
+            e
+        }
+    })?;
+    let classes = trainer::class_names(&st.metadata).unwrap_or_else(|| test.classes.clone());
+    if classes != test.classes {
+        let k = (0..)
+            .find(|&k| classes.get(k) != test.classes.get(k))
+            .unwrap_or(0);
+        return Err(Error::file(
+            &path,
+            format!(
+                "the checkpoint was trained on {} classes, the test set has {}; class {k} is \
+                 {:?} in the checkpoint and {:?} in the test set: evaluate on the dataset it \
+                 was trained on",
+                classes.len(),
+                test.classes.len(),
+                classes.get(k).map_or("(none)", |s| s.as_str()),
+                test.classes.get(k).map_or("(none)", |s| s.as_str()),
+            ),
+        ));
+    }
+    let test = Arc::new(test);
+    let mut model = EfficientNet::new(gpu, &mcfg, cfg.batch, cfg.image_size)?;
+    checkpoint::load(&path, gpu, &mut model)?;
+    if !a.raw {
+        AverageSwap::new(gpu, &model)?.swap(gpu, &model)?;
+    }
+    let lc = trainer::loader_config(&cfg, &test, false);
+    let r = trainer::evaluate(
+        gpu,
+        &mut model,
+        &test,
+        &lc,
+        a.limit,
+        mcfg.classes,
+        &mean,
+        &std,
+    )?;
     println!(
         "{}: {} images at {}px ({} weights): top-1 {:.2}%  top-5 {:.2}%  loss {:.4}",
         path.display(),
@@ -416,7 +666,7 @@ pub fn eval(gpu: &Gpu, a: &EvalArgs) -> Result<trainer::EvalResult> {
     );
     println!("confusion matrix (rows: true class, columns: predicted):");
     for (i, row) in r.confusion.iter().enumerate() {
-        let name = test.classes.get(i).cloned().unwrap_or_default();
+        let name = classes.get(i).cloned().unwrap_or_default();
         println!(
             "{:>12} {}",
             name,

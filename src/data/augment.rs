@@ -1,5 +1,7 @@
-//! Image preprocessing: crops, flips and bilinear resizing of u8 HWC images into
-//! normalized f32 HWC tensors at the training resolution.
+//! Image preprocessing: where to crop and whether to flip ([`plan`], a pure function of the
+//! image size and the per-image random stream), and the bilinear resize of in-memory u8
+//! HWC images into u8 HWC network inputs (file images are resized by the loader's
+//! SIMD resizer). Normalization happens on the GPU (`ops::input`).
 
 use crate::util::Rng;
 
@@ -27,19 +29,23 @@ pub enum Transform {
 }
 
 /// A crop rectangle in source pixels (floating point for sub-pixel resizing).
-#[derive(Clone, Copy, Debug)]
-struct Rect {
-    y0: f64,
-    x0: f64,
-    h: f64,
-    w: f64,
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Rect {
+    /// Top edge.
+    pub y0: f64,
+    /// Left edge.
+    pub x0: f64,
+    /// Height.
+    pub h: f64,
+    /// Width.
+    pub w: f64,
 }
 
-/// Bilinear sample of `src` (u8 HWC, h x w x c) over `rect` into an `out` x `out` image,
-/// normalized per channel; `flip` mirrors horizontally. Pixels outside the source are 0
-/// (before normalization), which implements zero padding.
+/// Bilinear sample of `src` (u8 HWC, h x w x c) over `rect` into an `out` x `out` u8
+/// image; `flip` mirrors horizontally. Pixels outside the source are 0, which implements
+/// zero padding.
 #[allow(clippy::too_many_arguments)]
-fn resample(
+pub fn resample(
     src: &[u8],
     h: usize,
     w: usize,
@@ -47,9 +53,7 @@ fn resample(
     rect: Rect,
     flip: bool,
     out: usize,
-    mean: &[f32],
-    std: &[f32],
-    dst: &mut [f32],
+    dst: &mut [u8],
 ) {
     let sy = rect.h / out as f64;
     let sx = rect.w / out as f64;
@@ -73,13 +77,13 @@ fn resample(
             for ch in 0..c {
                 let v = (1.0 - ty) * ((1.0 - tx) * px(yi, xi, ch) + tx * px(yi, xi + 1, ch))
                     + ty * ((1.0 - tx) * px(yi + 1, xi, ch) + tx * px(yi + 1, xi + 1, ch));
-                dst[(oy * out + ox) * c + ch] = ((v / 255.0) as f32 - mean[ch]) / std[ch];
+                dst[(oy * out + ox) * c + ch] = v.round().clamp(0.0, 255.0) as u8;
             }
         }
     }
 }
 
-/// Apply `t` to one image. `dst` has `out * out * c` floats.
+/// Apply `t` to one in-memory image. `dst` has `out * out * c` bytes.
 #[allow(clippy::too_many_arguments)]
 pub fn apply(
     t: Transform,
@@ -88,12 +92,17 @@ pub fn apply(
     w: usize,
     c: usize,
     out: usize,
-    mean: &[f32],
-    std: &[f32],
     rng: &mut Rng,
-    dst: &mut [f32],
+    dst: &mut [u8],
 ) {
-    let (rect, flip) = match t {
+    let (rect, flip) = plan(t, h, w, rng);
+    resample(src, h, w, c, rect, flip, out, dst);
+}
+
+/// The crop rectangle and flip `t` takes from an `h` x `w` image, drawn from `rng` (the
+/// draws depend only on the size, so a header is enough to plan a reduced-size decode).
+pub fn plan(t: Transform, h: usize, w: usize, rng: &mut Rng) -> (Rect, bool) {
+    match t {
         Transform::PadCropFlip { pad } => {
             let dy = rng.below(2 * pad + 1) as f64 - pad as f64;
             let dx = rng.below(2 * pad + 1) as f64 - pad as f64;
@@ -133,8 +142,7 @@ pub fn apply(
             (rect, rng.uniform() < 0.5)
         }
         Transform::Eval { crop } => (center(h, w, crop), false),
-    };
-    resample(src, h, w, c, rect, flip, out, mean, std, dst);
+    }
 }
 
 fn center(h: usize, w: usize, crop: f64) -> Rect {

@@ -191,6 +191,9 @@ fn new_instance(backends: wgpu::Backends) -> wgpu::Instance {
     let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
     desc.backends = backends;
     desc.flags = wgpu::InstanceFlags::from_build_config().with_env();
+    // Let Vulkan and DX12 refuse allocations past 95% of the driver's memory budget with an
+    // out-of-memory error (which effnet reports) instead of swapping or losing the device.
+    desc.memory_budget_thresholds.for_resource_creation = Some(95);
     wgpu::Instance::new(desc)
 }
 

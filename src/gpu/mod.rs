@@ -3,6 +3,7 @@
 
 pub mod context;
 pub mod kernel;
+pub mod memory;
 pub mod recorder;
 pub mod tensor;
 pub mod uniform;
@@ -10,6 +11,7 @@ mod uniforms;
 
 pub use context::{list_adapters, AdapterSummary, FeatureSet, Gpu, GpuOptions, GpuReport};
 pub use kernel::{shader_source, Access, Kernel, KernelDef, SHADER_FILES};
+pub use memory::MemoryBudget;
 pub use recorder::{groups_for, Cost, Grid, KernelTiming, Recorder, Submitted};
 pub use tensor::{numel, Arena, Readback, Shape, Tensor};
 pub(crate) use uniform::uniform_block;

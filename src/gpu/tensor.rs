@@ -166,6 +166,12 @@ impl Gpu {
         self.write(t, bytemuck::cast_slice(data))
     }
 
+    /// Overwrite a tensor's contents with raw bytes (e.g. u8 pixels packed four per word);
+    /// `bytes` must fill the tensor exactly.
+    pub fn write_bytes(&self, t: &Tensor, bytes: &[u8]) -> Result<()> {
+        self.write(t, bytes)
+    }
+
     fn write(&self, t: &Tensor, bytes: &[u8]) -> Result<()> {
         if bytes.len() as u64 != t.bytes() {
             return Err(Error::Shape(format!(

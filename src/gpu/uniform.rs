@@ -16,10 +16,13 @@ pub enum Scalar {
     F32,
 }
 
-/// A Rust type that is one WGSL scalar.
+/// A Rust type that is one WGSL scalar (`u32`, `i32`, `f32`) or a `vec4` of one
+/// (`[u32; 4]`, `[i32; 4]`, `[f32; 4]`: per-channel constants indexed in the shader).
 pub trait UniformScalar {
-    /// Its WGSL scalar type.
+    /// Its WGSL scalar type (of each lane for a vector).
     const SCALAR: Scalar;
+    /// 1 for a scalar, 4 for a `vec4`.
+    const LANES: usize = 1;
 }
 
 impl UniformScalar for u32 {
@@ -31,6 +34,18 @@ impl UniformScalar for i32 {
 impl UniformScalar for f32 {
     const SCALAR: Scalar = Scalar::F32;
 }
+impl UniformScalar for [u32; 4] {
+    const SCALAR: Scalar = Scalar::U32;
+    const LANES: usize = 4;
+}
+impl UniformScalar for [i32; 4] {
+    const SCALAR: Scalar = Scalar::I32;
+    const LANES: usize = 4;
+}
+impl UniformScalar for [f32; 4] {
+    const SCALAR: Scalar = Scalar::F32;
+    const LANES: usize = 4;
+}
 
 /// One field of a parameter block.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,8 +54,11 @@ pub struct UniformField {
     pub name: &'static str,
     /// Byte offset in the block.
     pub offset: usize,
-    /// Scalar type.
+    /// Scalar type (of each lane for a vector).
     pub scalar: Scalar,
+    /// 1 for a scalar, 4 for a `vec4` (16-byte aligned in WGSL: the reflection test holds
+    /// the Rust offset to it, so pad before it with scalar fields).
+    pub lanes: usize,
 }
 
 /// The layout of a parameter block as the Rust struct has it.
@@ -61,9 +79,10 @@ pub trait Uniform: bytemuck::Pod {
     const LAYOUT: &'static UniformLayout;
 }
 
-/// Declare a kernel parameter block: a `#[repr(C)]` struct of `u32` / `i32` / `f32`
-/// fields (in the order of the WGSL `struct Params`) that implements [`Uniform`]. The
-/// block must fit the 256-byte uniform slot (checked at compile time).
+/// Declare a kernel parameter block: a `#[repr(C)]` struct of `u32` / `i32` / `f32` fields
+/// and `[T; 4]` fields for `vec4<T>` members (in the order of the WGSL `struct Params`)
+/// that implements [`Uniform`]. The block must fit the 256-byte uniform slot (checked at
+/// compile time).
 ///
 /// ```ignore
 /// uniform_block! {
@@ -93,6 +112,7 @@ macro_rules! uniform_block {
                     name: stringify!($field),
                     offset: ::core::mem::offset_of!($name, $field),
                     scalar: <$ty as $crate::gpu::UniformScalar>::SCALAR,
+                    lanes: <$ty as $crate::gpu::UniformScalar>::LANES,
                 }),*],
             };
         }

@@ -154,7 +154,7 @@ pub fn stage_block_counts(st: &SafeTensors) -> BTreeMap<usize, usize> {
             continue;
         };
         let e = seen.entry(s).or_insert(0);
-        *e = (*e).max(j + 1);
+        *e = (*e).max(j.saturating_add(1));
     }
     seen
 }
@@ -226,6 +226,11 @@ pub fn infer_config(base: &ModelConfig, st: &SafeTensors) -> Result<ModelConfig>
             }
         }
     }
+    // Names may claim any block count and shapes any size (a tensor with a zero dimension
+    // holds no data): check the ranges before planning layers from them.
+    if problems.is_empty() {
+        cfg.check_ranges()?;
+    }
     // Width: from the head (features of the classifier), checked on every stage width.
     if let (Some(c), Some(s)) = (&cls, &stem) {
         if c.len() == 2 && s.len() == 4 && problems.is_empty() {
@@ -247,6 +252,8 @@ pub fn infer_config(base: &ModelConfig, st: &SafeTensors) -> Result<ModelConfig>
             if problems.is_empty() && widths(&cfg) != want {
                 let mut trial = cfg.clone();
                 trial.width = c[1] as f64 / cfg.head as f64;
+                // A zero-sized tensor may claim any width: check the range before planning.
+                trial.check_ranges()?;
                 if widths(&trial) == want {
                     cfg.width = trial.width;
                 } else {

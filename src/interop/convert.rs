@@ -12,11 +12,15 @@ use crate::models::efficientnet::EfficientNet;
 use crate::models::ModelConfig;
 use crate::nn::model::Trainable;
 use crate::nn::ParamId;
-use crate::util::safetensors::SafeTensors;
+use crate::util::safetensors::{SafeTensors, StTensor};
 
 /// Tensors in effnet's layouts by name: every parameter and the BatchNorm running
-/// statistics (`<norm>.running_mean`, `<norm>.running_var`).
+/// statistics (`<norm>.running_mean`, `<norm>.running_var`), and optionally each
+/// BatchNorm's `<norm>.num_batches_tracked` as one value.
 pub type Weights = BTreeMap<String, Vec<f32>>;
+
+/// Tensor shapes by name, as a file stores them.
+pub type Shapes = BTreeMap<String, Vec<usize>>;
 
 /// Metadata key holding the effnet [`ModelConfig`] (JSON) in exported files.
 pub const META_CONFIG: &str = "effnet_model_config";
@@ -29,9 +33,9 @@ pub const META_CREATE: &str = "timm_create";
 const IGNORED_SUFFIX: &str = ".num_batches_tracked";
 
 /// Convert a timm state dict to effnet's layouts for `cfg`. Every tensor the model needs
-/// must be present with timm's shape and nothing else may be (besides the ignored
-/// `num_batches_tracked` buffers); otherwise one error lists each missing, unexpected and
-/// mis-shaped tensor.
+/// must be present with timm's shape and nothing else may be (besides the optional
+/// `num_batches_tracked` buffers, kept as one value each); otherwise one error lists each
+/// missing, unexpected and mis-shaped tensor.
 pub fn from_timm(cfg: &ModelConfig, st: &SafeTensors) -> Result<Weights> {
     let maps = tensor_maps(cfg)?;
     let mut problems = Vec::new();
@@ -45,6 +49,15 @@ pub fn from_timm(cfg: &ModelConfig, st: &SafeTensors) -> Result<Weights> {
             )),
             Some(t) => {
                 out.insert(m.name.clone(), m.layout.to_effnet(&t.data));
+            }
+        }
+    }
+    // PyTorch's BatchNorm step counters, kept so an export gives them back.
+    for m in maps.iter().filter(|m| m.running) {
+        if let Some(layer) = m.name.strip_suffix(".running_var") {
+            let name = format!("{layer}{IGNORED_SUFFIX}");
+            if let Some(t) = st.tensors.get(&name).filter(|t| t.data.len() == 1) {
+                out.insert(name, t.data.clone());
             }
         }
     }
@@ -100,6 +113,15 @@ pub fn to_timm(cfg: &ModelConfig, w: &Weights) -> Result<(SafeTensors, TimmEquiv
             problems.join("\n  ")
         )));
     }
+    // PyTorch's BatchNorm buffer: written as a one-value F32 tensor of shape [] (exact up
+    // to 2^24 steps; `load_state_dict` copies it into the int64 buffer).
+    for m in maps.iter().filter(|m| m.running) {
+        if let Some(layer) = m.name.strip_suffix(".running_var") {
+            let name = format!("{layer}{IGNORED_SUFFIX}");
+            let n = w.get(&name).and_then(|v| v.first().copied()).unwrap_or(0.0);
+            st.insert(name, &[], vec![n]);
+        }
+    }
     st.metadata.insert(META_ARCH.into(), eq.name.into());
     st.metadata.insert(META_CREATE.into(), eq.python());
     st.metadata.insert(
@@ -118,15 +140,64 @@ pub fn read_model(gpu: &Gpu, model: &EfficientNet) -> Result<Weights> {
         out.insert(d.name.clone(), gpu.read(store.w(ParamId(i)))?);
     }
     for (name, t) in model.state_tensors() {
+        if let Some(layer) = name.strip_suffix(".running_mean") {
+            let n = model.batches_tracked() as f32;
+            out.insert(format!("{layer}{IGNORED_SUFFIX}"), vec![n]);
+        }
         out.insert(name, gpu.read(&t)?);
     }
     Ok(out)
 }
 
-/// Write effnet-layout weights into a model: parameters (and their weight average, so
-/// averaged evaluation starts from them too) and running statistics. Every parameter and
-/// state tensor of the model must be given with its size.
-pub fn write_model(gpu: &Gpu, model: &EfficientNet, w: &Weights) -> Result<()> {
+/// The weights of an effnet training checkpoint in effnet's layouts: its weight average
+/// with the averaged BatchNorm statistics, or with `raw` its raw weights and statistics,
+/// plus `num_batches_tracked` for each BatchNorm. Checkpoints from before the averaged
+/// statistics existed give the raw statistics in both cases.
+pub fn checkpoint_weights(
+    tensors: BTreeMap<String, StTensor>,
+    metadata: &BTreeMap<String, String>,
+    raw: bool,
+) -> (Weights, Shapes) {
+    let (prefix, state) = if raw {
+        ("w/", "state/")
+    } else {
+        ("ema/", "state_ema/")
+    };
+    let tracked: f32 = metadata
+        .get(crate::train::checkpoint::META_BATCHES_TRACKED)
+        .and_then(|s| s.parse::<u64>().ok())
+        .unwrap_or(0) as f32;
+    let mut w = Weights::new();
+    let mut shapes = Shapes::new();
+    let mut averaged = Vec::new();
+    // Move the tensors out of the file's map: no second copy of the checkpoint.
+    for (name, t) in tensors {
+        if let Some(n) = name.strip_prefix(prefix) {
+            shapes.insert(n.to_string(), t.shape);
+            w.insert(n.to_string(), t.data);
+        } else if let Some(n) = name.strip_prefix("state/") {
+            if let Some(layer) = n.strip_suffix(".running_mean") {
+                w.insert(format!("{layer}{IGNORED_SUFFIX}"), vec![tracked]);
+            }
+            shapes.entry(n.to_string()).or_insert(t.shape);
+            w.entry(n.to_string()).or_insert(t.data);
+        } else if let Some(n) = name.strip_prefix(state) {
+            averaged.push((n.to_string(), t.shape, t.data));
+        }
+    }
+    // The averaged statistics replace the raw ones (none in checkpoints that predate them).
+    for (n, shape, data) in averaged {
+        shapes.insert(n.clone(), shape);
+        w.insert(n, data);
+    }
+    (w, shapes)
+}
+
+/// Write effnet-layout weights into a model: parameters and running statistics (and
+/// their weight averages, so averaged evaluation starts from them too), then rebuild the
+/// derived state ([`Trainable::rebuild_derived`]). Every parameter and state tensor of the
+/// model must be given with its size.
+pub fn write_model(gpu: &Gpu, model: &mut EfficientNet, w: &Weights) -> Result<()> {
     let store = model.store();
     let state = model.state_tensors();
     let mut problems = Vec::new();
@@ -156,14 +227,22 @@ pub fn write_model(gpu: &Gpu, model: &EfficientNet, w: &Weights) -> Result<()> {
         gpu.write_f32(store.w(ParamId(i)), v)?;
         gpu.write_f32(store.tensor_of(&store.ema, ParamId(i)), v)?;
     }
-    for (name, t) in &state {
+    for ((name, t), (_, avg)) in state.iter().zip(&model.state_average()) {
         gpu.write_f32(t, &w[name])?;
+        gpu.write_f32(avg, &w[name])?;
     }
-    Ok(())
+    // One count serves every layer (they all see the same forwards): the largest given.
+    let tracked = w
+        .iter()
+        .filter(|(n, _)| n.ends_with(IGNORED_SUFFIX))
+        .filter_map(|(_, v)| v.first().copied())
+        .fold(0.0f32, f32::max);
+    model.set_batches_tracked(tracked as u64);
+    model.rebuild_derived(gpu)
 }
 
 /// Load a timm safetensors file into a built model (see [`from_timm`]).
-pub fn load_timm(gpu: &Gpu, model: &EfficientNet, path: &Path) -> Result<()> {
+pub fn load_timm(gpu: &Gpu, model: &mut EfficientNet, path: &Path) -> Result<()> {
     let st = SafeTensors::load(path)?;
     let w = from_timm(&model.cfg, &st).map_err(|e| Error::file(path, e.to_string()))?;
     write_model(gpu, model, &w)
@@ -177,21 +256,13 @@ pub fn save_timm(gpu: &Gpu, model: &EfficientNet, path: &Path) -> Result<TimmEqu
 }
 
 /// Export an effnet training checkpoint (from `effnet train`) as a timm safetensors file,
-/// on the host: its weight average (`ema/`), or its raw weights (`w/`) when `raw`, and its
-/// BatchNorm running statistics (`state/`).
+/// on the host: its weight average (`ema/`) with the averaged BatchNorm running statistics
+/// (`state_ema/`), or its raw weights and statistics (`w/`, `state/`) when `raw`, and each
+/// BatchNorm's `num_batches_tracked`.
 pub fn export_checkpoint(ckpt: &Path, out: &Path, raw: bool) -> Result<TimmEquivalent> {
     let src = SafeTensors::load(ckpt)?;
     let cfg = checkpoint_config(ckpt, &src)?;
-    let prefix = if raw { "w/" } else { "ema/" };
-    let mut w = Weights::new();
-    for (name, t) in &src.tensors {
-        if let Some(n) = name
-            .strip_prefix(prefix)
-            .or_else(|| name.strip_prefix("state/"))
-        {
-            w.insert(n.to_string(), t.data.clone());
-        }
-    }
+    let (w, _) = checkpoint_weights(src.tensors, &src.metadata, raw);
     let (st, eq) = to_timm(&cfg, &w).map_err(|e| Error::file(ckpt, e.to_string()))?;
     st.save(out)?;
     Ok(eq)
@@ -205,5 +276,15 @@ pub fn checkpoint_config(path: &Path, st: &SafeTensors) -> Result<ModelConfig> {
             "not an effnet training checkpoint (no model_config metadata)",
         )
     })?;
-    serde_json::from_str(s).map_err(|e| Error::file(path, format!("bad model_config: {e}")))
+    parse_config(path, "model_config", s)
+}
+
+/// Parse a [`ModelConfig`] stored as JSON under metadata key `key` of `path`, and check
+/// its ranges ([`ModelConfig::validate`]) before anything is planned from it.
+pub fn parse_config(path: &Path, key: &str, json: &str) -> Result<ModelConfig> {
+    let cfg: ModelConfig = serde_json::from_str(json)
+        .map_err(|e| Error::file(path, format!("bad {key} metadata: {e}")))?;
+    cfg.validate()
+        .map_err(|e| Error::file(path, format!("{key} metadata: {e}")))?;
+    Ok(cfg)
 }

@@ -161,6 +161,46 @@ fn default_bn_momentum() -> f64 {
     0.99
 }
 
+/// Bounds on a [`ModelConfig`]'s numbers, checked by [`ModelConfig::check_ranges`] on every
+/// path that builds a model (command line, checkpoint metadata, timm files).
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Largest width multiplier.
+    pub max_width: f64,
+    /// Largest depth multiplier.
+    pub max_depth: f64,
+    /// Most output classes.
+    pub max_classes: usize,
+    /// Most input channels.
+    pub max_in_channels: usize,
+    /// Widest head before scaling.
+    pub max_head: usize,
+    /// Largest expansion ratio.
+    pub max_expand: usize,
+    /// Most channels per group (convolutions and GroupNorm), and most GroupNorm groups.
+    pub max_group_size: usize,
+    /// Largest native resolution.
+    pub max_resolution: usize,
+}
+
+/// The bounds in force; see [`LIMITS_WHY`].
+pub const LIMITS: Limits = Limits {
+    max_width: 8.0,
+    max_depth: 8.0,
+    max_classes: 1 << 20,
+    max_in_channels: 256,
+    max_head: 1 << 14,
+    max_expand: 16,
+    max_group_size: 1 << 12,
+    max_resolution: 8192,
+};
+
+/// Why the bounds are where they are (part of the error message).
+pub const LIMITS_WHY: &str = "Bounds: width and depth multipliers in (0, 8] (the largest \
+EfficientNet, L2, uses 4.3 and 5.3; B7 2.0 and 3.1), at most 1,048,576 classes (ImageNet-21k \
+has 21,843), 256 input channels, a 16,384-wide head, expansion 16 and a native resolution of \
+8192 px; dropout and drop-connect in [0, 1)";
+
 /// A full model configuration.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ModelConfig {
@@ -306,8 +346,70 @@ impl ModelConfig {
         }
     }
 
-    /// Check the configuration can be built.
+    /// Check that every number is in its range ([`LIMITS`]), without building anything
+    /// (a configuration read from a file may hold anything: `depth: 1e6` must be refused
+    /// here, before a layer plan of millions of blocks is made).
+    pub fn check_ranges(&self) -> Result<()> {
+        let l = &LIMITS;
+        let mut bad = Vec::new();
+        let mut real = |name: &str, v: f64, lo: f64, lo_open: bool, hi: f64, hi_open: bool| {
+            let ok = v.is_finite()
+                && (if lo_open { v > lo } else { v >= lo })
+                && (if hi_open { v < hi } else { v <= hi });
+            if !ok {
+                bad.push(format!(
+                    "{name} {v} is outside {}{lo}, {hi}{}",
+                    if lo_open { "(" } else { "[" },
+                    if hi_open { ")" } else { "]" }
+                ));
+            }
+        };
+        real("width", self.width, 0.0, true, l.max_width, false);
+        real("depth", self.depth, 0.0, true, l.max_depth, false);
+        real("dropout", self.dropout, 0.0, false, 1.0, true);
+        real("drop_connect", self.drop_connect, 0.0, false, 1.0, true);
+        real("se_ratio", self.se_ratio, 0.0, true, 1.0, false);
+        let mut int = |name: &str, v: usize, lo: usize, hi: usize| {
+            if !(lo..=hi).contains(&v) {
+                bad.push(format!("{name} {v} is outside [{lo}, {hi}]"));
+            }
+        };
+        int("classes", self.classes, 2, l.max_classes);
+        int("in_channels", self.in_channels, 1, l.max_in_channels);
+        int("head", self.head, 1, l.max_head);
+        int("expand", self.expand, 1, l.max_expand);
+        int("group_size", self.group_size, 1, l.max_group_size);
+        int("gn_groups", self.gn_groups, 1, l.max_group_size);
+        int("resolution", self.resolution, 8, l.max_resolution);
+        if let Some(gs) = self.gn_group_size {
+            int("gn_group_size", gs, 1, l.max_group_size);
+        }
+        if bad.is_empty()
+            && B0_STAGES
+                .iter()
+                .any(|s| round_repeats(s.repeats, self.depth) == 0)
+        {
+            bad.push(format!(
+                "depth {} leaves a stage without blocks (every stage needs one)",
+                self.depth
+            ));
+        }
+        if bad.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Config(format!(
+                "model configuration '{}' is out of range: {}. {}",
+                self.name,
+                bad.join("; "),
+                LIMITS_WHY
+            )))
+        }
+    }
+
+    /// Check the configuration can be built: every number in range ([`Self::check_ranges`]),
+    /// then the layer plan.
     pub fn validate(&self) -> Result<()> {
+        self.check_ranges()?;
         if let (Some(gs), NormChoice::Gn | NormChoice::GnPn) = (self.gn_group_size, self.norm) {
             let mut widths = vec![self.stem_width(), self.head_width()];
             for b in self.blocks() {
@@ -319,7 +421,9 @@ impl ModelConfig {
                 )));
             }
         }
-        if self.norm_eps.is_nan() || self.norm_eps <= 0.0 || !(0.0..1.0).contains(&self.bn_momentum)
+        if !self.norm_eps.is_finite()
+            || self.norm_eps <= 0.0
+            || !(0.0..1.0).contains(&self.bn_momentum)
         {
             return Err(Error::Config(format!(
                 "norm eps must be positive and BatchNorm momentum in [0, 1), got {} and {}",
@@ -333,9 +437,6 @@ impl ModelConfig {
                     b.stage, b.mid, b.groups
                 )));
             }
-        }
-        if self.classes < 2 {
-            return Err(Error::Config("need at least 2 classes".into()));
         }
         Ok(())
     }

@@ -97,6 +97,8 @@ pub struct EfficientNet {
     stage_start: [usize; 8],
     /// Stages trained besides the head when fine-tuning.
     finetune_stages: Vec<usize>,
+    /// Training-mode forward passes so far (BatchNorm's `num_batches_tracked`).
+    batches_tracked: u64,
 }
 
 /// Builds the graph: registers parameters, allocates activations, appends nodes.
@@ -175,6 +177,11 @@ impl EfficientNet {
                 "image size {image} is too small (need >= 8)"
             )));
         }
+        // Refuse what the adapter cannot hold before allocating anything.
+        crate::models::footprint::estimate(cfg, batch, image)?.check(
+            gpu,
+            &format!("model {} at batch {batch} and {image}px", cfg.name),
+        )?;
         let b = batch;
         let mut g = GraphBuilder {
             gpu,
@@ -358,6 +365,7 @@ impl EfficientNet {
             head_start,
             stage_start,
             finetune_stages: Vec::new(),
+            batches_tracked: 0,
         })
     }
 
@@ -385,6 +393,7 @@ impl EfficientNet {
     /// selects BatchNorm's batch statistics (and updates its running statistics). Analyses
     /// (`effnet moments`) read [`Self::node_outputs`] afterwards.
     pub fn record_forward(&mut self, rec: &mut Recorder, training: bool) -> Result<()> {
+        self.batches_tracked += training as u64;
         self.forward(rec, training, None)
     }
 
@@ -604,6 +613,25 @@ impl Trainable for EfficientNet {
             .collect()
     }
 
+    fn state_average(&self) -> Vec<(String, Tensor)> {
+        self.nodes
+            .iter()
+            .filter_map(|n| match n {
+                Node::Norm { l, .. } => Some(l.state_average()),
+                _ => None,
+            })
+            .flatten()
+            .collect()
+    }
+
+    fn batches_tracked(&self) -> u64 {
+        self.batches_tracked
+    }
+
+    fn set_batches_tracked(&mut self, n: u64) {
+        self.batches_tracked = n;
+    }
+
     fn batch(&self) -> usize {
         self.batch
     }
@@ -635,6 +663,7 @@ impl Trainable for EfficientNet {
         label_smoothing: f32,
         head_only: bool,
     ) -> Result<()> {
+        self.batches_tracked += 1;
         self.forward(rec, true, Some(rng))?;
         let id = self.logits_id();
         let logits = self.acts[id].reshape(&[self.batch, self.cfg.classes])?;
@@ -663,7 +692,7 @@ impl Trainable for EfficientNet {
         self.forward(rec, false, None)
     }
 
-    fn record_after_update(&mut self, rec: &mut Recorder) -> Result<()> {
+    fn record_after_update(&self, rec: &mut Recorder) -> Result<()> {
         for n in &self.nodes {
             if let Node::Norm { l, .. } = n {
                 l.after_update(rec, &self.store)?;

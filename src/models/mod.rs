@@ -2,5 +2,7 @@
 
 pub mod config;
 pub mod efficientnet;
+pub mod footprint;
 
 pub use config::{layer_table, totals, BlockDef, LayerRow, ModelConfig, NormChoice, Preset};
+pub use footprint::Footprint;

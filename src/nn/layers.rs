@@ -253,6 +253,8 @@ pub struct NormActLayer {
     beta: Option<ParamId>,
     proxy: Option<(ParamId, ParamId)>,
     running: Option<(Tensor, Tensor)>,
+    /// The weight average's running statistics (averaged like the parameters).
+    running_avg: Option<(Tensor, Tensor)>,
     proxy_stats: Option<(Tensor, Tensor)>,
     proxy_grads: Option<(Tensor, Tensor)>,
     saved: Tensor,
@@ -316,11 +318,15 @@ impl NormActLayer {
                 ),
             )
         });
-        let running = if kind == NormKind::Batch {
-            Some((gpu.zeros(&[c])?, gpu.upload(&vec![1.0; c], &[c])?))
-        } else {
-            None
+        let running_pair = |gpu: &Gpu| -> Result<Option<(Tensor, Tensor)>> {
+            if kind == NormKind::Batch {
+                Ok(Some((gpu.zeros(&[c])?, gpu.upload(&vec![1.0; c], &[c])?)))
+            } else {
+                Ok(None)
+            }
         };
+        let running = running_pair(gpu)?;
+        let running_avg = running_pair(gpu)?;
         let pair = |gpu: &Gpu| -> Result<Option<(Tensor, Tensor)>> {
             if proxy.is_some() {
                 Ok(Some((gpu.zeros(&[c])?, gpu.zeros(&[c])?)))
@@ -335,6 +341,7 @@ impl NormActLayer {
             beta,
             proxy,
             running,
+            running_avg,
             proxy_stats: pair(gpu)?,
             proxy_grads: pair(gpu)?,
             saved: gpu.zeros(&[spec.saved_len()])?,
@@ -454,7 +461,17 @@ impl NormActLayer {
 
     /// Checkpointed state: BatchNorm running statistics.
     pub fn state(&self) -> Vec<(String, Tensor)> {
-        match &self.running {
+        self.named_running(&self.running)
+    }
+
+    /// The weight average's twins of [`Self::state`] (same names and order), averaged
+    /// with the parameters so the averaged model evaluates with averaged statistics.
+    pub fn state_average(&self) -> Vec<(String, Tensor)> {
+        self.named_running(&self.running_avg)
+    }
+
+    fn named_running(&self, r: &Option<(Tensor, Tensor)>) -> Vec<(String, Tensor)> {
+        match r {
             Some((m, v)) => vec![
                 (format!("{}.running_mean", self.name), m.clone()),
                 (format!("{}.running_var", self.name), v.clone()),

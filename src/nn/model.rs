@@ -2,7 +2,7 @@
 //! labels from, and recorders for a training step and an evaluation forward pass.
 
 use crate::error::Result;
-use crate::gpu::{Recorder, Tensor};
+use crate::gpu::{Gpu, Recorder, Tensor};
 use crate::nn::ParamStore;
 use crate::util::Rng;
 
@@ -13,6 +13,14 @@ pub trait Trainable {
     fn store(&self) -> &ParamStore;
     /// Non-parameter state saved in checkpoints (e.g. BatchNorm running statistics).
     fn state_tensors(&self) -> Vec<(String, Tensor)>;
+    /// The weight average's twins of [`Trainable::state_tensors`] (same names, shapes
+    /// and order), averaged with the parameters.
+    fn state_average(&self) -> Vec<(String, Tensor)>;
+    /// Training-mode forward passes run so far (PyTorch's BatchNorm
+    /// `num_batches_tracked`; every norm layer has seen the same number).
+    fn batches_tracked(&self) -> u64;
+    /// Set the count of [`Trainable::batches_tracked`] (after loading weights).
+    fn set_batches_tracked(&mut self, n: u64);
     /// Batch size the buffers were planned for.
     fn batch(&self) -> usize;
     /// Input tensor [batch, size, size, channels] (the trainer writes images here).
@@ -37,8 +45,17 @@ pub trait Trainable {
     ) -> Result<()>;
     /// Record an evaluation forward pass (running statistics, no dropout).
     fn record_eval(&mut self, rec: &mut Recorder) -> Result<()>;
-    /// Record work that must follow each optimizer update (Proxy Norm statistics).
-    fn record_after_update(&mut self, rec: &mut Recorder) -> Result<()>;
+    /// Record work that must follow each optimizer update: state derived from the
+    /// parameters (Proxy Norm statistics).
+    fn record_after_update(&self, rec: &mut Recorder) -> Result<()>;
+    /// Rebuild the state derived from the parameters, now. Every change to the weights
+    /// outside a training step (loading a checkpoint or weights, swapping in the weight
+    /// average and back) calls this, so no stale derived state is ever evaluated.
+    fn rebuild_derived(&self, gpu: &Gpu) -> Result<()> {
+        let mut rec = Recorder::new(gpu);
+        self.record_after_update(&mut rec)?;
+        rec.submit()?.wait(gpu)
+    }
     /// Names of the parameters trained when fine-tuning (the head, plus any stages chosen
     /// with [`Trainable::set_finetune_stages`]).
     fn is_head_param(&self, name: &str) -> bool;

@@ -5,8 +5,10 @@
 pub mod act;
 pub mod conv;
 pub mod elementwise;
+pub mod finite;
 pub mod gemm;
 pub mod harness;
+pub mod input;
 pub mod linear;
 pub mod loss;
 pub mod norm;
@@ -21,9 +23,11 @@ pub use harness::{check, CheckResult, HostTensor, Input, OpCase, Tolerance};
 /// Every registered harness case, in a stable order.
 pub fn cases() -> Vec<Box<dyn OpCase>> {
     let mut v = Vec::new();
+    v.extend(input::cases());
     v.extend(act::cases());
     v.extend(elementwise::cases());
     v.extend(reduce::cases());
+    v.extend(finite::cases());
     v.extend(loss::cases());
     v.extend(gemm::cases());
     v.extend(linear::cases());
@@ -39,9 +43,11 @@ pub fn cases() -> Vec<Box<dyn OpCase>> {
 /// those of the optimizers and the moments analysis).
 pub fn kernels() -> Vec<&'static crate::gpu::KernelDef> {
     let mut v = Vec::new();
+    v.extend_from_slice(input::KERNELS);
     v.extend_from_slice(act::KERNELS);
     v.extend_from_slice(elementwise::KERNELS);
     v.extend_from_slice(reduce::KERNELS);
+    v.extend_from_slice(finite::KERNELS);
     v.extend_from_slice(loss::KERNELS);
     v.extend_from_slice(gemm::KERNELS);
     v.extend_from_slice(conv::KERNELS);

@@ -37,6 +37,33 @@ impl MetricsLog {
     }
 }
 
+/// Drop the records of a JSONL log whose `step` is past `step` (and lines that are not
+/// records, such as a line cut short by a kill), rewriting the file atomically. A resumed
+/// run calls this so the steps after its checkpoint are not logged twice. A missing file
+/// is left missing.
+pub fn truncate_after(path: &Path, step: u64) -> Result<()> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::file(path, format!("cannot read: {e}"))),
+    };
+    let keep = |l: &&str| {
+        serde_json::from_str::<serde_json::Value>(l)
+            .ok()
+            .and_then(|v| v["step"].as_u64())
+            .is_some_and(|s| s <= step)
+    };
+    let kept: Vec<&str> = text.lines().filter(keep).collect();
+    if kept.len() == text.lines().count() && (text.is_empty() || text.ends_with('\n')) {
+        return Ok(());
+    }
+    let mut out = kept.join("\n");
+    if !out.is_empty() {
+        out.push('\n');
+    }
+    crate::util::safetensors::atomic_write(path, out.as_bytes())
+}
+
 /// One training-step record.
 #[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct StepRecord {

@@ -266,6 +266,16 @@ pub fn update(
     Ok(())
 }
 
+/// The weight average's decay for its `updates`-th update (1-based), with the warm-up of
+/// TensorFlow's `ExponentialMovingAverage(num_updates=...)`:
+/// `min(decay, (1 + updates) / (10 + updates))`. Early averages then follow the weights
+/// closely instead of keeping the initialization for thousands of steps (with 0.998 and no
+/// warm-up, 37% of the initial weights remain after 500 steps).
+pub fn ema_decay_at(decay: f64, updates: u64) -> f64 {
+    let t = updates as f64;
+    decay.min((1.0 + t) / (10.0 + t))
+}
+
 /// Record avg = decay * avg + (1 - decay) * w over whole chunks.
 pub fn ema(rec: &mut Recorder, w: &[Tensor], avg: &[Tensor], decay: f32) -> Result<()> {
     if w.len() != avg.len() || w.iter().zip(avg).any(|(a, b)| a.len() != b.len()) {

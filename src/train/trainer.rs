@@ -1,7 +1,11 @@
-//! The training loop: loader thread -> one recorded, single-submission step (forward,
+//! The training loop: loader workers -> u8 upload -> one recorded, single-submission step
+//! (input normalization, forward,
 //! loss, backward, fused optimizer update, Proxy Norm statistics, weight average) -> loss
-//! read back asynchronously every few steps -> atomic checkpoints, JSONL metrics, an
-//! evaluation per epoch with the weight average, and PNG curves at the end.
+//! read back asynchronously every few steps -> atomic checkpoints (never with non-finite
+//! values), JSONL metrics, an evaluation per epoch with the weight average, and PNG curves
+//! at the end. SIGINT/SIGTERM stop it after the current step with a checkpoint
+//! ([`super::stop`]); a resumed run refuses incompatible changes and records each session
+//! in the checkpoint's configuration history.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -11,42 +15,32 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use super::checkpoint;
-use super::metrics::{EvalRecord, MetricsLog, StepRecord};
+use super::input_stage::InputStage;
+use super::metrics::{self, EvalRecord, MetricsLog, StepRecord};
 use super::model::Trainable;
 use super::optim::{self, Optimizer, Segment};
+use super::run_dir::RunDir;
 use super::schedule::{Decay, Schedule};
+use super::stop::{self, StopSignal};
 use crate::data::{self, Batch, Dataset, Loader, LoaderConfig, Transform};
 use crate::error::{Error, Result};
-use crate::gpu::{Arena, Gpu, Readback, Recorder, Submitted};
+use crate::gpu::{Arena, Gpu, Readback, Recorder, Submitted, Tensor};
 use crate::util::plot::{self, Chart, Series};
 use crate::util::Rng;
 
 /// Which dataset to train on.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum DatasetKind {
     /// Fashion-MNIST IDX files (Debian package dataset-fashion-mnist).
+    #[value(alias = "fashion_mnist", alias = "mnist")]
     FashionMnist,
     /// CIFAR-10 binary batches.
+    #[value(alias = "cifar-10")]
     Cifar10,
     /// Image-folder tree with `train/` and `test/` (or `val/`) sub-folders.
+    #[value(alias = "imagefolder")]
     Folder,
-}
-
-impl DatasetKind {
-    /// Parse `fashion-mnist`, `cifar10`, `folder`.
-    pub fn parse(s: &str) -> Result<Self> {
-        Ok(match s {
-            "fashion-mnist" | "fashion_mnist" | "mnist" => Self::FashionMnist,
-            "cifar10" | "cifar-10" => Self::Cifar10,
-            "folder" | "imagefolder" => Self::Folder,
-            _ => {
-                return Err(Error::Config(format!(
-                    "unknown dataset '{s}': use fashion-mnist, cifar10 or folder"
-                )))
-            }
-        })
-    }
 }
 
 /// Everything that defines a run (stored in checkpoints).
@@ -92,6 +86,100 @@ pub struct TrainConfig {
     pub head_only: bool,
     /// Train with evaluation preprocessing (FixRes fine-tuning).
     pub eval_preprocessing: bool,
+    /// Loader worker threads (0: [`data::default_workers`]); does not change the batches.
+    #[serde(default)]
+    pub workers: usize,
+    /// Skip image files that cannot be read or decoded (each reported once, all counted)
+    /// instead of stopping at the first one.
+    #[serde(default)]
+    pub skip_bad_images: bool,
+}
+
+/// Numbers the kernels take as f32 must fit it.
+const F32_MAX: f64 = f32::MAX as f64;
+
+impl TrainConfig {
+    /// Check every value against its valid range; the error names each flag that is out
+    /// of range. Configurations read back from checkpoints go through the same check.
+    pub fn validate(&self) -> Result<()> {
+        let mut bad = Vec::new();
+        let mut want = |ok: bool, flag: &str, v: &dyn std::fmt::Display, rule: &str| {
+            if !ok {
+                bad.push(format!("--{flag} {v}: must be {rule}"));
+            }
+        };
+        let unit = |v: f64| (0.0..1.0).contains(&v);
+        want(self.image_size >= 8, "image-size", &self.image_size, ">= 8");
+        want(self.batch >= 1, "batch", &self.batch, ">= 1");
+        want(
+            self.epochs.is_finite() && self.epochs > 0.0,
+            "epochs",
+            &self.epochs,
+            "a finite number > 0",
+        );
+        if let Some(m) = self.max_steps {
+            want(m >= 1, "max-steps", &m, ">= 1");
+        }
+        want(
+            self.lr > 0.0 && self.lr <= F32_MAX,
+            "lr",
+            &self.lr,
+            "a finite number > 0 (and within f32 range)",
+        );
+        want(
+            self.weight_decay >= 0.0 && self.weight_decay <= F32_MAX,
+            "weight-decay",
+            &self.weight_decay,
+            "a finite number >= 0",
+        );
+        want(
+            unit(self.label_smoothing),
+            "label-smoothing",
+            &self.label_smoothing,
+            "in [0, 1)",
+        );
+        want(
+            self.warmup_epochs.is_finite() && self.warmup_epochs >= 0.0,
+            "warmup-epochs",
+            &self.warmup_epochs,
+            "a finite number >= 0",
+        );
+        if let Decay::Exponential { rate, every } = self.decay {
+            want(
+                rate > 0.0 && rate <= 1.0 && every.is_finite() && every > 0.0,
+                "schedule",
+                &format!("exponential (rate {rate}, every {every})"),
+                "a rate in (0, 1] every finite > 0 epochs",
+            );
+        }
+        want(
+            unit(self.ema_decay),
+            "ema-decay",
+            &self.ema_decay,
+            "in [0, 1)",
+        );
+        want(self.log_every >= 1, "log-every", &self.log_every, ">= 1");
+        want(
+            self.checkpoint_every >= 1,
+            "checkpoint-every",
+            &self.checkpoint_every,
+            ">= 1 (checkpoints are also written at every epoch end and on Ctrl-C)",
+        );
+        want(
+            self.eval_every.is_finite() && self.eval_every >= 0.0,
+            "eval-every",
+            &self.eval_every,
+            "a finite number >= 0 (0: only at the end)",
+        );
+        if let Some(l) = self.eval_limit {
+            want(l >= 1, "eval-limit", &l, ">= 1");
+        }
+        if bad.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Config(bad.join("; ")))
+        }
+    }
 }
 
 /// Result of an evaluation.
@@ -117,10 +205,7 @@ pub fn load_datasets(cfg: &TrainConfig) -> Result<(Dataset, Dataset)> {
                 .data_dir
                 .clone()
                 .unwrap_or_else(|| PathBuf::from(data::FASHION_MNIST_DIR));
-            Ok((
-                data::load_idx_dir(&dir, true)?,
-                data::load_idx_dir(&dir, false)?,
-            ))
+            data::load_idx_splits(&dir)
         }
         DatasetKind::Cifar10 => {
             let dir = cfg.data_dir.clone().ok_or_else(|| {
@@ -136,29 +221,13 @@ pub fn load_datasets(cfg: &TrainConfig) -> Result<(Dataset, Dataset)> {
                 .data_dir
                 .clone()
                 .ok_or_else(|| Error::Config("an image-folder dataset needs --data-dir".into()))?;
-            let test = ["test", "val"]
-                .iter()
-                .map(|s| dir.join(s))
-                .find(|p| p.is_dir())
-                .ok_or_else(|| Error::file(&dir, "needs train/ and test/ (or val/) sub-folders"))?;
-            let train = data::load_folder(&dir.join("train"), cfg.image_size)?;
-            let test = data::load_folder(&test, cfg.image_size)?;
-            if train.classes != test.classes {
-                return Err(Error::file(&dir, "train and test class folders differ"));
-            }
-            Ok((train, test))
+            data::load_folder_splits(&dir, cfg.image_size)
         }
     }
 }
 
 /// Loader settings for training or evaluation.
-pub fn loader_config(
-    cfg: &TrainConfig,
-    ds: &Dataset,
-    mean: &[f32],
-    std: &[f32],
-    train: bool,
-) -> LoaderConfig {
+pub fn loader_config(cfg: &TrainConfig, ds: &Dataset, train: bool) -> LoaderConfig {
     let small = ds.h <= 64 && matches!(ds.pixels, data::Pixels::Memory(_));
     let transform = if !train || cfg.eval_preprocessing {
         Transform::Eval {
@@ -176,48 +245,73 @@ pub fn loader_config(
         shuffle: train,
         drop_last: train,
         seed: cfg.seed,
-        mean: mean.to_vec(),
-        std: std.to_vec(),
+        workers: if cfg.workers == 0 {
+            data::default_workers()
+        } else {
+            cfg.workers
+        },
+        skip_bad_images: cfg.skip_bad_images,
+        limit: None,
     }
 }
 
-/// Write a batch into the model's input, label and loss-weight tensors.
-pub fn upload_batch(gpu: &Gpu, model: &dyn Trainable, b: &Batch) -> Result<()> {
-    gpu.write_f32(model.input(), &b.images)?;
-    gpu.write_u32(model.labels(), &b.labels)?;
-    let w: Vec<f32> = (0..model.batch())
-        .map(|i| {
-            if i < b.valid {
-                1.0 / b.valid as f32
-            } else {
-                0.0
-            }
-        })
-        .collect();
-    gpu.write_f32(model.loss_weights(), &w)
-}
-
-/// Evaluate on `ds` (padded last batch, only real rows counted).
+/// Evaluate on `ds` (padded last batch, only real rows counted), normalizing the pixels
+/// with `mean` / `std`; the loader's workers decode ahead of the GPU. Stops with
+/// [`Error::Interrupted`] between batches after a SIGINT/SIGTERM (see [`stop`]).
+#[allow(clippy::too_many_arguments)]
 pub fn evaluate(
     gpu: &Gpu,
     model: &mut dyn Trainable,
-    ds: &Dataset,
+    ds: &Arc<Dataset>,
     lc: &LoaderConfig,
     limit: Option<usize>,
     classes: usize,
+    mean: &[f32],
+    std: &[f32],
 ) -> Result<EvalResult> {
     let n = limit.map_or(ds.len(), |l| l.min(ds.len()));
-    let order: Vec<usize> = (0..n).collect();
-    let batches = n.div_ceil(lc.batch);
+    if n == 0 {
+        return Err(Error::Config(format!(
+            "nothing to evaluate: the test set has {} images and the limit is {limit:?}",
+            ds.len()
+        )));
+    }
+    if let Some((i, &y)) = ds
+        .labels
+        .iter()
+        .enumerate()
+        .find(|(_, &y)| y as usize >= classes)
+    {
+        return Err(Error::Config(format!(
+            "test image {i} has label {y} but the model has {classes} classes (0..={}): the \
+             test set does not belong to the data this model was trained on",
+            classes.saturating_sub(1)
+        )));
+    }
+    let mut lc = lc.clone();
+    lc.limit = Some(n);
+    lc.shuffle = false;
+    lc.drop_last = false;
+    let mut loader = Loader::start(ds.clone(), lc, 0, 0, Some(1))?;
+    let mut stage = InputStage::new(gpu, model, mean, std)?;
     let mut confusion = vec![vec![0usize; classes]; classes];
     let (mut loss, mut c1, mut c5) = (0.0f64, 0usize, 0usize);
-    for bi in 0..batches {
-        let b = data::make_batch(ds, lc, &order, 0, bi)?;
-        upload_batch(gpu, model, &b)?;
+    let mut seen = 0usize;
+    while let Some(b) = loader.next_batch()? {
+        if let Some(sig) = stop::requested() {
+            return Err(Error::Interrupted {
+                code: sig.exit_code(),
+                msg: format!("{} during evaluation: stopped", sig.name()),
+            });
+        }
+        report_skipped(&b, &mut Default::default());
+        let slot = stage.upload(gpu, model, &b)?;
         let mut rec = Recorder::new(gpu);
+        stage.record(&mut rec, slot, model)?;
         model.record_eval(&mut rec)?;
-        rec.submit()?;
+        stage.submitted(slot, &rec.submit()?);
         let logits = gpu.read(model.logits())?;
+        seen += b.valid;
         for r in 0..b.valid {
             let z = &logits[r * classes..(r + 1) * classes];
             let y = b.labels[r] as usize;
@@ -230,26 +324,73 @@ pub fn evaluate(
             c5 += idx.iter().take(5).any(|&k| k == y) as usize;
             confusion[y][idx[0]] += 1;
         }
+        loader.recycle(b);
     }
     Ok(EvalResult {
-        images: n,
-        loss: loss / n.max(1) as f64,
-        top1: c1 as f64 / n.max(1) as f64,
-        top5: c5 as f64 / n.max(1) as f64,
+        images: seen,
+        loss: loss / seen.max(1) as f64,
+        top1: c1 as f64 / seen.max(1) as f64,
+        top5: c5 as f64 / seen.max(1) as f64,
         confusion,
     })
 }
 
-/// Swap the weights with their average (call again to swap back).
-pub fn swap_ema(gpu: &Gpu, model: &dyn Trainable, backup: &Arena) -> Result<()> {
-    let s = model.store();
-    let mut rec = Recorder::new(gpu);
-    for ((w, e), b) in s.w.chunks.iter().zip(&s.ema.chunks).zip(&backup.chunks) {
-        rec.copy(w, b)?;
-        rec.copy(e, w)?;
-        rec.copy(b, e)?;
+/// Print a warning for each image file of `b` that was skipped and not reported before.
+fn report_skipped(b: &Batch, reported: &mut std::collections::HashSet<PathBuf>) {
+    for (p, why) in &b.skipped {
+        if reported.insert(p.clone()) {
+            eprintln!("warning: skipped {}: {why}", p.display());
+        }
     }
-    rec.submit()?.wait(gpu)
+}
+
+/// Swapping a model's weights and state tensors with their weight average, through
+/// scratch space allocated once.
+pub struct AverageSwap {
+    params: Arena,
+    state: Vec<Tensor>,
+}
+
+impl AverageSwap {
+    /// Scratch space for `model`.
+    pub fn new(gpu: &Gpu, model: &dyn Trainable) -> Result<Self> {
+        let shapes: Vec<Vec<usize>> = model.store().defs.iter().map(|d| d.shape.clone()).collect();
+        let state = model
+            .state_tensors()
+            .iter()
+            .map(|(_, t)| gpu.zeros(t.shape()))
+            .collect::<Result<_>>()?;
+        Ok(Self {
+            params: Arena::new(gpu, &shapes)?,
+            state,
+        })
+    }
+
+    /// Swap the weights with their average and the state tensors (BatchNorm running
+    /// statistics) with theirs, then rebuild the derived state (Proxy Norm statistics)
+    /// for the weights now in place. Call again to swap back.
+    pub fn swap(&self, gpu: &Gpu, model: &dyn Trainable) -> Result<()> {
+        let s = model.store();
+        let mut rec = Recorder::new(gpu);
+        let pairs =
+            s.w.chunks
+                .iter()
+                .zip(&s.ema.chunks)
+                .zip(&self.params.chunks);
+        for ((w, e), b) in pairs {
+            rec.copy(w, b)?;
+            rec.copy(e, w)?;
+            rec.copy(b, e)?;
+        }
+        let (state, avg) = (model.state_tensors(), model.state_average());
+        for (((_, w), (_, e)), b) in state.iter().zip(&avg).zip(&self.state) {
+            rec.copy(w, b)?;
+            rec.copy(e, w)?;
+            rec.copy(b, e)?;
+        }
+        rec.submit()?.wait(gpu)?;
+        model.rebuild_derived(gpu)
+    }
 }
 
 /// A run's outcome.
@@ -267,6 +408,12 @@ pub struct TrainSummary {
     pub train_seconds: f64,
     /// Seconds from start to the end of the first step (start-up latency).
     pub first_step_seconds: f64,
+    /// Share of the training time spent waiting for the loader (0..1).
+    pub data_wait: f64,
+    /// Image files skipped as unreadable (each time one was met).
+    pub skipped_images: usize,
+    /// Loader worker threads used.
+    pub workers: usize,
 }
 
 struct Pending {
@@ -280,11 +427,27 @@ struct Pending {
 pub enum Start {
     /// Initialize the parameters from the seed.
     Fresh,
-    /// Continue from the run folder's checkpoint (fresh if there is none).
-    Resume,
+    /// Continue from the run folder's checkpoint (an error when it has none). The
+    /// configuration must match the checkpoint's; schedule settings (learning rate,
+    /// epochs, steps, warm-up, decay, weight decay, label smoothing, weight-average decay)
+    /// may differ only when `allow_schedule_change`.
+    Resume {
+        /// Accept schedule changes (`--allow-schedule-change`).
+        allow_schedule_change: bool,
+    },
     /// Keep the weights already in the model (e.g. a fine-tune from a trained run);
     /// optimizer state starts from zero.
     Keep,
+}
+
+/// Checkpoint metadata key of the class names (a JSON array, index = label).
+pub const CLASS_NAMES_KEY: &str = "class_names";
+
+/// The class names stored in a checkpoint's metadata, if any (checkpoints written before
+/// they were stored, or by other tools, have none). Names that are not a JSON array of
+/// strings are ignored.
+pub fn class_names(meta: &BTreeMap<String, String>) -> Option<Vec<String>> {
+    serde_json::from_str(meta.get(CLASS_NAMES_KEY)?).ok()
 }
 
 /// Checkpoint file of a run folder.
@@ -292,23 +455,309 @@ pub fn checkpoint_path(run_dir: &Path) -> PathBuf {
     run_dir.join("checkpoint.safetensors")
 }
 
-/// Train `model` per `cfg`, in `run_dir`. `model_meta` (the model configuration as JSON)
-/// goes into checkpoints. `start` says where the parameters come from.
+/// Settings that may change on resume without asking: they do not change what is trained.
+const FREE_KEYS: [&str; 6] = [
+    "log_every",
+    "workers",
+    "checkpoint_every",
+    "eval_every",
+    "eval_limit",
+    "data_dir",
+];
+/// Settings that change the schedule: allowed on resume with `--allow-schedule-change`.
+const SCHEDULE_KEYS: [&str; 8] = [
+    "lr",
+    "epochs",
+    "max_steps",
+    "warmup_epochs",
+    "decay",
+    "weight_decay",
+    "label_smoothing",
+    "ema_decay",
+];
+
+/// The command-line flag that sets a [`TrainConfig`] field.
+fn flag_of(key: &str) -> String {
+    match key {
+        "decay" => "--schedule".into(),
+        "head_only" | "eval_preprocessing" => format!("{key} (fine-tuning phase)"),
+        k => format!("--{}", k.replace('_', "-")),
+    }
+}
+
+/// Differences between a stored and a new configuration, as (key, old, new), both JSON
+/// objects (every key of either).
+fn json_diff(old: &serde_json::Value, new: &serde_json::Value) -> Vec<(String, String, String)> {
+    let empty = serde_json::Map::new();
+    let (a, b) = (
+        old.as_object().unwrap_or(&empty),
+        new.as_object().unwrap_or(&empty),
+    );
+    let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    let show = |v: Option<&serde_json::Value>| v.map_or("(absent)".to_string(), |v| v.to_string());
+    keys.into_iter()
+        .filter(|k| a.get(*k) != b.get(*k))
+        .map(|k| (k.clone(), show(a.get(k)), show(b.get(k))))
+        .collect()
+}
+
+/// Check that a resumed run continues the stored one: the model and everything that
+/// decides what is trained must be equal; schedule settings only with permission.
+fn check_resume(
+    ckpt: &Path,
+    meta: &BTreeMap<String, String>,
+    cfg: &TrainConfig,
+    model_meta: &str,
+    norm_stats: (&str, &str),
+    allow_schedule_change: bool,
+) -> Result<()> {
+    let parse = |k: &str| -> Result<serde_json::Value> {
+        let s = meta
+            .get(k)
+            .ok_or_else(|| Error::file(ckpt, format!("metadata has no {k}")))?;
+        serde_json::from_str(s).map_err(|e| Error::file(ckpt, format!("bad {k} metadata: {e}")))
+    };
+    let stored_cfg = parse("train_config")?;
+    let stored_model = parse("model_config")?;
+    // Through text, as the stored one was (f32 fields print their shortest form).
+    let new_cfg: serde_json::Value =
+        serde_json::from_str(&serde_json::to_string(cfg).expect("json")).expect("json");
+    let new_model: serde_json::Value = serde_json::from_str(model_meta).expect("model json");
+    let mut refused = Vec::new();
+    let mut schedule = Vec::new();
+    for (k, a, b) in json_diff(&stored_model, &new_model) {
+        refused.push(format!("model {k}: {a} in the checkpoint, {b} now"));
+    }
+    for (k, a, b) in json_diff(&stored_cfg, &new_cfg) {
+        let line = format!("{}: {a} in the checkpoint, {b} now", flag_of(&k));
+        if FREE_KEYS.contains(&k.as_str()) {
+            continue;
+        } else if SCHEDULE_KEYS.contains(&k.as_str()) {
+            schedule.push(line);
+        } else {
+            refused.push(line);
+        }
+    }
+    for (key, now) in [("norm_mean", norm_stats.0), ("norm_std", norm_stats.1)] {
+        let then = meta.get(key).map_or("(absent)", |s| s.as_str());
+        if then != now {
+            refused.push(format!(
+                "training data: channel {} {then} in the checkpoint, {now} now (other files \
+                 under --data-dir?)",
+                if key == "norm_mean" {
+                    "means"
+                } else {
+                    "deviations"
+                }
+            ));
+        }
+    }
+    if !refused.is_empty() {
+        return Err(Error::file(
+            ckpt,
+            format!(
+                "cannot resume: this command differs from the run in the checkpoint in what \
+                 is trained:\n  {}\nRepeat the run's own flags with --resume{}, or start a new \
+                 run (--overwrite, or another --run-dir)",
+                refused.join("\n  "),
+                last_command(meta)
+                    .map_or(String::new(), |c| format!(" (it was started with: {c})"))
+            ),
+        ));
+    }
+    if !schedule.is_empty() && !allow_schedule_change {
+        return Err(Error::file(
+            ckpt,
+            format!(
+                "cannot resume: the schedule differs from the checkpoint's:\n  {}\nAdd \
+                 --allow-schedule-change to continue with the new schedule (recorded in the \
+                 checkpoint's config_history), or repeat the run's own flags",
+                schedule.join("\n  ")
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The command line of the last session recorded in a checkpoint's history.
+fn last_command(meta: &BTreeMap<String, String>) -> Option<String> {
+    let h: serde_json::Value = serde_json::from_str(meta.get("config_history")?).ok()?;
+    Some(h.as_array()?.last()?["command"].as_str()?.to_string())
+}
+
+/// The configuration history with this session appended: one entry per session (fresh
+/// start, resume, fine-tune), with the step it started at, its command line and its
+/// configuration.
+fn history_with(prev: Option<&String>, step: u64, cfg: &TrainConfig) -> String {
+    let mut h: Vec<serde_json::Value> = prev
+        .and_then(|s| serde_json::from_str(s).ok())
+        .unwrap_or_default();
+    h.push(serde_json::json!({
+        "step": step,
+        "command": std::env::args().collect::<Vec<_>>().join(" "),
+        "train_config": cfg,
+    }));
+    serde_json::to_string(&h).expect("json")
+}
+
+/// "1h05m", "4m07s", "12s".
+pub fn format_duration(s: f64) -> String {
+    let s = s.max(0.0).round() as u64;
+    if s >= 3600 {
+        format!("{}h{:02}m", s / 3600, (s % 3600) / 60)
+    } else if s >= 60 {
+        format!("{}m{:02}s", s / 60, s % 60)
+    } else {
+        format!("{s}s")
+    }
+}
+
+/// What the progress line shows.
+#[derive(Clone, Debug)]
+pub struct Progress {
+    /// Steps done.
+    pub step: u64,
+    /// Steps of the run.
+    pub total: usize,
+    /// Epochs done (fractional).
+    pub epoch: f64,
+    /// Latest loss read back, with its step (the readback is asynchronous, so it lags).
+    pub loss: Option<(f64, u64)>,
+    /// Learning rate of the step.
+    pub lr: f64,
+    /// Training images per second since the last log line.
+    pub img_per_s: f64,
+    /// Share of the time since the last log line spent waiting for the loader.
+    pub data_wait: f64,
+    /// Estimated seconds to the end of training (None until measured).
+    pub eta_s: Option<f64>,
+}
+
+/// The progress line (without the in-place bar drawn on terminals).
+pub fn progress_line(p: &Progress) -> String {
+    let loss = match p.loss {
+        Some((l, s)) => format!("{l:>8.4} (step {s})"),
+        None => "    ...".to_string(),
+    };
+    let eta = p.eta_s.map_or("ETA ...".to_string(), |s| {
+        format!("ETA {}", format_duration(s))
+    });
+    format!(
+        "step {:>6}/{} epoch {:>6.2} loss {loss} lr {:.5} {:>8.1} img/s data-wait {:>3.0}% {eta}",
+        p.step,
+        p.total,
+        p.epoch,
+        p.lr,
+        p.img_per_s,
+        100.0 * p.data_wait
+    )
+}
+
+/// What the trainer knows when the loss or the weights stop being finite.
+#[derive(Clone, Copy)]
+struct Context {
+    start: Start,
+    start_step: u64,
+    lr: f64,
+    last_ckpt: Option<u64>,
+}
+
+impl Context {
+    /// Where the last good state is.
+    fn kept(&self) -> String {
+        match self.last_ckpt {
+            Some(s) => format!("The checkpoint at step {s} holds finite weights."),
+            None => "No checkpoint was written.".to_string(),
+        }
+    }
+
+    /// The likely cause of a non-finite loss read at `step`, and what to do.
+    fn loss_cause(&self, step: u64) -> String {
+        if step == self.start_step + 1 && self.start == Start::Fresh {
+            "It is the very first step, before any update, so the learning rate is not the \
+             cause: check the data (--dataset, --data-dir) and the model flags."
+                .into()
+        } else if step == self.start_step + 1 && matches!(self.start, Start::Resume { .. }) {
+            "It is the first step after resuming, before any update: the checkpoint may be \
+             corrupt, or the data differs from the run's. Resume from an intact copy, or \
+             start over with --overwrite."
+                .into()
+        } else {
+            self.diverged()
+        }
+    }
+
+    fn diverged(&self) -> String {
+        let then = if self.last_ckpt.is_some() {
+            "then continue from that checkpoint with --resume --allow-schedule-change, or \
+             start over with --overwrite"
+        } else {
+            "then start over with --overwrite"
+        };
+        format!(
+            "Training diverged: the learning rate (peak {:e}) is most likely too high for \
+             this model and batch, or the warm-up too short. Lower --lr or lengthen \
+             --warmup-epochs, {then}.",
+            self.lr
+        )
+    }
+}
+
+/// The error for a stop on `sig` after `step`.
+fn interrupted(sig: StopSignal, step: u64, saved: Option<&Path>) -> Error {
+    let what = match saved {
+        Some(p) => format!(
+            "checkpoint at step {step} written to {}; continue with the same command and \
+             --resume",
+            p.display()
+        ),
+        None => "no step had been trained, nothing was saved".to_string(),
+    };
+    Error::Interrupted {
+        code: sig.exit_code(),
+        msg: format!("stopped by {}: {what}", sig.name()),
+    }
+}
+
+/// Refuse normalization statistics that would make every input non-finite.
+fn check_norm_stats(mean: &[f32], std: &[f32]) -> Result<()> {
+    for (c, (m, s)) in mean.iter().zip(std).enumerate() {
+        if !m.is_finite() || !s.is_finite() || *s <= 0.0 {
+            return Err(Error::Config(format!(
+                "the training images' channel {c} has mean {m} and standard deviation {s}: \
+                 inputs normalized with them would not be finite. The dataset is empty or \
+                 corrupt; check --dataset and --data-dir"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Train `model` per `cfg`, in the locked `run_dir`. `model_meta` (the model
+/// configuration as JSON) goes into checkpoints. `start` says where the parameters come
+/// from.
+///
+/// The run lasts `--max-steps` steps when set, else `--epochs` epochs; the learning-rate
+/// schedule spans exactly that length.
 #[allow(clippy::too_many_arguments)]
 pub fn train(
     gpu: &Gpu,
     model: &mut dyn Trainable,
     cfg: &TrainConfig,
     train_ds: Arc<Dataset>,
-    test_ds: &Dataset,
+    test_ds: &Arc<Dataset>,
     norm_stats: (&[f32], &[f32]),
-    run_dir: &Path,
+    run_dir: &RunDir,
     start: Start,
     model_meta: &str,
     classes: usize,
     quiet: bool,
 ) -> Result<TrainSummary> {
     let t_start = Instant::now();
+    cfg.validate()?;
+    check_norm_stats(norm_stats.0, norm_stats.1)?;
     let segments: Vec<Segment> = if cfg.head_only {
         model.store().segments_for(|d| model.is_head_param(&d.name))
     } else {
@@ -322,64 +771,127 @@ pub fn train(
             cfg.batch
         )));
     }
-    // The schedule spans the configured epochs; --max-steps only stops the run early (so a
-    // run stopped and resumed follows the same learning-rate curve).
-    let planned = ((cfg.epochs * per_epoch as f64).round() as usize).max(1);
-    let total = cfg.max_steps.map_or(planned, |m| m.min(planned));
+    // --max-steps sets the run's length, and the schedule spans the run.
+    let total = cfg
+        .max_steps
+        .unwrap_or_else(|| ((cfg.epochs * per_epoch as f64).round() as usize).max(1));
     let schedule = Schedule {
         lr: cfg.lr,
         warmup_epochs: cfg.warmup_epochs,
         decay: cfg.decay,
         steps_per_epoch: per_epoch,
-        total_steps: planned,
+        total_steps: total,
     };
-    std::fs::create_dir_all(run_dir)
-        .map_err(|e| Error::file(run_dir, format!("cannot create run folder: {e}")))?;
-    let ckpt = checkpoint_path(run_dir);
+    let warm_steps = cfg.warmup_epochs * per_epoch as f64;
+    if warm_steps >= total as f64 && cfg.warmup_epochs > 0.0 {
+        return Err(Error::Config(format!(
+            "--warmup-epochs {} is {} steps, as long as the whole run of {total} steps: the \
+             learning rate would never leave its warm-up. Use --warmup-epochs {:.2} or less",
+            cfg.warmup_epochs,
+            warm_steps.round(),
+            0.1 * total as f64 / per_epoch as f64
+        )));
+    }
+    let ckpt = run_dir.checkpoint();
+    let norm_text = (format!("{:?}", norm_stats.0), format!("{:?}", norm_stats.1));
+    // Metadata every checkpoint of this run carries.
+    let fixed_meta: BTreeMap<String, String> = [
+        ("model_config", model_meta.to_string()),
+        ("norm_mean", norm_text.0.clone()),
+        ("norm_std", norm_text.1.clone()),
+        (
+            CLASS_NAMES_KEY,
+            serde_json::to_string(&train_ds.classes).expect("json"),
+        ),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
     let mut rng = Rng::new(cfg.seed ^ 0xD80F);
     let mut step: u64 = 0;
-    if start == Start::Resume && ckpt.exists() {
-        let meta = checkpoint::load(&ckpt, gpu, model.store(), &model.state_tensors())?;
-        step = meta
-            .get("step")
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| Error::file(&ckpt, "metadata has no step"))?;
-        let st: Vec<u64> = meta
-            .get("rng")
-            .map(|s| s.split(',').filter_map(|v| v.parse().ok()).collect())
-            .unwrap_or_default();
-        if st.len() != 4 {
-            return Err(Error::file(&ckpt, "metadata has no RNG state"));
+    let mut history = None;
+    let mut last_ckpt = None;
+    match start {
+        Start::Resume {
+            allow_schedule_change,
+        } => {
+            if !ckpt.is_file() {
+                return Err(Error::file(
+                    run_dir.path(),
+                    "nothing to resume: no checkpoint.safetensors here",
+                ));
+            }
+            let meta = checkpoint::load(&ckpt, gpu, model)?;
+            check_resume(
+                &ckpt,
+                &meta,
+                cfg,
+                model_meta,
+                (&norm_text.0, &norm_text.1),
+                allow_schedule_change,
+            )?;
+            step = meta
+                .get("step")
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| Error::file(&ckpt, "metadata has no step"))?;
+            let st: Vec<u64> = meta
+                .get("rng")
+                .map(|s| s.split(',').filter_map(|v| v.parse().ok()).collect())
+                .unwrap_or_default();
+            if st.len() != 4 {
+                return Err(Error::file(&ckpt, "metadata has no RNG state"));
+            }
+            rng = Rng::from_state([st[0], st[1], st[2], st[3]]);
+            history = meta.get("config_history").cloned();
+            last_ckpt = Some(step);
+            // Records past the checkpoint were written by the interrupted session and are
+            // about to be written again.
+            for log in ["metrics.jsonl", "eval.jsonl"] {
+                metrics::truncate_after(&run_dir.path().join(log), step)?;
+            }
+            if !quiet {
+                println!("resumed from {} at step {step}", ckpt.display());
+            }
         }
-        rng = Rng::from_state([st[0], st[1], st[2], st[3]]);
-        if !quiet {
-            println!("resumed from {} at step {step}", ckpt.display());
+        Start::Keep => {
+            // Weights come from the caller; optimizer state starts from scratch.
+            let s = model.store();
+            for (s1, s2) in s.s1.chunks.iter().zip(&s.s2.chunks) {
+                gpu.write_f32(s1, &vec![0.0; s1.len()])?;
+                gpu.write_f32(s2, &vec![cfg.optimizer.s2_init(); s2.len()])?;
+            }
         }
-    } else if start == Start::Keep {
-        // Weights come from the caller; optimizer state starts from scratch.
-        let s = model.store();
-        for (s1, s2) in s.s1.chunks.iter().zip(&s.s2.chunks) {
-            gpu.write_f32(s1, &vec![0.0; s1.len()])?;
-            gpu.write_f32(s2, &vec![cfg.optimizer.s2_init(); s2.len()])?;
+        Start::Fresh => {
+            let mut init = Rng::new(cfg.seed);
+            model
+                .store()
+                .initialize(gpu, &mut init, cfg.optimizer.s2_init())?;
+            // The weight average of the state starts at the state's initial values.
+            let mut rec = Recorder::new(gpu);
+            for ((_, t), (_, a)) in model.state_tensors().iter().zip(&model.state_average()) {
+                rec.copy(t, a)?;
+            }
+            rec.submit()?.wait(gpu)?;
+            model.set_batches_tracked(0);
         }
-    } else {
-        let mut init = Rng::new(cfg.seed);
-        model
-            .store()
-            .initialize(gpu, &mut init, cfg.optimizer.s2_init())?;
     }
-    // Derived state (Proxy Norm statistics) from the current parameters.
-    let mut rec = Recorder::new(gpu);
-    model.record_after_update(&mut rec)?;
-    rec.submit()?.wait(gpu)?;
-    let lc = loader_config(cfg, &train_ds, norm_stats.0, norm_stats.1, true);
-    let elc = loader_config(cfg, test_ds, norm_stats.0, norm_stats.1, false);
+    let history = history_with(history.as_ref(), step, cfg);
+    model.rebuild_derived(gpu)?;
+    let lc = loader_config(cfg, &train_ds, true);
+    let elc = loader_config(cfg, test_ds, false);
     let (e0, b0) = ((step as usize) / per_epoch, (step as usize) % per_epoch);
     let mut loader = Loader::start(train_ds.clone(), lc, e0, b0, None)?;
-    let mut steps_log = MetricsLog::open(run_dir, "metrics.jsonl")?;
-    let mut eval_log = MetricsLog::open(run_dir, "eval.jsonl")?;
-    let shapes: Vec<Vec<usize>> = model.store().defs.iter().map(|d| d.shape.clone()).collect();
-    let backup = Arena::new(gpu, &shapes)?;
+    let mut stage = InputStage::new(gpu, model, norm_stats.0, norm_stats.1)?;
+    let (mut skipped, mut reported) = (0usize, std::collections::HashSet::new());
+    let mut steps_log = MetricsLog::open(run_dir.path(), "metrics.jsonl")?;
+    let mut eval_log = MetricsLog::open(run_dir.path(), "eval.jsonl")?;
+    let swap = AverageSwap::new(gpu, model)?;
+    let (state, state_avg): (Vec<Tensor>, Vec<Tensor>) = model
+        .state_tensors()
+        .into_iter()
+        .zip(model.state_average())
+        .map(|((_, t), (_, a))| (t, a))
+        .unzip();
 
     let mut pending: VecDeque<Pending> = VecDeque::new();
     let mut inflight: VecDeque<Submitted> = VecDeque::new();
@@ -388,23 +900,72 @@ pub fn train(
     let mut images = 0usize;
     let mut train_time = 0.0f64;
     let mut first_step_seconds = 0.0;
-    let mut window = (Instant::now(), 0usize);
+    let mut window = (Instant::now(), 0usize, loader.waited());
     let start_step = step;
+    let mut first_done: Option<Instant> = None;
+    let cpu_adapter = gpu.info.device_type == wgpu::DeviceType::Cpu;
     let tty = std::io::IsTerminal::is_terminal(&std::io::stdout());
     let mut final_eval = None;
+    let mut ctx = Context {
+        start,
+        start_step,
+        lr: cfg.lr,
+        last_ckpt,
+    };
 
     while (step as usize) < total {
+        if let Some(sig) = stop::requested() {
+            // The previous step is complete; save it unless that just happened.
+            for p in inflight.drain(..) {
+                p.wait(gpu)?;
+            }
+            let lr_of = |s: u64| schedule.lr_at(s as usize - 1);
+            let mut track = Tracker {
+                last_loss: &mut last_loss,
+                last_good: &mut last_good_step,
+                log: &mut steps_log,
+                lr_of: &lr_of,
+                rate: 0.0,
+                per_epoch,
+                ctx,
+            };
+            drain(gpu, &mut pending, true, &mut track)?;
+            if step > start_step && ctx.last_ckpt != Some(step) {
+                save_checkpoint(
+                    gpu,
+                    model,
+                    &ckpt,
+                    step,
+                    &rng,
+                    cfg,
+                    &fixed_meta,
+                    &history,
+                    &ctx,
+                )?;
+            }
+            if !quiet && tty {
+                println!();
+            }
+            let saved = (step > 0).then_some(ckpt.as_path());
+            return Err(interrupted(sig, step, saved));
+        }
+        let t0 = Instant::now();
         let b = loader
             .next_batch()?
             .ok_or_else(|| Error::Config("the loader stopped early".into()))?;
-        let t0 = Instant::now();
+        skipped += b.skipped.len();
+        report_skipped(&b, &mut reported);
         // Bound the work in flight: at most two steps queued on the GPU.
         while inflight.len() >= 2 {
             inflight.pop_front().expect("non-empty").wait(gpu)?;
         }
-        upload_batch(gpu, model, &b)?;
+        let slot = stage.upload(gpu, model, &b)?;
+        let valid = b.valid;
+        // The pixels are in wgpu's staging memory now: the buffer can be refilled.
+        loader.recycle(b);
         let lr = schedule.lr_at(step as usize) as f32;
         let mut rec = Recorder::new(gpu);
+        stage.record(&mut rec, slot, model)?;
         model.record_train_step(
             &mut rec,
             &mut rng,
@@ -430,28 +991,35 @@ pub fn train(
         model.record_after_update(&mut rec)?;
         if cfg.ema_decay > 0.0 {
             let s = model.store();
-            optim::ema(&mut rec, &s.w.chunks, &s.ema.chunks, cfg.ema_decay as f32)?;
+            let d = optim::ema_decay_at(cfg.ema_decay, step + 1) as f32;
+            optim::ema(&mut rec, &s.w.chunks, &s.ema.chunks, d)?;
+            optim::ema(&mut rec, &state, &state_avg, d)?;
         }
-        inflight.push_back(rec.submit()?);
+        let submitted = rec.submit()?;
+        stage.submitted(slot, &submitted);
+        inflight.push_back(submitted);
         step += 1;
-        images += b.valid;
-        window.1 += b.valid;
+        images += valid;
+        window.1 += valid;
         if step == start_step + 1 {
             inflight.back().expect("just pushed").wait(gpu)?;
             first_step_seconds = t_start.elapsed().as_secs_f64();
+            first_done = Some(Instant::now());
         }
         let epoch_end = (step as usize).is_multiple_of(per_epoch);
-        let want_ckpt = step.is_multiple_of(cfg.checkpoint_every.max(1) as u64)
-            || epoch_end
-            || step as usize == total;
-        if step.is_multiple_of(cfg.log_every.max(1) as u64) || want_ckpt {
+        let want_ckpt =
+            step.is_multiple_of(cfg.checkpoint_every as u64) || epoch_end || step as usize == total;
+        if step.is_multiple_of(cfg.log_every as u64) || want_ckpt {
             pending.push_back(Pending {
                 step,
                 rb: gpu.read_async(model.loss_rows())?,
-                valid: b.valid,
+                valid,
             });
         }
-        let rate = window.1 as f64 / window.0.elapsed().as_secs_f64().max(1e-9);
+        let window_s = window.0.elapsed().as_secs_f64().max(1e-9);
+        let rate = window.1 as f64 / window_s;
+        // Share of the window's wall time spent blocked on the loader.
+        let wait_share = ((loader.waited() - window.2).as_secs_f64() / window_s).min(1.0);
         let lr_of = |s: u64| schedule.lr_at(s as usize - 1);
         let mut track = Tracker {
             last_loss: &mut last_loss,
@@ -460,6 +1028,7 @@ pub fn train(
             lr_of: &lr_of,
             rate,
             per_epoch,
+            ctx,
         };
         drain(gpu, &mut pending, false, &mut track)?;
         train_time += t0.elapsed().as_secs_f64();
@@ -467,36 +1036,51 @@ pub fn train(
             // Never write a checkpoint before this step's loss is known to be finite.
             let tw = Instant::now();
             drain(gpu, &mut pending, true, &mut track)?;
-            let mut meta = BTreeMap::new();
-            meta.insert("step".to_string(), step.to_string());
-            meta.insert(
-                "rng".to_string(),
-                rng.state().map(|v| v.to_string()).join(","),
-            );
-            meta.insert(
-                "train_config".to_string(),
-                serde_json::to_string(cfg).expect("json"),
-            );
-            meta.insert("model_config".to_string(), model_meta.to_string());
-            meta.insert("norm_mean".to_string(), format!("{:?}", norm_stats.0));
-            meta.insert("norm_std".to_string(), format!("{:?}", norm_stats.1));
-            checkpoint::save(&ckpt, gpu, model.store(), &model.state_tensors(), meta)?;
+            save_checkpoint(
+                gpu,
+                model,
+                &ckpt,
+                step,
+                &rng,
+                cfg,
+                &fixed_meta,
+                &history,
+                &ctx,
+            )?;
+            ctx.last_ckpt = Some(step);
             train_time += tw.elapsed().as_secs_f64();
         }
-        let log_now = step.is_multiple_of(cfg.log_every.max(1) as u64) || step as usize == total;
-        if !quiet && (log_now || tty) {
-            // The loss shown is the latest one read back (asynchronously, so it may lag).
-            let shown = if last_loss.is_nan() {
-                "    ...".to_string()
-            } else {
-                format!("{last_loss:>8.4} (step {last_good_step})")
-            };
-            let line = format!(
-                "step {step:>6}/{total} epoch {:>6.2} loss {shown} lr {:.5} {:>8.1} img/s",
-                step as f64 / per_epoch as f64,
-                lr,
-                rate
+        // Seconds per step since the first (which includes pipeline builds).
+        let eta_s = first_done.filter(|_| step > start_step + 1).map(|t| {
+            t.elapsed().as_secs_f64() / (step - start_step - 1) as f64
+                * (total as u64 - step) as f64
+        });
+        if cpu_adapter && !quiet && step == start_step + 6 && (total as u64) > step {
+            if tty {
+                println!();
+            }
+            println!(
+                "note: {} is a CPU (software) adapter: the remaining {} steps will take about \
+                 {} at this rate (plus evaluations). For a quick check instead, try \
+                 `effnet train --width 0.25 --depth 0.25 --image-size 16 --batch 32 \
+                 --max-steps 300 --warmup-epochs 0 --run-dir runs/quick`",
+                gpu.info.name,
+                total as u64 - step,
+                format_duration(eta_s.unwrap_or(0.0))
             );
+        }
+        let log_now = step.is_multiple_of(cfg.log_every as u64) || step as usize == total;
+        if !quiet && (log_now || tty) {
+            let line = progress_line(&Progress {
+                step,
+                total,
+                epoch: step as f64 / per_epoch as f64,
+                loss: (!last_loss.is_nan()).then_some((last_loss, last_good_step)),
+                lr: lr as f64,
+                img_per_s: rate,
+                data_wait: wait_share,
+                eta_s,
+            });
             if tty {
                 // A progress bar redrawn in place; a plain line per log step otherwise.
                 let done = step as f64 / total as f64;
@@ -514,7 +1098,7 @@ pub fn train(
                 println!("{line}");
             }
             if log_now {
-                window = (Instant::now(), 0);
+                window = (Instant::now(), 0, loader.waited());
             }
         }
         let epoch_f = step as f64 / per_epoch as f64;
@@ -528,13 +1112,33 @@ pub fn train(
             }
             let use_ema = cfg.ema_decay > 0.0;
             if use_ema {
-                swap_ema(gpu, model, &backup)?;
+                swap.swap(gpu, model)?;
             }
-            let r = evaluate(gpu, model, test_ds, &elc, cfg.eval_limit, classes);
+            let r = evaluate(
+                gpu,
+                model,
+                test_ds,
+                &elc,
+                cfg.eval_limit,
+                classes,
+                norm_stats.0,
+                norm_stats.1,
+            );
             if use_ema {
-                swap_ema(gpu, model, &backup)?;
+                swap.swap(gpu, model)?;
             }
-            let r = r?;
+            // Evaluations only follow a checkpoint of the same step.
+            let r = r.map_err(|e| match e {
+                Error::Interrupted { code, .. } => {
+                    let sig = if code == StopSignal::Interrupt.exit_code() {
+                        StopSignal::Interrupt
+                    } else {
+                        StopSignal::Terminate
+                    };
+                    interrupted(sig, step, Some(&ckpt))
+                }
+                e => e,
+            })?;
             eval_log.log(&EvalRecord {
                 step,
                 epoch: epoch_f,
@@ -570,10 +1174,16 @@ pub fn train(
         lr_of: &lr_of,
         rate: 0.0,
         per_epoch,
+        ctx,
     };
     drain(gpu, &mut pending, true, &mut track)?;
+    let workers = loader.workers;
+    let data_wait = loader.waited().as_secs_f64() / train_time.max(1e-9);
     drop(loader);
-    let _ = plot_run(run_dir);
+    if skipped > 0 && !quiet {
+        println!("skipped {skipped} unreadable image files (--skip-bad-images)");
+    }
+    let _ = plot_run(run_dir.path());
     Ok(TrainSummary {
         steps: step,
         last_loss,
@@ -581,7 +1191,46 @@ pub fn train(
         img_per_s: images as f64 / train_time.max(1e-9),
         train_seconds: train_time,
         first_step_seconds,
+        data_wait: data_wait.min(1.0),
+        skipped_images: skipped,
+        workers,
     })
+}
+
+/// Write the checkpoint of `step`, refusing non-finite weights with the likely cause.
+#[allow(clippy::too_many_arguments)]
+fn save_checkpoint(
+    gpu: &Gpu,
+    model: &dyn Trainable,
+    ckpt: &Path,
+    step: u64,
+    rng: &Rng,
+    cfg: &TrainConfig,
+    fixed: &BTreeMap<String, String>,
+    history: &str,
+    ctx: &Context,
+) -> Result<()> {
+    if let Some(bad) = checkpoint::non_finite(gpu, model)? {
+        return Err(Error::Config(format!(
+            "the weights became non-finite by step {step} ({bad}) although the loss read \
+             back was finite; this checkpoint was not written. {} {}",
+            ctx.kept(),
+            ctx.diverged()
+        )));
+    }
+    let mut meta = BTreeMap::new();
+    meta.insert("step".to_string(), step.to_string());
+    meta.insert(
+        "rng".to_string(),
+        rng.state().map(|v| v.to_string()).join(","),
+    );
+    meta.insert(
+        "train_config".to_string(),
+        serde_json::to_string(cfg).expect("json"),
+    );
+    meta.extend(fixed.iter().map(|(k, v)| (k.clone(), v.clone())));
+    meta.insert("config_history".to_string(), history.to_string());
+    checkpoint::save(ckpt, gpu, model, meta)
 }
 
 struct Tracker<'a> {
@@ -591,6 +1240,7 @@ struct Tracker<'a> {
     lr_of: &'a dyn Fn(u64) -> f64,
     rate: f64,
     per_epoch: usize,
+    ctx: Context,
 }
 
 /// Consume finished loss readbacks in order (all of them, waiting, when `block`).
@@ -628,11 +1278,18 @@ fn finish(v: &[f32], step: u64, valid: usize, t: &mut Tracker) -> Result<()> {
         .sum::<f64>()
         / valid.max(1) as f64;
     if !mean.is_finite() {
+        let since = if step == *last_good + 1 || step == t.ctx.start_step + 1 {
+            format!("at step {step}")
+        } else {
+            format!(
+                "at or before step {step} (last finite reading at step {})",
+                *last_good
+            )
+        };
         return Err(Error::Config(format!(
-            "the training loss became {mean} at or before step {step} (last finite reading at \
-             step {}). The last checkpoint holds the state of a step whose loss was finite. \
-             Lower --lr, add warm-up (--warmup-epochs), or check the data; resume with --resume",
-            *last_good
+            "the training loss became {mean} {since}. {} {}",
+            t.ctx.kept(),
+            t.ctx.loss_cause(step)
         )));
     }
     *last_loss = mean;

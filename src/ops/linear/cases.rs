@@ -137,28 +137,28 @@ impl Prepared for LinearRun {
 pub fn cases() -> Vec<Box<dyn OpCase>> {
     vec![
         Box::new(LinearCase {
-        spec: LinearSpec {
-            rows: 3,
-            cin: 21,
-            cout: 10,
-            bias: true,
-        },
-    }),
+            spec: LinearSpec {
+                rows: 3,
+                cin: 21,
+                cout: 10,
+                bias: true,
+            },
+        }),
         Box::new(LinearCase {
-        spec: LinearSpec {
-            rows: 1100,
-            cin: 6,
-            cout: 9,
-            bias: true,
-        },
-    }),
+            spec: LinearSpec {
+                rows: 1100,
+                cin: 6,
+                cout: 9,
+                bias: true,
+            },
+        }),
         Box::new(LinearCase {
-        spec: LinearSpec {
-            rows: 45,
-            cin: 17,
-            cout: 70,
-            bias: false,
-        },
-    }),
+            spec: LinearSpec {
+                rows: 45,
+                cin: 17,
+                cout: 70,
+                bias: false,
+            },
+        }),
     ]
 }

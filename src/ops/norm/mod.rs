@@ -44,8 +44,10 @@
 //! Proxy Norm's per-step statistics `mu~`, `s~` and their backward live in
 //! [`super::proxy_norm`] (re-exported here: [`proxy_stats`], [`proxy_stats_backward`]).
 //!
-//! Variance convention: biased (divide by the count) everywhere, including BatchNorm's
-//! running variance (TF/Keras; PyTorch keeps an unbiased running variance). Running update:
+//! Variance convention: biased (divide by the count) to normalize, everywhere; BatchNorm's
+//! running variance is updated with the unbiased batch variance (count / (count - 1) times
+//! the biased one; the biased one for a single value per channel), as PyTorch keeps it, so
+//! exported statistics match a PyTorch-trained model's. Running update:
 //! `run = momentum * run + (1 - momentum) * batch` (TF convention, momentum 0.99).
 
 mod backward;
@@ -232,6 +234,17 @@ impl NormSpec {
         self.numel() / self.segments().max(1)
     }
 
+    /// Bessel's correction n / (n - 1) for the values of one segment (1 for a single
+    /// value), applied to BatchNorm's running variance.
+    pub fn unbiased_factor(&self) -> f64 {
+        let n = self.segment_len() as f64;
+        if n > 1.0 {
+            n / (n - 1.0)
+        } else {
+            1.0
+        }
+    }
+
     /// Floats of the `saved` statistics tensor: `[mean; S]` then `[rstd; S]`.
     pub fn saved_len(&self) -> usize {
         2 * self.segments()
@@ -377,7 +390,7 @@ pub struct NormParams<'a> {
     /// BatchNorm running mean: updated in place by a training forward when given,
     /// required by an evaluation forward.
     pub running_mean: Option<&'a Tensor>,
-    /// BatchNorm running (biased) variance, like `running_mean`.
+    /// BatchNorm running (unbiased) variance, like `running_mean`.
     pub running_var: Option<&'a Tensor>,
     /// Proxy Norm mean mu~ (required with `spec.proxy`), from
     /// [`proxy_norm::proxy_stats`].

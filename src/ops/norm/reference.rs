@@ -96,7 +96,7 @@ pub fn forward_ref(spec: &NormSpec, training: bool, x: &[f64], p: &RefParams) ->
                     .collect(),
                 rv.iter()
                     .zip(&var)
-                    .map(|(r, b)| m * r + (1.0 - m) * b)
+                    .map(|(r, b)| m * r + (1.0 - m) * b * spec.unbiased_factor())
                     .collect(),
             ))
         }
