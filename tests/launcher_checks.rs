@@ -170,3 +170,17 @@ fn squeeze_excitation_backward_checks_its_saved_gate() {
     let e = r.expect_err("a gate of the wrong size must be refused");
     assert!(e.to_string().contains("gate"), "{e}");
 }
+
+#[test]
+fn nonfinite_count_needs_its_slot() {
+    let gpu = common::gpu();
+    let x = gpu.zeros(&[300]).unwrap();
+    let counts = gpu.upload_u32(&[0, 0], &[2]).unwrap();
+    let mut rec = Recorder::new(gpu);
+    err_contains(
+        effnet::ops::finite::count_nonfinite(&mut rec, &x, &counts, 2),
+        "slot 2",
+    );
+    effnet::ops::finite::count_nonfinite(&mut rec, &x, &counts, 1).unwrap();
+    assert_eq!(rec.dispatch_count(), 1);
+}
