@@ -62,13 +62,22 @@ fn run(cli: Cli) -> effnet::Result<bool> {
         shader_checks: cli.shader_checks.then_some(true),
     };
     let gpu = || Gpu::new(&opts);
-    // Commands that return values (summaries, predictions) print them themselves.
+    // Commands that return values (summaries, predictions) print them themselves; the
+    // values are for library callers.
     match cli.cmd {
         Cmd::Info(a) => cli::info::run(&opts, &a)?,
-        Cmd::Train(a) => drop(cli::train::run(&gpu()?, &a)?),
-        Cmd::Eval(a) => drop(cli::train::eval(&gpu()?, &a)?),
-        Cmd::Predict(a) => drop(cli::predict::run(&gpu()?, &a)?),
-        Cmd::Export(a) => drop(cli::predict::export(&a)?),
+        Cmd::Train(a) => {
+            cli::train::run(&gpu()?, &a)?;
+        }
+        Cmd::Eval(a) => {
+            cli::train::eval(&gpu()?, &a)?;
+        }
+        Cmd::Predict(a) => {
+            cli::predict::run(&gpu()?, &a)?;
+        }
+        Cmd::Export(a) => {
+            cli::predict::export(&a)?;
+        }
         Cmd::Profile(a) => cli::profile::run(&gpu()?, &a)?,
         Cmd::Moments(a) => cli::moments::run(&gpu()?, &a)?,
         Cmd::Model(a) => cli::model::run(&a)?,
