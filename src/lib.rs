@@ -14,6 +14,7 @@
 //! - [`data`]: datasets, augmentation and the loader thread;
 //! - [`moments`]: moments of signal and sensitivity through depth at initialization;
 //! - [`interop`]: timm / PyTorch weights in and out (safetensors, timm names);
+//! - [`kernels`]: the registry of every kernel (what the shader tests walk);
 //! - [`train`]: the trainer, optimizers, schedules, checkpoints and metrics;
 //! - [`cli`]: the commands behind the `effnet` binary;
 //! - [`selftest`]: the harness run over every op, as `effnet selftest` does.
@@ -21,12 +22,12 @@
 #![warn(missing_docs)]
 
 pub mod bench;
-pub mod bench_conv;
 pub mod cli;
 pub mod data;
 pub mod error;
 pub mod gpu;
 pub mod interop;
+pub mod kernels;
 pub mod models;
 pub mod moments;
 pub mod nn;

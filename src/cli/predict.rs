@@ -10,7 +10,7 @@ use crate::gpu::{Gpu, Recorder};
 use crate::interop::{self, arch, convert, TimmEquivalent, Weights};
 use crate::models::efficientnet::EfficientNet;
 use crate::models::{ModelConfig, NormChoice};
-use crate::train::model::Trainable;
+use crate::nn::model::Trainable;
 use crate::train::trainer;
 use crate::util::safetensors::SafeTensors;
 

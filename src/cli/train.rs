@@ -10,9 +10,9 @@ use clap::Args;
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::models::efficientnet::EfficientNet;
-use crate::models::{ModelConfig, NormChoice};
+use crate::models::{ModelConfig, NormChoice, Preset};
+use crate::nn::model::Trainable;
 use crate::train::checkpoint;
-use crate::train::model::Trainable;
 use crate::train::optim::Optimizer;
 use crate::train::run_dir::{Mode, RunDir};
 use crate::train::schedule::Decay;
@@ -76,37 +76,14 @@ impl ScheduleArg {
     }
 }
 
-impl clap::ValueEnum for NormChoice {
-    fn value_variants<'a>() -> &'a [Self] {
-        &[
-            NormChoice::Bn,
-            NormChoice::Gn,
-            NormChoice::Ln,
-            NormChoice::LnPn,
-            NormChoice::GnPn,
-        ]
-    }
-
-    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
-        use clap::builder::PossibleValue as V;
-        Some(match self {
-            NormChoice::Bn => V::new("bn").help("BatchNorm"),
-            NormChoice::Gn => V::new("gn").help("GroupNorm (4 groups)"),
-            NormChoice::Ln => V::new("ln").help("LayerNorm"),
-            NormChoice::LnPn => V::new("ln-pn").alias("lnpn").help("LayerNorm + Proxy Norm"),
-            NormChoice::GnPn => V::new("gn-pn").alias("gnpn").help("GroupNorm + Proxy Norm"),
-        })
-    }
-}
-
 /// Options of `effnet train`.
 #[derive(Args, Debug, Clone)]
 #[command(after_long_help = FIXRES_HELP)]
 pub struct TrainArgs {
     /// Model preset: b0..b7 (depthwise, expansion 6) or b0-g16..b7-g16 (16 channels per
     /// group, expansion 4).
-    #[arg(long, default_value = "b0-g16")]
-    pub model: String,
+    #[arg(long, default_value_t = Preset { scale: 0, g16: true })]
+    pub model: Preset,
     /// Normalization.
     #[arg(long, value_enum, default_value = "ln-pn")]
     pub norm: NormChoice,
@@ -254,7 +231,7 @@ pub fn model_config(a: &TrainArgs, classes: usize, in_channels: usize) -> Result
     if !bad.is_empty() {
         return Err(Error::Config(bad.join("; ")));
     }
-    let mut cfg = ModelConfig::preset(&a.model)?;
+    let mut cfg = a.model.config();
     cfg.norm = a.norm;
     if let Some(w) = a.width {
         cfg.width = w;
