@@ -14,6 +14,7 @@
 //! - [`data`]: datasets, augmentation and the loader thread;
 //! - [`moments`]: moments of signal and sensitivity through depth at initialization;
 //! - [`interop`]: timm / PyTorch weights in and out (safetensors, timm names);
+//! - [`kernels`]: the registry of every kernel (what the shader tests walk);
 //! - [`train`]: the trainer, optimizers, schedules, checkpoints and metrics;
 //! - [`reproduce`]: the papers' comparisons (norms, FixRes, moments), one command each;
 //! - [`cli`]: the commands behind the `effnet` binary;
@@ -22,12 +23,12 @@
 #![warn(missing_docs)]
 
 pub mod bench;
-pub mod bench_conv;
 pub mod cli;
 pub mod data;
 pub mod error;
 pub mod gpu;
 pub mod interop;
+pub mod kernels;
 pub mod models;
 pub mod moments;
 pub mod nn;

@@ -204,7 +204,7 @@ fn real_fashion_mnist_when_installed() {
     }
     let test = data::load_idx_dir(dir, false).unwrap();
     assert_eq!((test.len(), test.h, test.w), (10_000, 28, 28));
-    let (mean, std) = test.channel_stats().unwrap();
+    let (mean, std) = test.channel_stats(false).unwrap();
     assert!(
         (mean[0] - 0.286).abs() < 0.01 && (std[0] - 0.353).abs() < 0.01,
         "{mean:?} {std:?}"

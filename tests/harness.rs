@@ -3,6 +3,7 @@ mod common;
 
 use effnet::gpu::Gpu;
 use effnet::ops::act::{Act, ActCase};
+use effnet::ops::harness::Prepared;
 use effnet::ops::{check, HostTensor, Input, OpCase};
 use effnet::util::Rng;
 
@@ -37,8 +38,13 @@ impl OpCase for Perturbed {
         }
         g
     }
-    fn gpu_forward(&self, gpu: &Gpu, i: &[HostTensor]) -> effnet::Result<Vec<Vec<f32>>> {
-        self.inner.gpu_forward(gpu, i)
+    fn prepare(
+        &self,
+        gpu: &Gpu,
+        i: &[HostTensor],
+        dy: Option<&[HostTensor]>,
+    ) -> effnet::Result<Box<dyn Prepared + '_>> {
+        self.inner.prepare(gpu, i, dy)
     }
     fn gpu_backward(
         &self,

@@ -518,6 +518,13 @@ fn folder_datasets_skip_hidden_entries_and_name_what_is_wrong() {
     std::fs::write(&bad, b"\x89PNG\r\n\x1a\nbroken").unwrap();
     let e = data::load_folder_splits(&root, 32).unwrap_err().to_string();
     assert!(e.contains("c.png") && e.contains("image header"), "{e}");
+    std::fs::copy(root.join("test").join("dog").join("a.png"), &bad).unwrap();
+    data::load_folder_splits(&root, 32).unwrap();
+    // A class behind a dangling link. Before: the class silently vanished.
+    std::os::unix::fs::symlink("/nonexistent-effnet-class", root.join("train").join("zzz"))
+        .unwrap();
+    let e = data::load_folder_splits(&root, 32).unwrap_err().to_string();
+    assert!(e.contains("zzz") && e.contains("does not exist"), "{e}");
 }
 
 // ---- items 11, 14: predict ----
@@ -575,6 +582,30 @@ fn predict_checks_training_checkpoint_shapes_as_eval_does() {
     let input = vec![0.0f32; 16 * 16];
     let r = predict::resolve("b0-g16", &p, false).unwrap();
     predict::logits(gpu, &r, &input, 1, 16, 1).unwrap();
+    // A preprocessed input holding a NaN. Before: every class printed as "NaN%", exit 0.
+    let mut x = SafeTensors::default();
+    let mut v = vec![0.5f32; 2 * 16 * 16];
+    v[16 * 16 + 3] = f32::NAN;
+    x.insert("input", &[2, 1, 16, 16], v);
+    let xp = d.join("nan-input.safetensors");
+    x.save(&xp).unwrap();
+    let pa = predict::PredictArgs {
+        arch: "b0-g16".into(),
+        weights: p.clone(),
+        input: vec![xp],
+        output: None,
+        top_k: 3,
+        batch: 2,
+        image_size: None,
+        crop_pct: 0.875,
+        labels: None,
+        raw: false,
+    };
+    let e = predict::run(gpu, &pa).expect_err("refused").to_string();
+    assert!(
+        e.contains("nan-input.safetensors") && e.contains("non-finite") && e.contains("image 1"),
+        "{e}"
+    );
     // Transpose one weight's shape (same size). Before: loaded, scrambling that layer.
     let mut st = SafeTensors::load(&p).unwrap();
     let t = st.tensors.get_mut("ema/classifier.weight").unwrap();

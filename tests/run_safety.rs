@@ -118,6 +118,10 @@ fn bad_flags_are_refused_naming_the_flag() {
         (&["--eval-every", "nan"], "--eval-every NaN"),
         (&["--eval-limit", "0"], "--eval-limit 0"),
         (&["--batch", "0"], "--batch 0"),
+        (
+            &["--workers", "100000"],
+            "--workers 100000 is more than 256",
+        ),
         (&["--image-size", "4"], "--image-size 4"),
         (&["--width", "nan"], "--width NaN"),
         (&["--width", "0"], "--width 0"),
@@ -514,6 +518,15 @@ fn first_signal_checkpoints_and_exits_130_or_143() {
     assert!(err.contains("stopped by SIGTERM"), "{err}");
     let s2: u64 = meta(&dir, "step").parse().unwrap();
     assert!(s2 > s1, "{s2} <= {s1}");
+    // A closed terminal (SIGHUP). Before: killed with no checkpoint, exit 129.
+    let r = spawn(&dir, &again);
+    r.wait_for_step(s2 + 1);
+    r.signal("HUP");
+    let (code, err) = r.finish();
+    assert_eq!(code, Some(129), "{err}");
+    assert!(err.contains("stopped by SIGHUP"), "{err}");
+    let s3: u64 = meta(&dir, "step").parse().unwrap();
+    assert!(s3 > s2, "{s3} <= {s2}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -711,4 +724,27 @@ fn progress_line_shows_the_eta() {
     );
     assert_eq!(format_duration(125.0), "2m05s");
     assert_eq!(format_duration(9.4), "9s");
+}
+
+/// A stop during the final evaluation leaves a checkpoint of the last step and no eval
+/// record; `--resume` then does the owed evaluation instead of exiting with none.
+#[test]
+fn resume_does_an_interrupted_evaluation() {
+    if !have_data() {
+        return;
+    }
+    let dir = tmp("owed-eval");
+    train(&dir, &["--max-steps", "2", "--norm", "gn"]).unwrap();
+    let eval = dir.join("eval.jsonl");
+    let first = std::fs::read_to_string(&eval).unwrap();
+    assert_eq!(first.lines().count(), 1, "{first}");
+    // What an interrupted evaluation leaves: the checkpoint of step 2, no record of it.
+    std::fs::write(&eval, "").unwrap();
+    train(&dir, &["--max-steps", "2", "--norm", "gn", "--resume"]).unwrap();
+    let again = std::fs::read_to_string(&eval).unwrap();
+    assert_eq!(again, first, "the owed evaluation gives the same record");
+    // A complete run resumed again evaluates nothing more.
+    train(&dir, &["--max-steps", "2", "--norm", "gn", "--resume"]).unwrap();
+    assert_eq!(std::fs::read_to_string(&eval).unwrap(), first);
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -128,14 +128,14 @@ fn user_errors_are_clear() {
     // Unknown adapter.
     let e = Gpu::new(&GpuOptions {
         adapter: Some("no-such-adapter-xyz".into()),
-        backend: None,
+        ..Default::default()
     })
     .unwrap_err();
     assert!(e.to_string().contains("no adapter name contains"), "{e}");
     // Unknown backend.
     let e = Gpu::new(&GpuOptions {
-        adapter: None,
         backend: Some("nonsense".into()),
+        ..Default::default()
     })
     .unwrap_err();
     assert!(e.to_string().contains("unknown backend"), "{e}");

@@ -461,3 +461,65 @@ fn corrupt_image_mid_run_stops_naming_it_or_is_skipped() {
     // Three steps = one epoch of 48 images: the bad one is met once.
     assert_eq!((out[0].1.steps, out[0].1.skipped_images), (3, 1));
 }
+
+/// A training image that no decoder reads is met first by the start-up statistics: it
+/// stops the run naming the file and the flag, and `--skip-bad-images` leaves it out there
+/// as well as in the batches. A run stopped by a bad image mid-epoch continues with
+/// `--resume --skip-bad-images`.
+#[test]
+fn undecodable_image_is_skipped_from_start_and_on_resume() {
+    let gpu = common::gpu();
+    let data = folder_tree("folder-garbage");
+    let bad = data.join("train/class_000/00002.jpg");
+    std::fs::write(&bad, b"garbage").unwrap();
+    let (d, r) = (
+        data.to_string_lossy().to_string(),
+        tmp("folder-garbage-run").to_string_lossy().to_string(),
+    );
+    let base = [
+        "--dataset",
+        "folder",
+        "--data-dir",
+        &d,
+        "--max-steps",
+        "6",
+        "--checkpoint-every",
+        "1",
+        "--seed",
+        "1",
+        "--run-dir",
+        &r,
+    ];
+    let e = effnet::cli::train::run(gpu, &args(&base))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("00002.jpg") && e.contains("--skip-bad-images"),
+        "{e}"
+    );
+    // Now a file the statistics' decoder reads but the loader's does not (a truncated
+    // JPEG), so the run stops mid-epoch after a checkpoint.
+    let trunc = data.join("train/class_001/00003.jpg");
+    let b = std::fs::read(&trunc).unwrap();
+    std::fs::write(&trunc, &b[..b.len() / 3]).unwrap();
+    std::fs::copy(data.join("train/class_000/00001.jpg"), &bad).unwrap();
+    let mut fresh = base.to_vec();
+    fresh.push("--overwrite");
+    let e = effnet::cli::train::run(gpu, &args(&fresh))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("00003.jpg"), "{e}");
+    let mut resume = base.to_vec();
+    resume.extend(["--resume", "--skip-bad-images"]);
+    let out = effnet::cli::train::run(gpu, &args(&resume)).unwrap();
+    assert_eq!(out[0].1.steps, 6);
+    assert!(out[0].1.skipped_images >= 1);
+    // And a garbage file with the flag from the start: left out of the statistics and
+    // the batches.
+    std::fs::write(&bad, b"garbage").unwrap();
+    let mut skip = fresh.clone();
+    skip.push("--skip-bad-images");
+    let out = effnet::cli::train::run(gpu, &args(&skip)).unwrap();
+    assert_eq!(out[0].1.steps, 6);
+    assert!(out[0].1.skipped_images >= 2, "{}", out[0].1.skipped_images);
+}

@@ -8,6 +8,9 @@ struct Params {
     n: u32,
 }
 
+// Bounds (runtime checks off, see src/gpu/kernel.rs): x[i], dy[i], dx[i] only for
+// i < p.n; the launcher (ops/act) binds all three with exactly p.n elements. No loops,
+// no integer division.
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read> dy: array<f32>;

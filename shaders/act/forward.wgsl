@@ -8,6 +8,9 @@ struct Params {
     n: u32,
 }
 
+// Bounds (wgpu's runtime checks are off, see src/gpu/kernel.rs): x[i] and y[i] only for
+// i < p.n, and the launcher (ops/act) binds x and y of exactly p.n elements. No loops,
+// no integer division.
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;

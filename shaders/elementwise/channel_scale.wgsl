@@ -8,6 +8,9 @@ struct Params {
     c: u32,     // channels
 }
 
+// Bounds (runtime checks off, see src/gpu/kernel.rs): x, y indexed by i < p.n = N*P*C
+// (the launcher checks both lengths); s by n * C + c with n = i / (P*C) < N and c < C,
+// so below N*C = s.len() (checked). P*C >= 1 whenever p.n > 0. No loops.
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read> s: array<f32>;

@@ -7,6 +7,10 @@ struct Params {
     per: u32,
 }
 
+// Bounds (runtime checks off, see src/gpu/kernel.rs): a, b, y are indexed by i < p.n,
+// their common length (the launcher checks it); s by i / p.per < N because
+// p.n = N * p.per (p.per = elements per sample, >= 1 whenever p.n > 0; with p.n = 0 no
+// workgroup is dispatched). No loops.
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> a: array<f32>;
 @group(0) @binding(2) var<storage, read> b: array<f32>;

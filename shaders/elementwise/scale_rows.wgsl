@@ -7,6 +7,10 @@ struct Params {
     per: u32,
 }
 
+// Bounds (runtime checks off, see src/gpu/kernel.rs): x, y indexed by i < p.n, their
+// length (checked by the launcher); s by i / p.per < rows, since the launcher checks that
+// p.n is a multiple of rows = s.len() and sets p.per = p.n / rows (>= 1 when p.n > 0).
+// No loops.
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read> s: array<f32>;

@@ -23,6 +23,17 @@ struct Params {
     tiles: u32,  // all tiles
 }
 
+// Bounds (runtime checks off, see src/gpu/kernel.rs). The launcher (ops/gemm) checks
+// a = m*k, b = k*n, c = m*n and bias = n elements, and skips m = 0 or n = 0, so
+// ntiles = ceil(n / BN) >= 1 and tiles = ceil(m / BM) * ntiles; tile < tiles gives
+// m0 < m, n0 < n. Global reads and writes are guarded: a[row*k + col] and
+// a[col*m + row] only for row < m, col < k; b likewise for row < k, col < n; c and
+// bias only for row < m, col < n. Workgroup arrays, for the three tiles (TNT, BM, BK):
+// (16, 64, 16), (8, 128, 16), (4, 256, 8): As[kk*(BM/4+1) + mm/4] <= 15*17+15, 15*33+31,
+// 7*65+63 < 528; Bs[kk*(BN/4+1) + nn/4] <= 15*17+15, 15*9+7, 7*5+3 < 272; the inner loop's
+// tm < BM/4 and tn < BN/4 stay inside the same rows. acc[i][j], i, j < 4. Divisors:
+// ntiles >= 1, bk >= 8, bm, TNT constants. Loops: k0 += bk (>= 8) up to k, e += 256 up to
+// BM*BK or BK*BN, fixed 4-trip loops.
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> a: array<f32>;
 @group(0) @binding(2) var<storage, read> b: array<f32>;

@@ -13,6 +13,11 @@ struct Params {
     stdev: vec4<f32>,  // per-channel standard deviation (first c used, all > 0)
 }
 
+// Bounds (wgpu's runtime checks are off, see src/gpu/kernel.rs): the launcher (ops/input)
+// checks 4 * len(px) >= p.n and binds y of p.n elements; px[word] is read only when
+// first = 4 * word < p.n, so word < len(px); y[i] only for i < p.n. ch = i % p.c < c <= 4
+// indexes the vec4s mean and stdev. Divisor: p.c in 1..=4 (the launcher refuses 0).
+// Loop: k < 4.
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> px: array<u32>;
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
@@ -25,7 +30,6 @@ fn normalize(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
     if (first >= p.n) {
         return;
     }
-    // The launcher checks 4 * len(px) >= n, so word < len(px) here; ch < c <= 4.
     let bits = px[word];
     for (var k = 0u; k < 4u; k = k + 1u) {
         let i = first + k;

@@ -10,6 +10,12 @@ struct Params {
     eps: f32,
 }
 
+// Bounds (runtime checks off, see src/gpu/kernel.rs). The launcher (ops/loss) checks
+// logits = dlogits = rows*k, labels = loss = dloss = rows elements. row < rows; every
+// logits/dlogits index is row*k + j with j < k; labels, loss, dloss are read at row. A
+// label >= k (the caller validates labels) is never equal to a class index, so it only
+// drops the one-hot term, it indexes nothing. red[t], red[t + s] with t < s <= 128.
+// Divisions: floats only. Loops: j += 256 up to k, s halves from 128.
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> logits: array<f32>;
 @group(0) @binding(2) var<storage, read> labels: array<u32>;

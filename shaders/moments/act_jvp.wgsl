@@ -14,6 +14,10 @@ struct Params {
     scale: u32, // act_jvp: 1 multiplies by s[c]
 }
 
+// Bounds (runtime checks off, see src/gpu/kernel.rs). The launchers (moments/kernels.rs)
+// check z, a (act_jvp: dz), out = total elements and the per-channel tensors (s~, mu~) =
+// c >= 1 elements; i < total, channel index i % c < c. Divisor: c >= 1 (checked whenever
+// it divides). No loops.
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> z: array<f32>;
 @group(0) @binding(2) var<storage, read> a: array<f32>;

@@ -8,6 +8,9 @@ struct Params {
     scale: f32,
 }
 
+// Bounds (runtime checks off, see src/gpu/kernel.rs). part >= chunks*c and mean >= c
+// (checked by the launcher); part[k*c + c'] for k < chunks, c' < c. No integer division.
+// Loop: k < chunks.
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> part: array<f32>;
 @group(0) @binding(2) var<storage, read_write> mean: array<f32>;

@@ -18,6 +18,12 @@ struct Params {
     centered: u32,
 }
 
+// Bounds (runtime checks off, see src/gpu/kernel.rs). The launcher (moments/kernels.rs)
+// checks src = m*c elements, mean >= c and part >= 4*chunks*c (MomentPlan::scratch_len).
+// g < chunks*cblocks gives chunk < chunks and c' = cb*ti + ii; src at m*c + c' only for
+// c' < c, m < min(m0 + chunk_rows, m); part at chunk*c + c' (MODE 0) or
+// (chunk*c + c')*4 + 3 (MODE 1). acc[t + stride*ti] < 256. Divisors: cblocks, ti >= 1
+// whenever a workgroup runs. Loops: m += 256 / ti, stride halves.
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> src: array<f32>;
 @group(0) @binding(2) var<storage, read> mean: array<f32>;

@@ -14,6 +14,10 @@ struct Params {
     stride: u32,
 }
 
+// Bounds (runtime checks off, see src/gpu/kernel.rs). The launcher (moments/kernels.rs)
+// checks src = n*hs*ws*c, dst = total = n*ho*wo*c, and off + stride*(ho-1) < hs,
+// off + stride*(wo-1) < ws. i < total gives oy < ho, ox < wo, n < N, so sy < hs, sx < ws.
+// Divisors: c, wo, ho >= 1 whenever a thread runs (total > 0). No loops.
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> src: array<f32>;
 @group(0) @binding(2) var<storage, read_write> dst: array<f32>;

@@ -10,6 +10,9 @@ struct Params {
     b: f32,
 }
 
+// Bounds (runtime checks off, see src/gpu/kernel.rs). The launchers (moments/kernels.rs)
+// check x, out (and axpby's y) = total elements; center checks c >= 1 and mean >= c
+// elements and reads y[i % c]; axpby passes c = 1 and reads y[i]. No loops.
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read> y: array<f32>;

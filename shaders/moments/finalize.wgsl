@@ -13,6 +13,11 @@ struct Params {
     centered: u32,
 }
 
+// Bounds (runtime checks off, see src/gpu/kernel.rs). The launcher (moments/kernels.rs)
+// checks part >= 4*chunks*c, mean >= c and off + 5 <= record.len(); part at
+// (k*c + c')*4 + 3 for k < chunks, c' < c; record[off .. off + 5]. acc[t + stride],
+// acc2[t + stride] with t < stride <= 128. Divisions: floats only. Loops: c' += 256 up to
+// c, k < chunks, stride halves.
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> part: array<f32>;
 @group(0) @binding(2) var<storage, read> mean: array<f32>;

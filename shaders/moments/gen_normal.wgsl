@@ -12,6 +12,8 @@ struct Params {
     scale: f32,
 }
 
+// Bounds (runtime checks off, see src/gpu/kernel.rs). w[2j] for 2j < total = w.len(),
+// w[2j + 1] only when 2j + 1 < total. No integer division, no loops.
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read_write> w: array<f32>;
 

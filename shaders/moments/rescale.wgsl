@@ -9,6 +9,8 @@ struct Params {
     idx: u32,
 }
 
+// Bounds (runtime checks off, see src/gpu/kernel.rs). The launcher (moments/kernels.rs)
+// checks idx < record.len(); t[i] for i < total = t.len(). No divisions, no loops.
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> record: array<f32>;
 @group(0) @binding(2) var<storage, read_write> t: array<f32>;

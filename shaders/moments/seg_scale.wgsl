@@ -14,6 +14,11 @@ struct Params {
     gamma: u32,  // 1: multiply by gamma[c]
 }
 
+// Bounds (runtime checks off, see src/gpu/kernel.rs). The launcher (moments/kernels.rs)
+// refuses c = 0 or hw = 0, checks dy = dz = total (a multiple of hw*c), c % groups == 0,
+// saved >= 2*S (S = c for BatchNorm, n*groups otherwise) and gamma = c. seg < S:
+// c' < c, or n = i / (hw*c) < N and c' / (c / groups) < groups. saved at off + seg with
+// off = S. Divisors: c, hw*c, c / groups >= 1. No loops.
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> dy: array<f32>;
 @group(0) @binding(2) var<storage, read> saved: array<f32>;

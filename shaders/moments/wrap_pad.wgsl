@@ -15,6 +15,11 @@ struct Params {
     lift_w: u32,
 }
 
+// Bounds (runtime checks off, see src/gpu/kernel.rs). The launcher (moments/kernels.rs)
+// refuses h, w or c = 0 and checks src = n*h*w*c, dst = total = n*(h+2 pad)*(w+2 pad)*c.
+// i < total gives n < N; sy = (y + lift_h - pad) % h < h (lift_h >= pad, so no wrap
+// below zero), sx < w likewise; src at ((n*h + sy)*w + sx)*c + c'. Divisors: c, wp, hp,
+// h, w >= 1. No loops.
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> src: array<f32>;
 @group(0) @binding(2) var<storage, read_write> dst: array<f32>;

@@ -30,6 +30,11 @@ struct Params {
     flags: u32,
 }
 
+// Bounds (runtime checks off, see src/gpu/kernel.rs). The launcher (ops/norm) checks
+// x = dy = dx = O*M*C elements, saved >= 2*S, scratch >= seg_off + 2*S, and binds C-element
+// gamma, beta, s~ whenever their flag is set. Indices: x, dy, dx at (o*M + m)*C + c with
+// m < M, c < C; saved at s and S + s; scratch at seg_off + s and seg_off + S + s,
+// s = o*G + c/cg < S. Divisors: cblocks, rblocks, ti, cg >= 1. Loops: m += 256 / ti.
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read> dy: array<f32>;

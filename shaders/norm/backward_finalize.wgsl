@@ -33,6 +33,14 @@ struct Params {
     lanes: u32,     // L: lanes per segment, a power of two <= 256
 }
 
+// Bounds (runtime checks off, see src/gpu/kernel.rs). The launcher (ops/norm) checks
+// scratch >= seg_off + 2*S with seg_off = 4*O*chunks*C, and binds C-element dgamma,
+// dbeta, dmu~, ds~ for every write flag it sets (others alias a present output and are
+// never written), C-element gamma / s~ when HAS_SCALE / PROXY_SCALE. Channel blocks
+// (g < cblocks = ceil(C / 32)): scratch at ((r*C + c)*4 + 3) for r < O*chunks, c < C;
+// acc[t + stride*32] with ll < stride <= 4 stays below 256. Segments: s < S, o = s / G,
+// c = grp*cg + k % cg < C; scratch at seg_off + s and seg_off + S + s. Divisors: G, cg,
+// lanes >= 1, lanes a power of two dividing 256. Loops: r += 8, k += lanes, stride halves.
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read_write> scratch: array<f32>;
 @group(0) @binding(2) var<storage, read> gamma: array<f32>;

@@ -30,6 +30,12 @@ struct Params {
     flags: u32,
 }
 
+// Bounds (runtime checks off, see src/gpu/kernel.rs). The launcher (ops/norm) checks
+// x = dy = O*M*C elements, saved >= 2*S, scratch >= 4*O*chunks*C + 2*S, and binds
+// C-element gamma, beta, mu~, s~ whenever their flag is set. Indices as in
+// norm/stats.wgsl: x, dy at (o*M + m)*C + c for c < C, m < M; saved at s and S + s,
+// s = o*G + c/cg < S; part at ((o*chunks + chunk)*C + c)*4 + 3. acc[t + stride*ti] < 256.
+// Divisors: cblocks, chunks, ti, cg >= 1. Loops: m += 256 / ti, stride halves.
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read> dy: array<f32>;

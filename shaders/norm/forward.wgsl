@@ -36,6 +36,13 @@ struct Params {
     eps: f32,
 }
 
+// Bounds (runtime checks off, see src/gpu/kernel.rs). The launcher (ops/norm) checks
+// x = y = O*M*C elements; with training statistics mean = rstd = saved (>= 2*S, read at s
+// and rstd_off + s with rstd_off = S), in BatchNorm evaluation the running mean and
+// variance (C elements, S = C, rstd_off = 0). s = o*G + c/cg < O*G = S. gamma, beta, mu~,
+// s~ are C-element tensors whenever their flag is set (NormSpec-driven `need` checks);
+// otherwise a placeholder is bound and never read. x[i], y[i] with i = (o*M + m)*C + c,
+// m < M, c < C. Divisors: cblocks, rblocks, ti, cg >= 1. Loops: m += 256 / ti.
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read> mean: array<f32>;

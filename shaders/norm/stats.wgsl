@@ -19,6 +19,13 @@ struct Params {
     ti: u32,        // channels per workgroup: a power of two <= 32
 }
 
+// Bounds (runtime checks off, see src/gpu/kernel.rs). The launcher (ops/norm, NormSpec
+// validated: every size >= 1, C % G == 0) checks x = O*M*C elements and scratch >=
+// NormSpec::scratch_len() >= 3*O*chunks*C. A workgroup g < O*chunks*cblocks has o < O,
+// chunk < chunks, c = cb*ti + ii < cblocks*ti; x[(o*M + m)*C + c] only for c < C and
+// m < min(m0 + chunk_rows, M); part[((o*chunks + chunk)*C + c)*3 + 2] for c < C.
+// acc[t + stride*ti] with mm < stride <= lanes/2 stays below 256. Divisors: cblocks,
+// chunks >= 1, ti a power of two <= 32. Loops: m += 256 / ti up to M, stride halves.
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read_write> part: array<f32>;

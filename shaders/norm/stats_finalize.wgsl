@@ -25,6 +25,15 @@ struct Params {
     lanes: u32,     // L: lanes per segment, a power of two <= 256
 }
 
+// Bounds (runtime checks off, see src/gpu/kernel.rs). The launcher (ops/norm) checks
+// saved >= 2*S and scratch >= 3*O*chunks*C (S = segments), and for the running entry
+// point binds running mean / variance of C elements, used only by BatchNorm where S = C.
+// Segment s < S has o = s / G < O and grp = s % G < G; part is read at
+// ((o*chunks + chunk)*C + grp*cg + j)*3 + 2 with chunk < chunks, j < cg = C / G.
+// lanes (L) is a power of two dividing 256: acc[t + stride] with lane < stride stays in
+// the segment's L slots, t - lane >= 0. saved[s], saved[S + s], run_*[s] for s < S.
+// Divisors: G, cg, L >= 1 (integer); unbiased_var's float count - 1 is selected only where
+// count > 1. Loops: k += L up to chunks*cg, stride halves.
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> part: array<f32>;
 @group(0) @binding(2) var<storage, read_write> saved: array<f32>;

@@ -6,6 +6,8 @@ struct Params {
     decay: f32,
 }
 
+// Bounds (runtime checks off, see src/gpu/kernel.rs): w[i], avg[i] for i < p.n; the
+// launcher binds chunks of equal length p.n. No loops, no integer division.
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> w: array<f32>;
 @group(0) @binding(2) var<storage, read_write> avg: array<f32>;

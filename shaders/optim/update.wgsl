@@ -19,6 +19,9 @@ struct Params {
     gscale: f32,    // multiplies the gradient (e.g. loss-scale undo)
 }
 
+// Bounds (runtime checks off, see src/gpu/kernel.rs): w, g, s1, s2 indexed by i in
+// [p.start, p.end); the launcher checks p.end <= the length of all four chunks. No
+// loops, no integer division.
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read_write> w: array<f32>;
 @group(0) @binding(2) var<storage, read> g: array<f32>;

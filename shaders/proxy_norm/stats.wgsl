@@ -59,6 +59,11 @@ struct Params {
     points: u32,
 }
 
+// Bounds (runtime checks off, see src/gpu/kernel.rs). The launchers (ops/proxy_norm)
+// check that every bound tensor (gamma, beta, pshift, pscale, dmu, ds, out0, out1) holds c
+// elements; each thread touches index c < p.c only, and gamma / beta / ds only when the
+// flags say the launcher bound them. QUANTILES[i] for i < min(p.points, POINTS) <= 200, its
+// length. Divisions: floats only. Loops: i < min(p.points, 200).
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> gamma: array<f32>;
 @group(0) @binding(2) var<storage, read> beta: array<f32>;

@@ -8,6 +8,9 @@ struct Params {
     scale: f32,
 }
 
+// Bounds (runtime checks off, see src/gpu/kernel.rs): dx[j] for j < p.n = O*M*I =
+// dx.len(); dy[o * I + i] with o = j / (M*I) < O and i = j % I < I, so below
+// O*I = dy.len(). The launcher checks both lengths; M*I >= 1 whenever p.n > 0. No loops.
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> dy: array<f32>;
 @group(0) @binding(2) var<storage, read_write> dx: array<f32>;

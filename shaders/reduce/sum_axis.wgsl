@@ -19,6 +19,13 @@ struct Params {
     scale: f32,
 }
 
+// Bounds (runtime checks off, see src/gpu/kernel.rs). The launcher (ops/reduce) checks
+// x (and y) = O*M*I, out = O*I elements, or out = the scratch of O*s*I partials for the
+// split pass. Every workgroup with g < O*s*iblocks has o < O, sc < s, ib < iblocks =
+// ceil(I / TI); x[(o*M + m)*I + i] for m < min(m0 + chunk, M), i < I; out[(o*s + sc)*I + i]
+// for i < I. part[t + stride*TI] with mm < stride stays below 256 (stride*TI <= 128).
+// Divisors: iblocks, s >= 1 whenever a workgroup runs (O*s*iblocks > 0), TI in 1..32.
+// Loops: m += 256 / TI (>= 8) up to M, stride halves.
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read> y: array<f32>;

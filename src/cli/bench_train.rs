@@ -9,8 +9,8 @@ use serde::Serialize;
 use crate::error::Result;
 use crate::gpu::{Gpu, Recorder};
 use crate::models::efficientnet::EfficientNet;
-use crate::models::{ModelConfig, NormChoice};
-use crate::train::model::Trainable;
+use crate::models::{ModelConfig, NormChoice, Preset};
+use crate::nn::model::Trainable;
 use crate::train::optim::{self, Optimizer};
 use crate::util::Rng;
 
@@ -35,6 +35,10 @@ pub struct TrainBench {
     pub gpu_bytes: u64,
     /// Seconds from building the model to the end of the first training step.
     pub startup_s: f64,
+    /// Dispatches one training step records.
+    pub dispatches: usize,
+    /// Shader modules built with wgpu's runtime checks.
+    pub shader_checks: bool,
 }
 
 /// A model ready to be stepped with synthetic data.
@@ -42,20 +46,21 @@ pub struct Bencher {
     model: EfficientNet,
     opt: Optimizer,
     rng: Rng,
+    dispatches: usize,
 }
 
 impl Bencher {
     /// Build a model with random weights and synthetic inputs.
     pub fn new(
         gpu: &Gpu,
-        preset: &str,
-        norm: &str,
+        preset: Preset,
+        norm: NormChoice,
         batch: usize,
         image: usize,
         classes: usize,
     ) -> Result<Self> {
-        let mut cfg = ModelConfig::preset(preset)?;
-        cfg.norm = NormChoice::parse(norm)?;
+        let mut cfg = preset.config();
+        cfg.norm = norm;
         cfg.classes = classes;
         Self::from_config(gpu, &cfg, batch, image)
     }
@@ -74,7 +79,12 @@ impl Bencher {
         let labels: Vec<u32> = (0..batch).map(|i| (i % classes) as u32).collect();
         gpu.write_u32(model.labels(), &labels)?;
         gpu.write_f32(model.loss_weights(), &vec![1.0 / batch as f32; batch])?;
-        Ok(Self { model, opt, rng })
+        Ok(Self {
+            model,
+            opt,
+            rng,
+            dispatches: 0,
+        })
     }
 
     /// Record and submit one training step (same work as the trainer's).
@@ -99,7 +109,18 @@ impl Bencher {
         self.model.record_after_update(&mut rec)?;
         let s = self.model.store();
         optim::ema(&mut rec, &s.w.chunks, &s.ema.chunks, 0.999)?;
+        self.dispatches = rec.dispatch_count();
         rec.submit()
+    }
+
+    /// Dispatches the last training step recorded.
+    pub fn dispatches(&self) -> usize {
+        self.dispatches
+    }
+
+    /// The model (its parameters, inputs and outputs).
+    pub fn model(&self) -> &EfficientNet {
+        &self.model
     }
 
     /// Record and submit one inference pass.
@@ -113,8 +134,8 @@ impl Bencher {
 /// Measure `steps` training steps and inference passes after a warm-up.
 pub fn run(
     gpu: &Gpu,
-    preset: &str,
-    norm: &str,
+    preset: Preset,
+    norm: NormChoice,
     batch: usize,
     image: usize,
     steps: usize,
@@ -153,8 +174,8 @@ pub fn run(
     }
     let infer_img_s = (steps * batch) as f64 / t.elapsed().as_secs_f64();
     Ok(TrainBench {
-        model: preset.into(),
-        norm: norm.into(),
+        model: preset.name().into(),
+        norm: norm.name().into(),
         batch,
         image_size: image,
         adapter: gpu.info.name.clone(),
@@ -162,5 +183,7 @@ pub fn run(
         infer_img_s,
         gpu_bytes,
         startup_s,
+        dispatches: b.dispatches(),
+        shader_checks: gpu.shader_checks,
     })
 }

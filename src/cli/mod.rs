@@ -1,9 +1,13 @@
 //! Command implementations behind the `effnet` binary.
 
+pub mod bench;
 pub mod bench_data;
 pub mod bench_train;
+pub mod info;
+pub mod model;
 pub mod moments;
 pub mod predict;
 pub mod profile;
 pub mod reproduce;
+pub mod selftest;
 pub mod train;

@@ -9,22 +9,22 @@ use clap::Args;
 use crate::data::FASHION_MNIST_DIR;
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::models::NormChoice;
+use crate::models::{NormChoice, Preset};
 use crate::moments::effnet::{self, EffnetConfig};
 use crate::moments::{self, output, InputKind, InputSource, Net, NetConfig, Standardize};
 
 /// Options of `effnet moments`.
 #[derive(Args, Debug, Clone)]
 pub struct MomentsArgs {
-    /// Paper network: vanilla, bn-ff, bn-res, ln-ff, gn-ff, ln-pn-ff.
-    #[arg(long, default_value = "bn-ff", conflicts_with = "model")]
-    pub net: String,
-    /// Analyse an EfficientNet preset at init instead (b0..b7, b0-g16..b7-g16).
+    /// Paper network.
+    #[arg(long, value_enum, default_value_t = Net::BnFf, conflicts_with = "model")]
+    pub net: Net,
+    /// Analyse an EfficientNet preset at init instead.
     #[arg(long)]
-    pub model: Option<String>,
-    /// EfficientNet normalization: bn, gn, ln, ln-pn, gn-pn.
-    #[arg(long, default_value = "bn", requires = "model")]
-    pub norm: String,
+    pub model: Option<Preset>,
+    /// EfficientNet normalization.
+    #[arg(long, value_enum, default_value_t = NormChoice::Bn, requires = "model")]
+    pub norm: NormChoice,
     /// EfficientNet input resolution.
     #[arg(long, default_value_t = 64, requires = "model")]
     pub image_size: usize,
@@ -70,9 +70,9 @@ pub struct MomentsArgs {
     /// Random norm affine parameters gamma ~ N(1, s^2), beta ~ N(0, s^2) (paper 2: 0.2).
     #[arg(long, default_value_t = 0.0)]
     pub affine_std: f64,
-    /// Input: fashion-mnist or gaussian.
-    #[arg(long, default_value = "fashion-mnist")]
-    pub input: String,
+    /// Input.
+    #[arg(long, value_enum, default_value_t = InputKind::FashionMnist)]
+    pub input: InputKind,
     /// Fashion-MNIST folder.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
@@ -96,7 +96,7 @@ pub struct MomentsArgs {
 }
 
 fn input_source(a: &MomentsArgs) -> Result<InputSource> {
-    match InputKind::parse(&a.input)? {
+    match a.input {
         InputKind::FashionMnist => {
             let dir = a
                 .data_dir
@@ -127,8 +127,8 @@ pub fn run(gpu: &Gpu, a: &MomentsArgs) -> Result<()> {
     }
     let input = input_source(a)?;
     let t0 = std::time::Instant::now();
-    if let Some(model) = &a.model {
-        let mut cfg = EffnetConfig::new(model, NormChoice::parse(&a.norm)?);
+    if let Some(model) = a.model {
+        let mut cfg = EffnetConfig::new(model.name(), a.norm);
         cfg.image_size = a.image_size;
         cfg.batch = a.batch;
         cfg.width_mult = a.width_mult;
@@ -163,7 +163,7 @@ pub fn run(gpu: &Gpu, a: &MomentsArgs) -> Result<()> {
         );
         return Ok(());
     }
-    let mut cfg = NetConfig::new(Net::parse(&a.net)?);
+    let mut cfg = NetConfig::new(a.net);
     cfg.depth = a.depth;
     cfg.width = a.width;
     cfg.batch = a.batch;

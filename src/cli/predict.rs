@@ -10,7 +10,7 @@ use crate::gpu::{Gpu, Recorder};
 use crate::interop::{self, arch, convert, TimmEquivalent, Weights};
 use crate::models::efficientnet::EfficientNet;
 use crate::models::{ModelConfig, NormChoice};
-use crate::train::model::Trainable;
+use crate::nn::model::Trainable;
 use crate::train::trainer;
 use crate::util::safetensors::SafeTensors;
 
@@ -450,6 +450,17 @@ fn read_inputs(a: &PredictArgs, r: &Resolved) -> Result<(Vec<String>, Vec<f32>, 
         let (n, hw) = (s[0], s[2]);
         if n == 0 {
             return Err(Error::file(path, "input holds no images (shape [0, ...])"));
+        }
+        if let Some(i) = t.data.iter().position(|v| !v.is_finite()) {
+            let per = c * hw * hw;
+            return Err(Error::file(
+                path,
+                format!(
+                    "input holds a non-finite value ({}) in image {}: every logit would be NaN",
+                    t.data[i],
+                    i / per
+                ),
+            ));
         }
         let mut out = vec![0.0; t.data.len()];
         for b in 0..n {

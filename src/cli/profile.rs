@@ -1,16 +1,21 @@
 //! `effnet profile`: one training step timed per kernel with timestamp queries, sorted by
-//! time, with forward / backward / optimizer totals and host recording time.
+//! time, with forward / backward / optimizer totals and host recording time, and each
+//! kernel's GFLOP/s and GB/s against the adapter's ceilings (`effnet bench peak`): the
+//! fractions of the f32 FMA rate, of the copy bandwidth, and the whole step's fraction of
+//! its roofline floor, the sum over dispatches of max(flops / FMA rate, bytes / copy
+//! bandwidth).
 
 use std::collections::BTreeMap;
 use std::time::Instant;
 
 use clap::Args;
 
+use crate::bench::peak;
 use crate::error::{Error, Result};
-use crate::gpu::{Gpu, Recorder};
+use crate::gpu::{Cost, Gpu, Recorder};
 use crate::models::efficientnet::EfficientNet;
-use crate::models::{ModelConfig, NormChoice};
-use crate::train::model::Trainable;
+use crate::models::{NormChoice, Preset};
+use crate::nn::model::Trainable;
 use crate::train::optim::{self, Optimizer};
 use crate::util::Rng;
 
@@ -18,11 +23,11 @@ use crate::util::Rng;
 #[derive(Args, Debug, Clone)]
 pub struct ProfileArgs {
     /// Model preset.
-    #[arg(long, default_value = "b0-g16")]
-    pub model: String,
+    #[arg(long, default_value_t = Preset { scale: 0, g16: true })]
+    pub model: Preset,
     /// Normalization.
-    #[arg(long, default_value = "ln-pn")]
-    pub norm: String,
+    #[arg(long, value_enum, default_value_t = NormChoice::LnPn)]
+    pub norm: NormChoice,
     /// Width multiplier override.
     #[arg(long)]
     pub width: Option<f64>,
@@ -41,6 +46,9 @@ pub struct ProfileArgs {
     /// Rows of the per-kernel table to print.
     #[arg(long, default_value_t = 25)]
     pub top: usize,
+    /// Measure the adapter's peak again instead of using the cached one.
+    #[arg(long)]
+    pub refresh_peak: bool,
 }
 
 /// Run the profile.
@@ -51,8 +59,9 @@ pub fn run(gpu: &Gpu, a: &ProfileArgs) -> Result<()> {
             gpu.info.name
         )));
     }
-    let mut cfg = ModelConfig::preset(&a.model)?;
-    cfg.norm = NormChoice::parse(&a.norm)?;
+    let peak = peak::get(gpu, a.refresh_peak)?;
+    let mut cfg = a.model.config();
+    cfg.norm = a.norm;
     if let Some(w) = a.width {
         cfg.width = w;
     }
@@ -92,6 +101,9 @@ pub fn run(gpu: &Gpu, a: &ProfileArgs) -> Result<()> {
                 1.0,
             )?;
             m.record_after_update(rec)?;
+            // The weight average, as the trainer updates it every step.
+            let s = m.store();
+            optim::ema(rec, &s.w.chunks, &s.ema.chunks, 0.999)?;
             Ok((nfb, rec.dispatch_count()))
         };
     // Warm-up step (builds every pipeline).
@@ -107,13 +119,16 @@ pub fn run(gpu: &Gpu, a: &ProfileArgs) -> Result<()> {
     let t_gpu = Instant::now();
     let timings = rec.submit()?.timings(gpu)?;
     let wall_ms = t_gpu.elapsed().as_secs_f64() * 1e3;
-    let mut by: BTreeMap<&str, (f64, usize)> = BTreeMap::new();
+    let mut by: BTreeMap<&str, (f64, usize, Cost)> = BTreeMap::new();
     let mut fwd_bwd = 0.0;
     let mut opt_ms = 0.0;
+    let mut floor_ms = 0.0;
     for (i, t) in timings.iter().enumerate() {
         let e = by.entry(t.label).or_default();
         e.0 += t.ns / 1e6;
         e.1 += 1;
+        e.2 = e.2.plus(t.cost);
+        floor_ms += peak.floor_ms(t.cost);
         if i < nfb {
             fwd_bwd += t.ns / 1e6;
         } else {
@@ -121,39 +136,64 @@ pub fn run(gpu: &Gpu, a: &ProfileArgs) -> Result<()> {
         }
     }
     let total: f64 = timings.iter().map(|t| t.ns).sum::<f64>() / 1e6;
+    let work: Cost = timings.iter().map(|t| t.cost).sum();
     println!(
-        "{} ({}) batch {} at {}px on {} ({:?}): {} dispatches ({} timed)",
+        "{} ({}) batch {} at {}px on {} ({:?}), shader runtime checks {}: {} dispatches ({} timed)",
         cfg.name,
         cfg.norm.name(),
         a.batch,
         a.image_size,
         gpu.info.name,
         gpu.info.backend,
+        if gpu.shader_checks { "on" } else { "off" },
         n,
         timings.len()
     );
     println!(
-        "GPU time {total:.2} ms (forward+loss+backward {fwd_bwd:.2}, optimizer+proxy {opt_ms:.2}); \
+        "GPU time {total:.2} ms (forward+loss+backward {fwd_bwd:.2}, optimizer+proxy+average {opt_ms:.2}); \
          host recording {host_ms:.2} ms; submit-to-done wall {wall_ms:.2} ms; \
          start-up (build + first step) {startup:.2} s"
     );
-    let mut rows: Vec<_> = by.into_iter().collect();
-    rows.sort_by(|a, b| b.1 .0.partial_cmp(&a.1 .0).unwrap());
     println!(
-        "{:<28} {:>6} {:>10} {:>7}",
-        "kernel", "calls", "ms", "share"
+        "ceilings: copy {:.1} GB/s, f32 FMA {:.1} GFLOP/s; the step: {:.1} GFLOP, {:.2} GB, \
+         {:.1} GFLOP/s, {:.1} GB/s; roofline floor {floor_ms:.2} ms = {:.1}% of the GPU time",
+        peak.copy_gbps,
+        peak.fma_gflops,
+        work.flops / 1e9,
+        work.bytes / 1e9,
+        work.flops / total.max(1e-12) / 1e6,
+        work.bytes / total.max(1e-12) / 1e6,
+        100.0 * floor_ms / total.max(1e-12)
     );
-    for (k, (ms, c)) in rows.iter().take(a.top) {
+    let mut rows: Vec<_> = by.into_iter().collect();
+    rows.sort_by(|a, b| b.1 .0.total_cmp(&a.1 .0));
+    println!(
+        "{:<30} {:>6} {:>10} {:>7} {:>9} {:>8} {:>6} {:>6} {:>6}",
+        "kernel", "calls", "ms", "share", "GFLOP/s", "GB/s", "%fma", "%copy", "%roof"
+    );
+    for (k, (ms, c, cost)) in rows.iter().take(a.top) {
+        let gf = cost.flops / ms.max(1e-12) / 1e6;
+        let gb = cost.bytes / ms.max(1e-12) / 1e6;
         println!(
-            "{k:<28} {c:>6} {ms:>10.3} {:>6.1}%",
-            100.0 * ms / total.max(1e-12)
+            "{k:<30} {c:>6} {ms:>10.3} {:>6.1}% {gf:>9.1} {gb:>8.1} {:>6.1} {:>6.1} {:>6.1}",
+            100.0 * ms / total.max(1e-12),
+            100.0 * gf / peak.fma_gflops,
+            100.0 * gb / peak.copy_gbps,
+            100.0 * peak.floor_ms(*cost) / ms.max(1e-12)
         );
     }
     let mut slow: Vec<_> = timings.iter().enumerate().collect();
-    slow.sort_by(|a, b| b.1.ns.partial_cmp(&a.1.ns).unwrap());
+    slow.sort_by(|a, b| b.1.ns.total_cmp(&a.1.ns));
     println!("slowest dispatches:");
     for (i, t) in slow.iter().take(10) {
-        println!("  #{i:<4} {:<28} {:>9.3} ms", t.label, t.ns / 1e6);
+        println!(
+            "  #{i:<4} {:<30} {:>9.3} ms  {:>8.1} GFLOP/s {:>7.1} GB/s  {}",
+            t.label,
+            t.ns / 1e6,
+            t.cost.flops / t.ns.max(1.0) / 1e3,
+            t.cost.bytes / t.ns.max(1.0) / 1e3,
+            t.tag
+        );
     }
     Ok(())
 }

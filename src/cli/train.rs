@@ -10,15 +10,18 @@ use clap::Args;
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::models::efficientnet::EfficientNet;
-use crate::models::{ModelConfig, NormChoice};
+use crate::models::{ModelConfig, NormChoice, Preset};
+use crate::nn::model::Trainable;
 use crate::train::checkpoint;
-use crate::train::model::Trainable;
 use crate::train::optim::Optimizer;
 use crate::train::run_dir::{Mode, RunDir};
 use crate::train::schedule::Decay;
 use crate::train::stop;
 use crate::train::trainer::{self, AverageSwap, DatasetKind, Start, TrainConfig, TrainSummary};
 use crate::util::safetensors::SafeTensors;
+
+/// The most loader threads `--workers` takes.
+const MAX_WORKERS: usize = 256;
 
 /// Optimizer names of `--optimizer`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -73,37 +76,14 @@ impl ScheduleArg {
     }
 }
 
-impl clap::ValueEnum for NormChoice {
-    fn value_variants<'a>() -> &'a [Self] {
-        &[
-            NormChoice::Bn,
-            NormChoice::Gn,
-            NormChoice::Ln,
-            NormChoice::LnPn,
-            NormChoice::GnPn,
-        ]
-    }
-
-    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
-        use clap::builder::PossibleValue as V;
-        Some(match self {
-            NormChoice::Bn => V::new("bn").help("BatchNorm"),
-            NormChoice::Gn => V::new("gn").help("GroupNorm (4 groups)"),
-            NormChoice::Ln => V::new("ln").help("LayerNorm"),
-            NormChoice::LnPn => V::new("ln-pn").alias("lnpn").help("LayerNorm + Proxy Norm"),
-            NormChoice::GnPn => V::new("gn-pn").alias("gnpn").help("GroupNorm + Proxy Norm"),
-        })
-    }
-}
-
 /// Options of `effnet train`.
 #[derive(Args, Debug, Clone)]
 #[command(after_long_help = FIXRES_HELP)]
 pub struct TrainArgs {
     /// Model preset: b0..b7 (depthwise, expansion 6) or b0-g16..b7-g16 (16 channels per
     /// group, expansion 4).
-    #[arg(long, default_value = "b0-g16")]
-    pub model: String,
+    #[arg(long, default_value_t = Preset { scale: 0, g16: true })]
+    pub model: Preset,
     /// Normalization.
     #[arg(long, value_enum, default_value = "ln-pn")]
     pub norm: NormChoice,
@@ -251,7 +231,7 @@ pub fn model_config(a: &TrainArgs, classes: usize, in_channels: usize) -> Result
     if !bad.is_empty() {
         return Err(Error::Config(bad.join("; ")));
     }
-    let mut cfg = ModelConfig::preset(&a.model)?;
+    let mut cfg = a.model.config();
     cfg.norm = a.norm;
     if let Some(w) = a.width {
         cfg.width = w;
@@ -287,6 +267,15 @@ pub fn train_config(a: &TrainArgs) -> Result<TrainConfig> {
         return Err(Error::Config(
             "--workers must be at least 1 (leave it out for the default)".into(),
         ));
+    }
+    // Each worker is a thread holding a batch of pixels; past a few per core they only
+    // contend (more than one per core helps only storage that stalls).
+    if let Some(w) = a.workers.filter(|&w| w > MAX_WORKERS) {
+        return Err(Error::Config(format!(
+            "--workers {w} is more than {MAX_WORKERS} loader threads (each holds a batch of \
+             pixels); this machine has {} cores: leave --workers out for the default",
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        )));
     }
     let cfg = TrainConfig {
         dataset: a.dataset,
@@ -401,7 +390,7 @@ pub fn run(gpu: &Gpu, a: &TrainArgs) -> Result<Vec<(String, TrainSummary)>> {
     opened(&run_dir, false);
     stop::install()?;
     let (train_ds, test_ds) = trainer::load_datasets(&cfg)?;
-    let (mean, std) = train_ds.channel_stats()?;
+    let (mean, std) = train_ds.channel_stats(cfg.skip_bad_images)?;
     let classes = train_ds.classes.len();
     let mcfg = model_config(a, classes, train_ds.c)?;
     let (params, macs) = crate::models::totals(&mcfg, cfg.image_size);

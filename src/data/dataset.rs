@@ -44,8 +44,10 @@ impl Dataset {
     }
 
     /// Per-channel mean and standard deviation of the pixels in [0, 1] (over a sample of
-    /// at most 10,000 images for file datasets).
-    pub fn channel_stats(&self) -> Result<(Vec<f32>, Vec<f32>)> {
+    /// at most 10,000 images for file datasets). With `skip_bad` a sampled file that does
+    /// not decode is left out of the sample (the loader counts it when it meets it);
+    /// without, it is an error naming the file and both ways out.
+    pub fn channel_stats(&self, skip_bad: bool) -> Result<(Vec<f32>, Vec<f32>)> {
         let c = self.c;
         let mut s = vec![0f64; c];
         let mut s2 = vec![0f64; c];
@@ -63,7 +65,27 @@ impl Dataset {
             Pixels::Files(files) => {
                 let step = (files.len() / 10_000).max(1);
                 for f in files.iter().step_by(step) {
-                    add(&decode_file(f, self.c)?.0);
+                    match decode_file(f, self.c) {
+                        Ok((px, _, _)) => add(&px),
+                        Err(_) if skip_bad => {}
+                        Err(Error::File { path, msg }) => {
+                            return Err(Error::File {
+                                path,
+                                msg: format!(
+                                    "{msg} (met while measuring the training set's channel \
+                                     statistics), or pass --skip-bad-images to skip and count \
+                                     unreadable images"
+                                ),
+                            })
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+                if cnt == 0.0 {
+                    return Err(Error::Config(format!(
+                        "none of the {} sampled training images decodes",
+                        files.len().div_ceil(step)
+                    )));
                 }
             }
         }
@@ -474,10 +496,28 @@ fn class_folders(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
                 ),
             )
         })?
-        .filter_map(|e| e.ok())
-        .filter(|e| !is_hidden(&e.file_name()) && e.path().is_dir())
-        .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
-        .collect();
+        .map(|e| {
+            let e = e.map_err(|err| Error::file(dir, format!("cannot list: {err}")))?;
+            let path = e.path();
+            if is_hidden(&e.file_name()) {
+                return Ok(None);
+            }
+            if path.is_dir() {
+                return Ok(Some((e.file_name().to_string_lossy().into_owned(), path)));
+            }
+            // A class folder behind a dangling link would silently drop a class (and
+            // renumber the ones after it).
+            if e.file_type().is_ok_and(|t| t.is_symlink()) && std::fs::metadata(&path).is_err() {
+                return Err(Error::file(
+                    &path,
+                    "is a link to something that does not exist: fix or remove the link \
+                     (a class must be a folder of images)",
+                ));
+            }
+            Ok(None)
+        })
+        .filter_map(Result::transpose)
+        .collect::<Result<_>>()?;
     classes.sort();
     Ok(classes)
 }

@@ -18,6 +18,11 @@ pub struct GpuOptions {
     pub adapter: Option<String>,
     /// Backend list as wgpu spells it: `vulkan`, `metal`, `dx12`, `gl`, comma separated.
     pub backend: Option<String>,
+    /// Build shader modules with wgpu's runtime checks (bounds clamping, loop counters,
+    /// guarded integer division). Off by default: effnet's kernels are in bounds by
+    /// construction and run faster without them. `None` reads `EFFNET_SHADER_CHECKS`
+    /// (`0`, `false`, `no`, `off`, `f`, `n` or empty: off; anything else: on).
+    pub shader_checks: Option<bool>,
 }
 
 impl GpuOptions {
@@ -35,6 +40,11 @@ impl GpuOptions {
         }
         if self.backend.is_none() {
             self.backend = std::env::var("WGPU_BACKEND").ok().filter(|s| !s.is_empty());
+        }
+        if self.shader_checks.is_none() {
+            self.shader_checks = std::env::var("EFFNET_SHADER_CHECKS")
+                .ok()
+                .map(|v| truthy(&v));
         }
         self
     }
@@ -54,6 +64,13 @@ impl GpuOptions {
             }
         }
     }
+}
+
+/// The reading of a boolean environment variable clap also uses for flags: off for `0`,
+/// `false`, `no`, `off`, `f`, `n` (any case) and the empty string, on for anything else.
+fn truthy(v: &str) -> bool {
+    let v = v.trim().to_ascii_lowercase();
+    !matches!(v.as_str(), "" | "0" | "false" | "no" | "off" | "f" | "n")
 }
 
 /// What `effnet info` prints about one adapter.
@@ -125,6 +142,9 @@ pub struct GpuReport {
     pub limits: LimitsSummary,
     /// Optional features enabled.
     pub features: FeatureSet,
+    /// Whether shader modules carry wgpu's runtime checks (see
+    /// [`GpuOptions::shader_checks`]).
+    pub shader_checks: bool,
 }
 
 /// The device handle: adapter, device, queue, granted limits and features, the pipeline
@@ -144,6 +164,9 @@ pub struct Gpu {
     pub limits: wgpu::Limits,
     /// Optional features enabled on the device.
     pub features: FeatureSet,
+    /// Shader modules are built with wgpu's runtime checks (see
+    /// [`GpuOptions::shader_checks`]).
+    pub shader_checks: bool,
     pub(crate) pipelines: PipelineCache,
     pub(crate) uniforms: UniformPool,
     /// Largest grid dimension the recorder uses (normally the adapter's limit; tests lower
@@ -249,10 +272,14 @@ impl Gpu {
                 })
                 .expect("non-empty"),
         };
-        Self::from_adapter(instance, adapter)
+        Self::from_adapter(instance, adapter, opts.shader_checks.unwrap_or(false))
     }
 
-    fn from_adapter(instance: wgpu::Instance, adapter: wgpu::Adapter) -> Result<Self> {
+    fn from_adapter(
+        instance: wgpu::Instance,
+        adapter: wgpu::Adapter,
+        shader_checks: bool,
+    ) -> Result<Self> {
         let info = adapter.get_info();
         let limits = adapter.limits();
         let available = adapter.features();
@@ -299,6 +326,7 @@ impl Gpu {
             info,
             limits,
             features,
+            shader_checks,
             pipelines: PipelineCache::default(),
             uniforms: UniformPool::default(),
             grid_dim_cap: std::sync::atomic::AtomicU32::new(grid),
@@ -337,14 +365,18 @@ impl Gpu {
             chosen: self.summary(),
             limits: self.limits_summary(),
             features: self.features,
+            shader_checks: self.shader_checks,
         })
     }
 
-    /// Largest binding (bytes) one tensor may occupy.
+    /// Largest binding (bytes) one tensor may occupy: the adapter's limit, and never 4 GiB
+    /// or more, so every element index of every binding (< 2^30) fits a shader's u32 with
+    /// room to spare (the kernels' bounds arguments rely on it).
     pub fn max_binding_bytes(&self) -> u64 {
         self.limits
             .max_storage_buffer_binding_size
             .min(self.limits.max_buffer_size)
+            .min(u32::MAX as u64 / 4 * 4)
     }
 
     /// Lower the grid-dimension cap (tests use this to force linearised 2-D grids).

@@ -3,13 +3,28 @@
 //! Every `.wgsl` file under `shaders/` is embedded at build time. A line
 //! `//!include <path>` pulls in another file (shared helpers such as the linearised grid
 //! index). Pipelines are built lazily, once per (shader, entry point, override constants),
-//! with an explicit bind-group layout: binding 0 is the uniform parameter block, bindings
-//! 1.. are storage buffers in the order of [`KernelDef::bindings`].
+//! with an explicit bind-group layout: binding 0 is the uniform parameter block (a
+//! [`Uniform`] struct), bindings 1.. are storage buffers in the order of
+//! [`KernelDef::bindings`].
+//!
+//! Shader modules are built without wgpu's runtime checks (no index clamping, no loop
+//! counters, no guarded integer division) unless the device was made with
+//! [`GpuOptions::shader_checks`](super::GpuOptions::shader_checks) (`EFFNET_SHADER_CHECKS=1`).
+//! That is sound only because every kernel keeps its indices in bounds, its loops finite
+//! and its divisors non-zero by construction: each shader states why in a "Bounds"
+//! comment, from what its launcher checks (tensor lengths against the op's spec, sizes at
+//! least 1 where they divide). Every binding is under 4 GiB
+//! ([`Gpu::max_binding_bytes`]), so element indices stay below 2^30 and u32 index
+//! arithmetic (sums of non-negative products no larger than the final index) cannot
+//! overflow. `tests/shader_checks.rs` runs every harness case and a training step both ways
+//! and requires bit-identical results.
 
 use std::collections::HashMap;
+use std::marker::PhantomData;
 use std::sync::Mutex;
 
 use super::context::Gpu;
+use super::uniform::{Uniform, UniformLayout};
 use crate::error::{Error, Result};
 
 include!(concat!(env!("OUT_DIR"), "/shader_files.rs"));
@@ -59,7 +74,9 @@ pub enum Access {
     ReadWrite,
 }
 
-/// A compute entry point and the storage bindings it takes (binding 1, 2, ... in order).
+/// A compute entry point, its parameter block and the storage bindings it takes (binding
+/// 1, 2, ... in order). Made by [`Kernel::new`], which fills in `params` from the Rust
+/// parameter struct.
 #[derive(Debug)]
 pub struct KernelDef {
     /// Path under shaders/.
@@ -72,6 +89,44 @@ pub struct KernelDef {
     /// values, and the portability test translates every combination, so what runs is
     /// exactly what is tested.
     pub overrides: &'static [(&'static str, &'static [f64])],
+    /// Layout of the uniform block at binding 0 (the Rust struct's).
+    pub params: &'static UniformLayout,
+}
+
+/// A kernel whose uniform block is the Rust struct `P`: [`crate::gpu::Recorder::dispatch`]
+/// takes a `&P`, so a launcher cannot pass another kernel's parameters.
+#[derive(Debug)]
+pub struct Kernel<P> {
+    /// The untyped definition (what registries and tests list).
+    pub def: KernelDef,
+    _params: PhantomData<fn() -> P>,
+}
+
+impl<P: Uniform> Kernel<P> {
+    /// A kernel: its shader file (under shaders/), entry point, storage bindings (binding
+    /// 1, 2, ...) and the values it uses for each override constant.
+    pub const fn new(
+        shader: &'static str,
+        entry: &'static str,
+        bindings: &'static [Access],
+        overrides: &'static [(&'static str, &'static [f64])],
+    ) -> Self {
+        Self {
+            def: KernelDef {
+                shader,
+                entry,
+                bindings,
+                overrides,
+                params: P::LAYOUT,
+            },
+            _params: PhantomData,
+        }
+    }
+
+    /// The untyped definition (what registries and tests list).
+    pub const fn def(&self) -> &KernelDef {
+        &self.def
+    }
 }
 
 impl KernelDef {
@@ -219,12 +274,24 @@ impl Gpu {
         }
         let src = shader_source(shader)?;
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let m = self
-            .device
-            .create_shader_module(wgpu::ShaderModuleDescriptor {
-                label: Some(shader),
-                source: wgpu::ShaderSource::Wgsl(src.into()),
-            });
+        let desc = wgpu::ShaderModuleDescriptor {
+            label: Some(shader),
+            source: wgpu::ShaderSource::Wgsl(src.into()),
+        };
+        let m = if self.shader_checks {
+            self.device.create_shader_module(desc)
+        } else {
+            // SAFETY: wgpu's runtime checks guard against out-of-bounds indices, endless
+            // loops and integer division by zero (or i32::MIN / -1). effnet's shaders rule
+            // all three out by construction: every shader's "Bounds" comment says why each
+            // index is in range, each loop bounded and each divisor non-zero given what its
+            // launcher guarantees, and tests/shader_checks.rs runs every harness case and a
+            // training step with and without the checks and requires identical bits.
+            unsafe {
+                self.device
+                    .create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks::unchecked())
+            }
+        };
         if let Some(e) = pollster::block_on(scope.pop()) {
             return Err(Error::Shader {
                 shader: shader.into(),

@@ -1,11 +1,54 @@
 //! The step recorder: many dispatches, copies and clears recorded into one command encoder
-//! and submitted once, with linearised grids and optional per-dispatch timestamps.
+//! and submitted once, with linearised grids, optional per-dispatch timestamps, and the
+//! FLOPs and bytes each dispatch's launcher declares (what `effnet profile` and the
+//! benchmarks hold against the adapter's measured peaks).
+
+use serde::Serialize;
 
 use super::context::Gpu;
-use super::kernel::{KernelDef, Pipeline, PARAMS_BYTES};
+use super::kernel::{Kernel, PARAMS_BYTES};
 use super::tensor::Tensor;
+use super::uniform::Uniform;
 use super::uniforms::SLOTS_PER_PAGE;
 use crate::error::{Error, Result};
+
+/// The work one dispatch must do, as its launcher counts it (in the spirit of ggml's
+/// test-backend-ops perf mode): floating-point operations (a multiply-add is 2; for
+/// elementwise and reduction kernels a nominal count per element, a transcendental
+/// counting as one) and the bytes it must move if each tensor it reads is read once and
+/// each it writes is written once (re-reads, partial sums and placeholder bindings are not
+/// counted). Achieved GFLOP/s and GB/s are these over the measured time.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct Cost {
+    /// Floating-point operations.
+    pub flops: f64,
+    /// Bytes moved to or from memory.
+    pub bytes: f64,
+}
+
+impl Cost {
+    /// `flops` operations reading `read` and writing `written` 4-byte elements.
+    pub fn f32s(flops: f64, read: usize, written: usize) -> Self {
+        Self {
+            flops,
+            bytes: 4.0 * (read + written) as f64,
+        }
+    }
+
+    /// The sum of two costs.
+    pub fn plus(self, o: Cost) -> Cost {
+        Cost {
+            flops: self.flops + o.flops,
+            bytes: self.bytes + o.bytes,
+        }
+    }
+}
+
+impl std::iter::Sum for Cost {
+    fn sum<I: Iterator<Item = Cost>>(iter: I) -> Cost {
+        iter.fold(Cost::default(), Cost::plus)
+    }
+}
 
 /// Workgroup grid of a dispatch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,6 +100,8 @@ pub struct KernelTiming {
     pub tag: String,
     /// GPU time in nanoseconds.
     pub ns: f64,
+    /// The work the launcher declared for this dispatch.
+    pub cost: Cost,
 }
 
 /// Records a whole step's work; [`Recorder::submit`] sends it in one command buffer.
@@ -64,6 +109,7 @@ pub struct Recorder<'g> {
     gpu: &'g Gpu,
     ops: Vec<Op>,
     tags: Vec<String>,
+    costs: Vec<(&'static str, Cost)>,
     pages: Vec<wgpu::Buffer>,
     page_data: Vec<Vec<u8>>,
     slot: u64,
@@ -71,11 +117,15 @@ pub struct Recorder<'g> {
     tag: String,
 }
 
+/// What a profiled submission reads back: the timestamp staging buffer, and each
+/// dispatch's (kernel label, tag, declared cost) in order.
+type TimingReadback = (wgpu::Buffer, Vec<(&'static str, String, Cost)>);
+
 /// A submitted step: wait on it, or read its kernel timings when profiling.
 pub struct Submitted {
     /// The queue submission.
     pub index: wgpu::SubmissionIndex,
-    timing: Option<(wgpu::Buffer, Vec<(&'static str, String)>)>,
+    timing: Option<TimingReadback>,
 }
 
 impl<'g> Recorder<'g> {
@@ -85,6 +135,7 @@ impl<'g> Recorder<'g> {
             gpu,
             ops: Vec::new(),
             tags: Vec::new(),
+            costs: Vec::new(),
             pages: Vec::new(),
             page_data: Vec::new(),
             slot: SLOTS_PER_PAGE,
@@ -117,14 +168,19 @@ impl<'g> Recorder<'g> {
             .count()
     }
 
-    fn param_slot(&mut self, params: &[u32]) -> Result<(usize, u64)> {
-        if params.len() * 4 > PARAMS_BYTES as usize {
-            return Err(Error::Config(format!(
-                "kernel parameter block of {} words exceeds {} bytes",
-                params.len(),
-                PARAMS_BYTES
-            )));
-        }
+    /// The (kernel entry point, declared cost) of every dispatch recorded so far, in order.
+    pub fn costs(&self) -> &[(&'static str, Cost)] {
+        &self.costs
+    }
+
+    /// The summed cost of every dispatch recorded so far.
+    pub fn total_cost(&self) -> Cost {
+        self.costs.iter().map(|(_, c)| *c).sum()
+    }
+
+    fn param_slot(&mut self, params: &[u8]) -> Result<(usize, u64)> {
+        // Every parameter block fits its slot: `uniform_block!` asserts it at compile time.
+        debug_assert!(params.len() as u64 <= PARAMS_BYTES);
         if self.slot == SLOTS_PER_PAGE {
             self.pages.push(self.gpu.uniforms.take(&self.gpu.device));
             self.page_data
@@ -133,35 +189,24 @@ impl<'g> Recorder<'g> {
         }
         let page = self.pages.len() - 1;
         let off = self.slot * PARAMS_BYTES;
-        self.page_data[page][off as usize..off as usize + params.len() * 4]
-            .copy_from_slice(bytemuck::cast_slice(params));
+        self.page_data[page][off as usize..off as usize + params.len()].copy_from_slice(params);
         self.slot += 1;
         Ok((page, off))
     }
 
-    /// Record one dispatch of `def` (with override `constants`), its parameter words, its
-    /// storage bindings in order, and its grid.
-    pub fn dispatch(
+    /// Record one dispatch of `kernel` (with override `constants`): its parameter block,
+    /// its storage bindings in order, its grid, and the work it does (see [`Cost`]).
+    pub fn dispatch<P: Uniform>(
         &mut self,
-        def: &'static KernelDef,
+        kernel: &'static Kernel<P>,
         constants: &[(&str, f64)],
-        params: &[u32],
+        params: &P,
         bindings: &[&Tensor],
         grid: Grid,
+        cost: Cost,
     ) -> Result<()> {
+        let def = kernel.def();
         let p = self.gpu.pipeline(def, constants)?;
-        self.dispatch_pipeline(&p, def, params, bindings, grid)
-    }
-
-    /// Record a dispatch of an already built pipeline.
-    pub fn dispatch_pipeline(
-        &mut self,
-        p: &Pipeline,
-        def: &'static KernelDef,
-        params: &[u32],
-        bindings: &[&Tensor],
-        grid: Grid,
-    ) -> Result<()> {
         if bindings.len() != def.bindings.len() {
             return Err(Error::Config(format!(
                 "kernel {} takes {} buffers, got {}",
@@ -183,7 +228,7 @@ impl<'g> Recorder<'g> {
         if dims.0 == 0 || dims.1 == 0 || dims.2 == 0 {
             return Ok(());
         }
-        let (page, off) = self.param_slot(params)?;
+        let (page, off) = self.param_slot(bytemuck::bytes_of(params))?;
         let mut entries = vec![wgpu::BindGroupEntry {
             binding: 0,
             resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
@@ -213,6 +258,7 @@ impl<'g> Recorder<'g> {
             label: p.label,
         });
         self.tags.push(self.tag.clone());
+        self.costs.push((p.label, cost));
         Ok(())
     }
 
@@ -274,6 +320,7 @@ impl<'g> Recorder<'g> {
         let mut qi = 0u32;
         let mut pass: Option<wgpu::ComputePass<'static>> = None;
         let mut tags = self.tags.into_iter();
+        let mut costs = self.costs.into_iter();
         for op in self.ops {
             match op {
                 Op::Dispatch {
@@ -283,6 +330,7 @@ impl<'g> Recorder<'g> {
                     label,
                 } => {
                     let tag = tags.next().unwrap_or_default();
+                    let cost = costs.next().map(|(_, c)| c).unwrap_or_default();
                     let timed = query.as_ref().filter(|q| qi + 2 <= q.count());
                     if let Some(q) = timed {
                         drop(pass.take());
@@ -301,7 +349,7 @@ impl<'g> Recorder<'g> {
                         p.dispatch_workgroups(dims.0, dims.1, dims.2);
                         drop(p);
                         qi += 2;
-                        labels.push((label, tag));
+                        labels.push((label, tag, cost));
                     } else {
                         let p = pass.get_or_insert_with(|| {
                             enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
@@ -400,10 +448,11 @@ impl Submitted {
         let out = labels
             .into_iter()
             .enumerate()
-            .map(|(i, (label, tag))| KernelTiming {
+            .map(|(i, (label, tag, cost))| KernelTiming {
                 label,
                 tag,
                 ns: ts[2 * i + 1].saturating_sub(ts[2 * i]) as f64 * period,
+                cost,
             })
             .collect();
         drop(view);

@@ -10,8 +10,8 @@ use crate::interop::arch::{timm_equivalent, TimmEquivalent};
 use crate::interop::layout::tensor_maps;
 use crate::models::efficientnet::EfficientNet;
 use crate::models::ModelConfig;
+use crate::nn::model::Trainable;
 use crate::nn::ParamId;
-use crate::train::model::Trainable;
 use crate::util::safetensors::{SafeTensors, StTensor};
 
 /// Tensors in effnet's layouts by name: every parameter and the BatchNorm running

@@ -5,54 +5,64 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+pub use crate::nn::NormChoice;
 
-/// Normalization used after every convolution.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum NormChoice {
-    /// BatchNorm (batch statistics in training, running statistics in evaluation).
-    Bn,
-    /// GroupNorm with `groups` groups per layer (`min(C, groups)`; the paper uses 4).
-    Gn,
-    /// LayerNorm (GroupNorm with one group).
-    Ln,
-    /// LayerNorm + Proxy-normalized activations (the paper's G16-LN+PN).
-    LnPn,
-    /// GroupNorm + Proxy-normalized activations.
-    GnPn,
+/// A model preset: `b0`..`b7` (depthwise, expansion 6) or `b0-g16`..`b7-g16` (16
+/// channels per group, expansion 4). A command-line value ([`clap::ValueEnum`]): a
+/// misspelled `--model` is refused by the parser with the list of presets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Preset {
+    /// Compound-scaling index 0..=7 (B0..B7).
+    pub scale: usize,
+    /// The G16 variant.
+    pub g16: bool,
 }
 
-impl NormChoice {
-    /// Parse `bn`, `gn`, `ln`, `ln-pn`, `gn-pn`.
-    pub fn parse(s: &str) -> Result<Self> {
-        Ok(match s {
-            "bn" => Self::Bn,
-            "gn" => Self::Gn,
-            "ln" => Self::Ln,
-            "ln-pn" | "lnpn" => Self::LnPn,
-            "gn-pn" | "gnpn" => Self::GnPn,
-            _ => {
-                return Err(Error::Config(format!(
-                    "unknown norm '{s}': use bn, gn, ln, ln-pn or gn-pn"
-                )))
-            }
-        })
-    }
+const PRESET_NAMES: [&str; 16] = [
+    "b0", "b1", "b2", "b3", "b4", "b5", "b6", "b7", "b0-g16", "b1-g16", "b2-g16", "b3-g16",
+    "b4-g16", "b5-g16", "b6-g16", "b7-g16",
+];
 
-    /// Name as parsed.
+const PRESETS: [Preset; 16] = {
+    let mut v = [Preset {
+        scale: 0,
+        g16: false,
+    }; 16];
+    let mut i = 0;
+    while i < 16 {
+        v[i] = Preset {
+            scale: i % 8,
+            g16: i >= 8,
+        };
+        i += 1;
+    }
+    v
+};
+
+impl Preset {
+    /// The name: `b0`, ..., `b7-g16`.
     pub fn name(self) -> &'static str {
-        match self {
-            Self::Bn => "bn",
-            Self::Gn => "gn",
-            Self::Ln => "ln",
-            Self::LnPn => "ln-pn",
-            Self::GnPn => "gn-pn",
-        }
+        PRESET_NAMES[self.scale % 8 + if self.g16 { 8 } else { 0 }]
     }
 
-    /// True for the proxy-normalized variants.
-    pub fn proxy(self) -> bool {
-        matches!(self, Self::LnPn | Self::GnPn)
+    /// Its configuration (defaults otherwise: BatchNorm, 1000 classes).
+    pub fn config(self) -> ModelConfig {
+        ModelConfig::preset(self.name()).expect("every Preset names a configuration")
+    }
+}
+
+impl std::fmt::Display for Preset {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl clap::ValueEnum for Preset {
+    fn value_variants<'a>() -> &'a [Self] {
+        &PRESETS
+    }
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        Some(clap::builder::PossibleValue::new(self.name()))
     }
 }
 

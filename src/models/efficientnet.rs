@@ -6,9 +6,9 @@ use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Recorder, Tensor};
 use crate::models::config::ModelConfig;
 use crate::nn::layers::{ConvLayer, LinearLayer, NormActLayer, NormRole, SeLayer};
+use crate::nn::model::Trainable;
 use crate::nn::{ParamBuilder, ParamStore};
 use crate::ops::{elementwise, loss, reduce};
-use crate::train::model::Trainable;
 use crate::util::Rng;
 
 enum Node {

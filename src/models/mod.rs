@@ -4,5 +4,5 @@ pub mod config;
 pub mod efficientnet;
 pub mod footprint;
 
-pub use config::{layer_table, totals, BlockDef, LayerRow, ModelConfig, NormChoice};
+pub use config::{layer_table, totals, BlockDef, LayerRow, ModelConfig, NormChoice, Preset};
 pub use footprint::Footprint;

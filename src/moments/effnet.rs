@@ -31,8 +31,8 @@ use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Readback, Recorder, Tensor};
 use crate::models::efficientnet::EfficientNet;
 use crate::models::{ModelConfig, NormChoice};
+use crate::nn::model::Trainable;
 use crate::ops::reduce::{self, Axes};
-use crate::train::model::Trainable;
 use crate::util::Rng;
 
 /// Configuration of an EfficientNet moments analysis.

@@ -6,100 +6,218 @@
 //! Every launcher records into a [`Recorder`]; nothing here waits on the GPU.
 
 use crate::error::{Error, Result};
-use crate::gpu::{groups_for, Access, Grid, KernelDef, Recorder, Tensor};
+use crate::gpu::{
+    groups_for, uniform_block, Access, Cost, Grid, Kernel, KernelDef, Recorder, Tensor,
+};
 use crate::ops::act::Act;
 use crate::ops::gemm::{self, GemmSpec};
 
 const ACT_CODES: [f64; 4] = [0.0, 1.0, 2.0, 3.0];
 
-static WRAP_PAD: KernelDef = KernelDef {
-    shader: "moments/wrap_pad.wgsl",
-    entry: "wrap_pad",
-    bindings: &[Access::Read, Access::ReadWrite],
-    overrides: &[],
-};
-static CROP: KernelDef = KernelDef {
-    shader: "moments/crop.wgsl",
-    entry: "crop",
-    bindings: &[Access::Read, Access::ReadWrite],
-    overrides: &[],
-};
-static SEG_SCALE: KernelDef = KernelDef {
-    shader: "moments/seg_scale.wgsl",
-    entry: "seg_scale",
-    bindings: &[Access::Read, Access::Read, Access::Read, Access::ReadWrite],
-    overrides: &[],
-};
-static ACT_JVP: KernelDef = KernelDef {
-    shader: "moments/act_jvp.wgsl",
-    entry: "act_jvp",
-    bindings: &[Access::Read, Access::Read, Access::Read, Access::ReadWrite],
-    overrides: &[("ACT", &ACT_CODES)],
-};
-static PN_ACT: KernelDef = KernelDef {
-    shader: "moments/act_jvp.wgsl",
-    entry: "pn_act",
-    bindings: &[Access::Read, Access::Read, Access::Read, Access::ReadWrite],
-    overrides: &[("ACT", &ACT_CODES)],
-};
-static RESCALE: KernelDef = KernelDef {
-    shader: "moments/rescale.wgsl",
-    entry: "rescale",
-    bindings: &[Access::Read, Access::ReadWrite],
-    overrides: &[],
-};
-static CENTER: KernelDef = KernelDef {
-    shader: "moments/elementwise.wgsl",
-    entry: "center",
-    bindings: &[Access::Read, Access::Read, Access::ReadWrite],
-    overrides: &[],
-};
-static AXPBY: KernelDef = KernelDef {
-    shader: "moments/elementwise.wgsl",
-    entry: "axpby",
-    bindings: &[Access::Read, Access::Read, Access::ReadWrite],
-    overrides: &[],
-};
-static GEN_NORMAL: KernelDef = KernelDef {
-    shader: "moments/gen_normal.wgsl",
-    entry: "gen_normal",
-    bindings: &[Access::ReadWrite],
-    overrides: &[],
-};
-static COL_PARTIAL: KernelDef = KernelDef {
-    shader: "moments/col_partial.wgsl",
-    entry: "col_partial",
-    bindings: &[Access::Read, Access::Read, Access::ReadWrite],
-    overrides: &[("MODE", &[0.0, 1.0])],
-};
-static COL_MEAN: KernelDef = KernelDef {
-    shader: "moments/col_mean.wgsl",
-    entry: "col_mean",
-    bindings: &[Access::Read, Access::ReadWrite],
-    overrides: &[],
-};
-static FINALIZE: KernelDef = KernelDef {
-    shader: "moments/finalize.wgsl",
-    entry: "moments_finalize",
-    bindings: &[Access::Read, Access::Read, Access::ReadWrite],
-    overrides: &[],
-};
+uniform_block! {
+    /// Parameters of `moments/wrap_pad.wgsl`.
+    pub(super) struct WrapPadParams {
+        /// Elements of dst.
+        pub total: u32,
+        pub h: u32,
+        pub w: u32,
+        pub c: u32,
+        pub pad: u32,
+        /// (y + lift - pad) % h == (y - pad) mod h for y >= 0: lift is a multiple of h >= pad.
+        pub lift_h: u32,
+        pub lift_w: u32,
+    }
+}
+
+uniform_block! {
+    /// Parameters of `moments/crop.wgsl`.
+    pub(super) struct CropParams {
+        /// Elements of dst.
+        pub total: u32,
+        pub hs: u32,
+        pub ws: u32,
+        pub c: u32,
+        pub ho: u32,
+        pub wo: u32,
+        pub off: u32,
+        pub stride: u32,
+    }
+}
+
+uniform_block! {
+    /// Parameters of `moments/seg_scale.wgsl`.
+    pub(super) struct SegScaleParams {
+        pub total: u32,
+        pub hw: u32,
+        pub c: u32,
+        /// 0: BatchNorm.
+        pub groups: u32,
+        /// Offset of rstd in `saved`.
+        pub off: u32,
+        /// 1: multiply by gamma[c].
+        pub gamma: u32,
+    }
+}
+
+uniform_block! {
+    /// Parameters of both entry points of `moments/act_jvp.wgsl`.
+    pub(super) struct ActJvpParams {
+        pub total: u32,
+        pub c: u32,
+        /// Act_jvp: 1 multiplies by s[c].
+        pub scale: u32,
+    }
+}
+
+uniform_block! {
+    /// Parameters of `moments/rescale.wgsl`.
+    pub(super) struct RescaleParams {
+        pub total: u32,
+        pub idx: u32,
+    }
+}
+
+uniform_block! {
+    /// Parameters of both entry points of `moments/elementwise.wgsl`.
+    pub(super) struct ElementwiseParams {
+        pub total: u32,
+        pub c: u32,
+        pub a: f32,
+        pub b: f32,
+    }
+}
+
+uniform_block! {
+    /// Parameters of `moments/gen_normal.wgsl`.
+    pub(super) struct GenNormalParams {
+        pub total: u32,
+        pub k0: u32,
+        pub k1: u32,
+        pub scale: f32,
+    }
+}
+
+uniform_block! {
+    /// Parameters of `moments/col_partial.wgsl`.
+    pub(super) struct ColPartialParams {
+        pub m: u32,
+        pub c: u32,
+        pub chunks: u32,
+        pub chunk_rows: u32,
+        pub cblocks: u32,
+        pub ti: u32,
+        pub centered: u32,
+    }
+}
+
+uniform_block! {
+    /// Parameters of `moments/col_mean.wgsl`.
+    pub(super) struct ColMeanParams {
+        pub c: u32,
+        pub chunks: u32,
+        pub scale: f32,
+    }
+}
+
+uniform_block! {
+    /// Parameters of `moments/finalize.wgsl`.
+    pub(super) struct FinalizeParams {
+        pub m: u32,
+        pub c: u32,
+        pub chunks: u32,
+        pub off: u32,
+        pub centered: u32,
+    }
+}
+
+static WRAP_PAD: Kernel<WrapPadParams> = Kernel::new(
+    "moments/wrap_pad.wgsl",
+    "wrap_pad",
+    &[Access::Read, Access::ReadWrite],
+    &[],
+);
+static CROP: Kernel<CropParams> = Kernel::new(
+    "moments/crop.wgsl",
+    "crop",
+    &[Access::Read, Access::ReadWrite],
+    &[],
+);
+static SEG_SCALE: Kernel<SegScaleParams> = Kernel::new(
+    "moments/seg_scale.wgsl",
+    "seg_scale",
+    &[Access::Read, Access::Read, Access::Read, Access::ReadWrite],
+    &[],
+);
+static ACT_JVP: Kernel<ActJvpParams> = Kernel::new(
+    "moments/act_jvp.wgsl",
+    "act_jvp",
+    &[Access::Read, Access::Read, Access::Read, Access::ReadWrite],
+    &[("ACT", &ACT_CODES)],
+);
+static PN_ACT: Kernel<ActJvpParams> = Kernel::new(
+    "moments/act_jvp.wgsl",
+    "pn_act",
+    &[Access::Read, Access::Read, Access::Read, Access::ReadWrite],
+    &[("ACT", &ACT_CODES)],
+);
+static RESCALE: Kernel<RescaleParams> = Kernel::new(
+    "moments/rescale.wgsl",
+    "rescale",
+    &[Access::Read, Access::ReadWrite],
+    &[],
+);
+static CENTER: Kernel<ElementwiseParams> = Kernel::new(
+    "moments/elementwise.wgsl",
+    "center",
+    &[Access::Read, Access::Read, Access::ReadWrite],
+    &[],
+);
+static AXPBY: Kernel<ElementwiseParams> = Kernel::new(
+    "moments/elementwise.wgsl",
+    "axpby",
+    &[Access::Read, Access::Read, Access::ReadWrite],
+    &[],
+);
+static GEN_NORMAL: Kernel<GenNormalParams> = Kernel::new(
+    "moments/gen_normal.wgsl",
+    "gen_normal",
+    &[Access::ReadWrite],
+    &[],
+);
+static COL_PARTIAL: Kernel<ColPartialParams> = Kernel::new(
+    "moments/col_partial.wgsl",
+    "col_partial",
+    &[Access::Read, Access::Read, Access::ReadWrite],
+    &[("MODE", &[0.0, 1.0])],
+);
+static COL_MEAN: Kernel<ColMeanParams> = Kernel::new(
+    "moments/col_mean.wgsl",
+    "col_mean",
+    &[Access::Read, Access::ReadWrite],
+    &[],
+);
+static FINALIZE: Kernel<FinalizeParams> = Kernel::new(
+    "moments/finalize.wgsl",
+    "moments_finalize",
+    &[Access::Read, Access::Read, Access::ReadWrite],
+    &[],
+);
 
 /// The kernels of the moments analysis (registered in [`crate::ops::kernels`] for the
 /// portability test).
 pub static KERNELS: &[&KernelDef] = &[
-    &WRAP_PAD,
-    &CROP,
-    &SEG_SCALE,
-    &ACT_JVP,
-    &PN_ACT,
-    &RESCALE,
-    &CENTER,
-    &AXPBY,
-    &GEN_NORMAL,
-    &COL_PARTIAL,
-    &COL_MEAN,
-    &FINALIZE,
+    &WRAP_PAD.def,
+    &CROP.def,
+    &SEG_SCALE.def,
+    &ACT_JVP.def,
+    &PN_ACT.def,
+    &RESCALE.def,
+    &CENTER.def,
+    &AXPBY.def,
+    &GEN_NORMAL.def,
+    &COL_PARTIAL.def,
+    &COL_MEAN.def,
+    &FINALIZE.def,
 ];
 
 fn check(t: &Tensor, len: usize, what: &str) -> Result<()> {
@@ -126,6 +244,11 @@ pub fn wrap_pad(
     pad: usize,
 ) -> Result<()> {
     let [n, h, w, c] = dims;
+    if h == 0 || w == 0 || c == 0 {
+        return Err(Error::Shape(format!(
+            "wrap-pad of an empty image {dims:?}: h, w and c must be at least 1"
+        )));
+    }
     check(src, n * h * w * c, "wrap-pad input")?;
     let total = n * (h + 2 * pad) * (w + 2 * pad) * c;
     check(dst, total, "wrap-pad output")?;
@@ -134,17 +257,18 @@ pub fn wrap_pad(
     rec.dispatch(
         &WRAP_PAD,
         &[],
-        &[
-            total as u32,
-            h as u32,
-            w as u32,
-            c as u32,
-            pad as u32,
-            lift_h as u32,
-            lift_w as u32,
-        ],
+        &WrapPadParams {
+            total: total as u32,
+            h: h as u32,
+            w: w as u32,
+            c: c as u32,
+            pad: pad as u32,
+            lift_h: lift_h as u32,
+            lift_w: lift_w as u32,
+        },
         &[src, dst],
         grid(total),
+        Cost::f32s(0.0, total, total),
     )
 }
 
@@ -167,7 +291,7 @@ pub fn crop(
     check(src, n * hs * ws * c, "crop input")?;
     let total = n * ho * wo * c;
     check(dst, total, "crop output")?;
-    if ho > 0 && (off + stride * (ho - 1) >= hs || off + stride * (wo - 1) >= ws) {
+    if ho > 0 && wo > 0 && (off + stride * (ho - 1) >= hs || off + stride * (wo - 1) >= ws) {
         return Err(Error::Shape(format!(
             "crop of {ho}x{wo} at offset {off}, stride {stride} leaves a {hs}x{ws} input"
         )));
@@ -175,18 +299,19 @@ pub fn crop(
     rec.dispatch(
         &CROP,
         &[],
-        &[
-            total as u32,
-            hs as u32,
-            ws as u32,
-            c as u32,
-            ho as u32,
-            wo as u32,
-            off as u32,
-            stride as u32,
-        ],
+        &CropParams {
+            total: total as u32,
+            hs: hs as u32,
+            ws: ws as u32,
+            c: c as u32,
+            ho: ho as u32,
+            wo: wo as u32,
+            off: off as u32,
+            stride: stride as u32,
+        },
         &[src, dst],
         grid(total),
+        Cost::f32s(0.0, total, total),
     )
 }
 
@@ -208,7 +333,11 @@ pub fn seg_scale(
 ) -> Result<()> {
     let total = dy.len();
     check(dz, total, "normalization perturbation output")?;
-    if c == 0 || !total.is_multiple_of(hw * c) || (groups > 0 && !c.is_multiple_of(groups)) {
+    if c == 0
+        || hw == 0
+        || !total.is_multiple_of(hw * c)
+        || (groups > 0 && !c.is_multiple_of(groups))
+    {
         return Err(Error::Shape(format!(
             "normalization perturbation of {:?} with hw {hw}, c {c}, groups {groups}",
             dy.shape()
@@ -223,16 +352,17 @@ pub fn seg_scale(
     rec.dispatch(
         &SEG_SCALE,
         &[],
-        &[
-            total as u32,
-            hw as u32,
-            c as u32,
-            groups as u32,
-            segs as u32,
-            u32::from(gamma.is_some()),
-        ],
+        &SegScaleParams {
+            total: total as u32,
+            hw: hw as u32,
+            c: c as u32,
+            groups: groups as u32,
+            off: segs as u32,
+            gamma: u32::from(gamma.is_some()),
+        },
         &[dy, saved, gamma.unwrap_or(saved), dz],
         grid(total),
+        Cost::f32s(2.0 * total as f64, total, total),
     )
 }
 
@@ -251,14 +381,24 @@ pub fn act_jvp(
     check(dz, total, "activation perturbation input")?;
     check(dx, total, "activation perturbation output")?;
     if let Some(s) = s {
+        if c == 0 {
+            return Err(Error::Shape(
+                "activation perturbation with a proxy scale over 0 channels".into(),
+            ));
+        }
         check(s, c, "proxy scale")?;
     }
     rec.dispatch(
         &ACT_JVP,
         &[("ACT", act.code())],
-        &[total as u32, c as u32, u32::from(s.is_some())],
+        &ActJvpParams {
+            total: total as u32,
+            c: c as u32,
+            scale: u32::from(s.is_some()),
+        },
         &[z, dz, s.unwrap_or(z), dx],
         grid(total),
+        Cost::f32s((act.grad_flops() + 2.0) * total as f64, 2 * total, total),
     )
 }
 
@@ -274,15 +414,23 @@ pub fn pn_act(
     c: usize,
 ) -> Result<()> {
     let total = z.len();
+    if c == 0 {
+        return Err(Error::Shape("proxy activation over 0 channels".into()));
+    }
     check(x, total, "proxy activation output")?;
     check(mu, c, "proxy mean")?;
     check(s, c, "proxy scale")?;
     rec.dispatch(
         &PN_ACT,
         &[("ACT", act.code())],
-        &[total as u32, c as u32, 0],
+        &ActJvpParams {
+            total: total as u32,
+            c: c as u32,
+            scale: 0,
+        },
         &[z, mu, s, x],
         grid(total),
+        Cost::f32s((act.flops() + 2.0) * total as f64, total + 2 * c, total),
     )
 }
 
@@ -298,9 +446,13 @@ pub fn rescale(rec: &mut Recorder, record: &Tensor, idx: usize, t: &Tensor) -> R
     rec.dispatch(
         &RESCALE,
         &[],
-        &[total as u32, idx as u32],
+        &RescaleParams {
+            total: total as u32,
+            idx: idx as u32,
+        },
         &[record, t],
         grid(total),
+        Cost::f32s(total as f64, total, total),
     )
 }
 
@@ -317,9 +469,15 @@ pub fn center(rec: &mut Recorder, x: &Tensor, mean: &Tensor, out: &Tensor, c: us
     rec.dispatch(
         &CENTER,
         &[],
-        &[total as u32, c as u32, 0, 0],
+        &ElementwiseParams {
+            total: total as u32,
+            c: c as u32,
+            a: 0.0,
+            b: 0.0,
+        },
         &[x, mean, out],
         grid(total),
+        Cost::f32s(total as f64, total + c, total),
     )
 }
 
@@ -338,9 +496,15 @@ pub fn axpby(
     rec.dispatch(
         &AXPBY,
         &[],
-        &[total as u32, 1, a.to_bits(), b.to_bits()],
+        &ElementwiseParams {
+            total: total as u32,
+            c: 1,
+            a,
+            b,
+        },
         &[x, y, out],
         grid(total),
+        Cost::f32s(3.0 * total as f64, 2 * total, total),
     )
 }
 
@@ -351,9 +515,16 @@ pub fn gen_normal(rec: &mut Recorder, w: &Tensor, key: u64, std: f32) -> Result<
     rec.dispatch(
         &GEN_NORMAL,
         &[],
-        &[total as u32, key as u32, (key >> 32) as u32, std.to_bits()],
+        &GenNormalParams {
+            total: total as u32,
+            k0: key as u32,
+            k1: (key >> 32) as u32,
+            scale: std,
+        },
         &[w],
         grid(total.div_ceil(2)),
+        // A PCG hash and a Box-Muller step per pair: ~20 operations per value.
+        Cost::f32s(20.0 * total as f64, 0, total),
     )
 }
 
@@ -441,17 +612,16 @@ pub fn moments(
             record.len()
         )));
     }
-    let params = |centered: bool| {
-        [
-            plan.m as u32,
-            plan.c as u32,
-            plan.chunks as u32,
-            plan.chunk_rows as u32,
-            plan.cblocks as u32,
-            plan.ti as u32,
-            u32::from(centered),
-        ]
+    let params = |centered: bool| ColPartialParams {
+        m: plan.m as u32,
+        c: plan.c as u32,
+        chunks: plan.chunks as u32,
+        chunk_rows: plan.chunk_rows as u32,
+        cblocks: plan.cblocks as u32,
+        ti: plan.ti as u32,
+        centered: u32::from(centered),
     };
+    let mc = plan.m * plan.c;
     let groups = Grid::Linear((plan.chunks * plan.cblocks) as u32);
     if centered {
         rec.dispatch(
@@ -460,17 +630,19 @@ pub fn moments(
             &params(true),
             &[t, &ws.mean, &ws.part],
             groups,
+            Cost::f32s(mc as f64, mc, plan.chunks * plan.c),
         )?;
         rec.dispatch(
             &COL_MEAN,
             &[],
-            &[
-                plan.c as u32,
-                plan.chunks as u32,
-                (1.0 / plan.m as f64 as f32).to_bits(),
-            ],
+            &ColMeanParams {
+                c: plan.c as u32,
+                chunks: plan.chunks as u32,
+                scale: 1.0 / plan.m as f64 as f32,
+            },
             &[&ws.part, &ws.mean],
             grid(plan.c),
+            Cost::f32s((plan.chunks * plan.c) as f64, plan.chunks * plan.c, plan.c),
         )?;
     }
     rec.dispatch(
@@ -479,19 +651,26 @@ pub fn moments(
         &params(centered),
         &[t, &ws.mean, &ws.part],
         groups,
+        // |d|, d^2, d^4 and four sums per element.
+        Cost::f32s(8.0 * mc as f64, mc + plan.c, 4 * plan.chunks * plan.c),
     )?;
     rec.dispatch(
         &FINALIZE,
         &[],
-        &[
-            plan.m as u32,
-            plan.c as u32,
-            plan.chunks as u32,
-            off as u32,
-            u32::from(centered),
-        ],
+        &FinalizeParams {
+            m: plan.m as u32,
+            c: plan.c as u32,
+            chunks: plan.chunks as u32,
+            off: off as u32,
+            centered: u32::from(centered),
+        },
         &[&ws.part, &ws.mean, record],
         Grid::Linear(1),
+        Cost::f32s(
+            (4 * plan.chunks * plan.c) as f64,
+            4 * plan.chunks * plan.c + plan.c,
+            MOMENT_VALUES,
+        ),
     )
 }
 

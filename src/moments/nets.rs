@@ -34,21 +34,26 @@ use crate::ops::proxy_norm::{self, ProxyParams, PROXY_EPS};
 use crate::ops::reduce::{self, Axes};
 use crate::util::Rng;
 
-/// A network family of the analysis.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+/// A network family of the analysis (a `--net` value).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum Net {
     /// conv -> ReLU.
     Vanilla,
     /// conv -> BatchNorm -> ReLU.
+    #[value(alias = "bn_ff")]
     BnFf,
     /// Pre-activation residual units: `res_depth` x [BN -> ReLU -> conv], plus the skip.
+    #[value(alias = "bn_res")]
     BnRes,
     /// conv -> LayerNorm (over H, W, C per sample) -> ReLU.
+    #[value(alias = "ln_ff")]
     LnFf,
     /// conv -> GroupNorm -> ReLU.
+    #[value(alias = "gn_ff")]
     GnFf,
     /// conv -> LayerNorm -> proxy-normalized ReLU (paper 2).
+    #[value(alias = "ln_pn_ff")]
     LnPnFf,
 }
 
@@ -137,13 +142,15 @@ impl Loc {
     }
 }
 
-/// What feeds the network.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+/// What feeds the network (an `--input` value).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum InputKind {
     /// Fashion-MNIST training images (28 x 28 x 1).
+    #[value(alias = "fashion_mnist", alias = "fmnist")]
     FashionMnist,
     /// i.i.d. Gaussian images.
+    #[value(alias = "normal")]
     Gaussian,
 }
 

@@ -4,11 +4,10 @@
 
 use crate::error::Result;
 use crate::gpu::{Gpu, Recorder, Tensor};
-use crate::models::config::NormChoice;
-use crate::nn::{Init, ParamBuilder, ParamId, ParamKind, ParamStore};
+use crate::nn::{Init, NormChoice, ParamBuilder, ParamId, ParamKind, ParamStore};
 use crate::ops::act::Act;
 use crate::ops::conv::{self, ConvSpec};
-use crate::ops::gemm::{self, LinearSpec};
+use crate::ops::linear::{self, LinearSpec};
 use crate::ops::norm::{self, NormGrads, NormKind, NormParams, NormSpec};
 use crate::ops::proxy_norm::{self, ProxyGrads, ProxyParams, PROXY_EPS};
 
@@ -114,7 +113,7 @@ impl ConvLayer {
     ) -> Result<()> {
         let bias = self.b.map(|b| s.w(b));
         match &self.lin {
-            Some(l) => gemm::linear_forward(rec, l, x, s.w(self.w), bias, y),
+            Some(l) => linear::forward(rec, l, x, s.w(self.w), bias, y),
             None => conv::forward(rec, &self.spec, x, s.w(self.w), bias, y),
         }
     }
@@ -132,9 +131,9 @@ impl ConvLayer {
         match &self.lin {
             Some(l) => {
                 if let Some(dx) = dx {
-                    gemm::linear_backward_data(rec, l, dy, s.w(self.w), dx)?;
+                    linear::backward_data(rec, l, dy, s.w(self.w), dx)?;
                 }
-                gemm::linear_backward_weight(rec, l, x, dy, s.g(self.w), db, self.scratch.as_ref())
+                linear::backward_weight(rec, l, x, dy, s.g(self.w), db, self.scratch.as_ref())
             }
             None => {
                 if let Some(dx) = dx {
@@ -207,7 +206,7 @@ impl LinearLayer {
         x: &Tensor,
         y: &Tensor,
     ) -> Result<()> {
-        gemm::linear_forward(rec, &self.spec, x, s.w(self.w), Some(s.w(self.b)), y)
+        linear::forward(rec, &self.spec, x, s.w(self.w), Some(s.w(self.b)), y)
     }
 
     /// Record dW, db and (when asked) dx.
@@ -220,9 +219,9 @@ impl LinearLayer {
         dx: Option<&Tensor>,
     ) -> Result<()> {
         if let Some(dx) = dx {
-            gemm::linear_backward_data(rec, &self.spec, dy, s.w(self.w), dx)?;
+            linear::backward_data(rec, &self.spec, dy, s.w(self.w), dx)?;
         }
-        gemm::linear_backward_weight(
+        linear::backward_weight(
             rec,
             &self.spec,
             x,

@@ -1,6 +1,10 @@
-//! Layers that own parameter slices and saved activations.
+//! Layers that own parameter slices and saved activations, the parameter store, the
+//! normalization choice, and the trait a trainable model implements.
 
 pub mod layers;
+pub mod model;
+pub mod norm;
 pub mod params;
 
-pub use params::{Init, ParamBuilder, ParamDef, ParamId, ParamKind, ParamStore};
+pub use norm::NormChoice;
+pub use params::{Init, ParamBuilder, ParamDef, ParamId, ParamKind, ParamStore, Segment};

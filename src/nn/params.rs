@@ -8,7 +8,6 @@ use serde::Serialize;
 
 use crate::error::Result;
 use crate::gpu::{Arena, Gpu, Tensor};
-use crate::train::optim::Segment;
 use crate::util::Rng;
 
 /// What a parameter is (decides weight decay and initialization).
@@ -91,6 +90,20 @@ impl ParamBuilder {
     pub fn defs(&self) -> &[ParamDef] {
         &self.defs
     }
+}
+
+/// A contiguous element range of one arena chunk with its weight decay: the unit of one
+/// fused optimizer dispatch.
+#[derive(Clone, Debug)]
+pub struct Segment {
+    /// Chunk index in the arenas.
+    pub chunk: usize,
+    /// First element.
+    pub start: usize,
+    /// One past the last element.
+    pub end: usize,
+    /// Weight decay for this range (0 for norm, bias parameters).
+    pub decay: bool,
 }
 
 /// Allocated parameters with gradients, two optimizer-state slots and a weight average.

@@ -2,11 +2,16 @@
 //! inputs; the GPU forward and backward compared with an f64 CPU reference by normalised
 //! error under a per-op tolerance; and the reference's backward checked against central
 //! finite differences of the reference forward. Adding an op is one [`OpCase`] impl.
+//!
+//! A case's GPU side is [`OpCase::prepare`]: its tensors uploaded once, with recorders of
+//! its forward and backward dispatches. The checks record each once; the benchmarks
+//! (`crate::bench`) prepare the same cases at model shapes and record them many times,
+//! reading each dispatch's FLOPs and bytes from the recorder.
 
 use serde::Serialize;
 
 use crate::error::Result;
-use crate::gpu::{Gpu, Tensor};
+use crate::gpu::{Gpu, Recorder, Tensor};
 use crate::util::Rng;
 
 /// A host tensor in f64 (values are f32-representable where they feed a GPU kernel).
@@ -108,6 +113,21 @@ impl Default for Tolerance {
     }
 }
 
+/// A case's tensors on one device, uploaded and allocated once by [`OpCase::prepare`]:
+/// records the case's forward and backward dispatches as often as asked. Nothing is
+/// allocated while recording.
+pub trait Prepared {
+    /// Record the forward dispatches (outputs into the prepared tensors).
+    fn record_forward(&self, rec: &mut Recorder) -> Result<()>;
+    /// Record the backward dispatches. Runs after a forward (in the same or an earlier
+    /// submission): some ops read what their forward saved.
+    fn record_backward(&self, rec: &mut Recorder) -> Result<()>;
+    /// Read the forward outputs back.
+    fn outputs(&self, gpu: &Gpu) -> Result<Vec<Vec<f32>>>;
+    /// Read the gradients back, one per input (`None` for constant inputs).
+    fn gradients(&self, gpu: &Gpu) -> Result<Vec<Option<Vec<f32>>>>;
+}
+
 /// One op to check. Outputs and gradients are lists, one entry per output / input.
 pub trait OpCase: Send + Sync {
     /// Name, including the shape or variant (e.g. `silu[2x7x5x3]`).
@@ -118,15 +138,44 @@ pub trait OpCase: Send + Sync {
     fn cpu_forward(&self, inputs: &[HostTensor]) -> Vec<HostTensor>;
     /// f64 reference backward: one gradient per input (`None` for constant inputs).
     fn cpu_backward(&self, inputs: &[HostTensor], dy: &[HostTensor]) -> Vec<Option<HostTensor>>;
-    /// GPU forward.
-    fn gpu_forward(&self, gpu: &Gpu, inputs: &[HostTensor]) -> Result<Vec<Vec<f32>>>;
-    /// GPU backward given output gradients `dy`.
+    /// Shapes of the outputs for these inputs (the reference forward's, unless a case
+    /// knows them without running it: benchmarks draw output gradients at model shapes,
+    /// where the f64 reference would take minutes).
+    fn output_shapes(&self, inputs: &[HostTensor]) -> Vec<Vec<usize>> {
+        self.cpu_forward(inputs)
+            .into_iter()
+            .map(|t| t.shape)
+            .collect()
+    }
+    /// Upload `inputs` and the output gradients `dy` (zeros when `None`) and allocate every
+    /// other tensor the forward and backward use.
+    fn prepare(
+        &self,
+        gpu: &Gpu,
+        inputs: &[HostTensor],
+        dy: Option<&[HostTensor]>,
+    ) -> Result<Box<dyn Prepared + '_>>;
+    /// GPU forward: prepare, record the forward, read the outputs.
+    fn gpu_forward(&self, gpu: &Gpu, inputs: &[HostTensor]) -> Result<Vec<Vec<f32>>> {
+        let p = self.prepare(gpu, inputs, None)?;
+        run_gpu(gpu, |r| p.record_forward(r))?;
+        p.outputs(gpu)
+    }
+    /// GPU backward given output gradients `dy`: prepare, record forward then backward in
+    /// one submission, read the gradients.
     fn gpu_backward(
         &self,
         gpu: &Gpu,
         inputs: &[HostTensor],
         dy: &[HostTensor],
-    ) -> Result<Vec<Option<Vec<f32>>>>;
+    ) -> Result<Vec<Option<Vec<f32>>>> {
+        let p = self.prepare(gpu, inputs, Some(dy))?;
+        run_gpu(gpu, |r| {
+            p.record_forward(r)?;
+            p.record_backward(r)
+        })?;
+        p.gradients(gpu)
+    }
     /// Tolerances.
     fn tolerance(&self) -> Tolerance {
         Tolerance::default()
@@ -189,16 +238,80 @@ fn projected(case: &dyn OpCase, inputs: &[HostTensor], dy: &[HostTensor]) -> f64
         .sum()
 }
 
+/// What a check draws for one case and seed: the inputs, the reference outputs and the
+/// random output gradients, and the generator's state after them (the finite-difference
+/// sample continues from it).
+pub struct Draw {
+    /// Inputs.
+    pub inputs: Vec<Input>,
+    /// Reference forward outputs.
+    pub ref_y: Vec<HostTensor>,
+    /// Output gradients (zero for outputs the loss does not use).
+    pub dy: Vec<HostTensor>,
+    rng: Rng,
+}
+
+impl Draw {
+    /// The input values.
+    pub fn values(&self) -> Vec<HostTensor> {
+        self.inputs.iter().map(|i| i.tensor.clone()).collect()
+    }
+}
+
+/// Draw a case's inputs and output gradients for `seed`, as [`check`] does.
+pub fn draw(case: &dyn OpCase, seed: u64) -> Draw {
+    let mut rng = Rng::new(seed);
+    let inputs = case.inputs(&mut rng);
+    let values: Vec<HostTensor> = inputs.iter().map(|i| i.tensor.clone()).collect();
+    let ref_y = case.cpu_forward(&values);
+    let mask = case.differentiable_outputs();
+    let dy = ref_y
+        .iter()
+        .enumerate()
+        .map(|(k, y)| {
+            if mask.get(k).copied().unwrap_or(true) {
+                HostTensor::randn(&y.shape, 1.0, &mut rng)
+            } else {
+                HostTensor::zeros(&y.shape)
+            }
+        })
+        .collect();
+    Draw {
+        inputs,
+        ref_y,
+        dy,
+        rng,
+    }
+}
+
+/// What one case computed on the GPU: its outputs, and one gradient per input (`None` for
+/// constant inputs).
+pub type GpuResults = (Vec<Vec<f32>>, Vec<Option<Vec<f32>>>);
+
+/// The GPU outputs and gradients of one case on the inputs [`check`] draws for `seed`.
+pub fn gpu_results(gpu: &Gpu, case: &dyn OpCase, seed: u64) -> Result<GpuResults> {
+    let d = draw(case, seed);
+    let inputs = d.values();
+    Ok((
+        case.gpu_forward(gpu, &inputs)?,
+        case.gpu_backward(gpu, &inputs, &d.dy)?,
+    ))
+}
+
 /// Run the forward, backward and gradient checks of one case with a given seed.
 pub fn check(gpu: &Gpu, case: &dyn OpCase, seed: u64) -> Result<Vec<CheckResult>> {
-    let mut rng = Rng::new(seed);
-    let ins = case.inputs(&mut rng);
-    let inputs: Vec<HostTensor> = ins.iter().map(|i| i.tensor.clone()).collect();
+    let d = draw(case, seed);
+    let inputs = d.values();
+    let Draw {
+        inputs: ins,
+        ref_y,
+        dy,
+        mut rng,
+    } = d;
     let tol = case.tolerance();
     let name = case.name();
     let mut out = Vec::new();
 
-    let ref_y = case.cpu_forward(&inputs);
     let gpu_y = case.gpu_forward(gpu, &inputs)?;
     let gy: Vec<Vec<f64>> = gpu_y.iter().map(|v| widen(v)).collect();
     let err = if gy.len() != ref_y.len() {
@@ -214,18 +327,6 @@ pub fn check(gpu: &Gpu, case: &dyn OpCase, seed: u64) -> Result<Vec<CheckResult>
         pass: err <= tol.forward,
     });
 
-    let mask = case.differentiable_outputs();
-    let dy: Vec<HostTensor> = ref_y
-        .iter()
-        .enumerate()
-        .map(|(k, y)| {
-            if mask.get(k).copied().unwrap_or(true) {
-                HostTensor::randn(&y.shape, 1.0, &mut rng)
-            } else {
-                HostTensor::zeros(&y.shape)
-            }
-        })
-        .collect();
     let ref_dx = case.cpu_backward(&inputs, &dy);
     let gpu_dx = case.gpu_backward(gpu, &inputs, &dy)?;
     let mut berr: f64 = 0.0;
@@ -291,8 +392,21 @@ pub fn check(gpu: &Gpu, case: &dyn OpCase, seed: u64) -> Result<Vec<CheckResult>
 }
 
 /// Run one-shot GPU work: upload, record with `f`, submit, wait.
-pub fn run_gpu(gpu: &Gpu, f: impl FnOnce(&mut crate::gpu::Recorder) -> Result<()>) -> Result<()> {
-    let mut rec = crate::gpu::Recorder::new(gpu);
+pub fn run_gpu(gpu: &Gpu, f: impl FnOnce(&mut Recorder) -> Result<()>) -> Result<()> {
+    let mut rec = Recorder::new(gpu);
     f(&mut rec)?;
     rec.submit()?.wait(gpu)
+}
+
+/// The `k`-th output gradient uploaded, or zeros of `shape` when there is none.
+pub fn upload_dy(
+    gpu: &Gpu,
+    dy: Option<&[HostTensor]>,
+    k: usize,
+    shape: &[usize],
+) -> Result<Tensor> {
+    match dy.and_then(|d| d.get(k)) {
+        Some(t) => t.upload(gpu),
+        None => gpu.zeros(shape),
+    }
 }

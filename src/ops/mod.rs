@@ -9,6 +9,7 @@ pub mod finite;
 pub mod gemm;
 pub mod harness;
 pub mod input;
+pub mod linear;
 pub mod loss;
 pub mod norm;
 pub mod pool;
@@ -29,6 +30,7 @@ pub fn cases() -> Vec<Box<dyn OpCase>> {
     v.extend(finite::cases());
     v.extend(loss::cases());
     v.extend(gemm::cases());
+    v.extend(linear::cases());
     v.extend(conv::cases());
     v.extend(pool::cases());
     v.extend(squeeze_excite::cases());
@@ -37,7 +39,8 @@ pub fn cases() -> Vec<Box<dyn OpCase>> {
     v
 }
 
-/// Every kernel effnet dispatches, with the override values it uses.
+/// Every kernel of the ops, with the override values it uses ([`crate::kernels::all`] adds
+/// those of the optimizers and the moments analysis).
 pub fn kernels() -> Vec<&'static crate::gpu::KernelDef> {
     let mut v = Vec::new();
     v.extend_from_slice(input::KERNELS);
@@ -51,7 +54,5 @@ pub fn kernels() -> Vec<&'static crate::gpu::KernelDef> {
     v.extend_from_slice(squeeze_excite::KERNELS);
     v.extend_from_slice(norm::KERNELS);
     v.extend_from_slice(proxy_norm::KERNELS);
-    v.extend_from_slice(crate::train::optim::KERNELS);
-    v.extend_from_slice(crate::moments::kernels::KERNELS);
     v
 }

@@ -11,9 +11,9 @@ use std::path::Path;
 
 use crate::error::{Error, Result};
 use crate::gpu::{Arena, Gpu, Tensor};
+use crate::nn::model::Trainable;
 use crate::nn::{ParamId, ParamStore};
 use crate::ops::finite;
-use crate::train::model::Trainable;
 use crate::util::safetensors::SafeTensors;
 
 /// Arena prefixes stored in a checkpoint.

@@ -64,6 +64,21 @@ pub fn truncate_after(path: &Path, step: u64) -> Result<()> {
     crate::util::safetensors::atomic_write(path, out.as_bytes())
 }
 
+/// Whether the JSON-lines file at `path` holds a record of `step` (a missing file holds
+/// none).
+pub fn has_step(path: &Path, step: u64) -> Result<bool> {
+    match std::fs::read_to_string(path) {
+        Ok(t) => Ok(t.lines().any(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .ok()
+                .and_then(|v| v["step"].as_u64())
+                == Some(step)
+        })),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(Error::file(path, format!("cannot read: {e}"))),
+    }
+}
+
 /// One training-step record.
 #[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct StepRecord {

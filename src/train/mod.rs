@@ -4,7 +4,9 @@
 pub mod checkpoint;
 pub mod input_stage;
 pub mod metrics;
-pub mod model;
+/// The trait the trainer drives (defined in [`crate::nn::model`], below the models that
+/// implement it).
+pub use crate::nn::model;
 pub mod optim;
 pub mod run_dir;
 pub mod schedule;

@@ -5,28 +5,60 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::gpu::{groups_for, Access, Grid, KernelDef, Recorder, Tensor};
+use crate::gpu::{
+    groups_for, uniform_block, Access, Cost, Grid, Kernel, KernelDef, Recorder, Tensor,
+};
+pub use crate::nn::params::Segment;
 
-static UPDATE: KernelDef = KernelDef {
-    shader: "optim/update.wgsl",
-    entry: "optim_update",
-    bindings: &[
+uniform_block! {
+    /// Parameters of `optim/update.wgsl`.
+    pub(super) struct UpdateParams {
+        pub start: u32,
+        pub end: u32,
+        pub lr: f32,
+        pub wd: f32,
+        /// Momentum (SGD, RMSProp) or beta1 (AdamW).
+        pub b1: f32,
+        /// RMSProp decay or AdamW beta2.
+        pub b2: f32,
+        pub eps: f32,
+        /// AdamW 1 / (1 - beta1^t).
+        pub c1: f32,
+        /// AdamW 1 / (1 - beta2^t).
+        pub c2: f32,
+        /// Multiplies the gradient (e.g. loss-scale undo).
+        pub gscale: f32,
+    }
+}
+
+uniform_block! {
+    /// Parameters of `optim/ema.wgsl`.
+    pub(super) struct EmaParams {
+        pub n: u32,
+        pub decay: f32,
+    }
+}
+
+static UPDATE: Kernel<UpdateParams> = Kernel::new(
+    "optim/update.wgsl",
+    "optim_update",
+    &[
         Access::ReadWrite,
         Access::Read,
         Access::ReadWrite,
         Access::ReadWrite,
     ],
-    overrides: &[("ALGO", &[0.0, 1.0, 2.0, 3.0])],
-};
-static EMA: KernelDef = KernelDef {
-    shader: "optim/ema.wgsl",
-    entry: "ema_update",
-    bindings: &[Access::Read, Access::ReadWrite],
-    overrides: &[],
-};
+    &[("ALGO", &[0.0, 1.0, 2.0, 3.0])],
+);
+static EMA: Kernel<EmaParams> = Kernel::new(
+    "optim/ema.wgsl",
+    "ema_update",
+    &[Access::Read, Access::ReadWrite],
+    &[],
+);
 
 /// The kernels of this module (for the portability test).
-pub static KERNELS: &[&KernelDef] = &[&UPDATE, &EMA];
+pub static KERNELS: &[&KernelDef] = &[&UPDATE.def, &EMA.def];
 
 /// Optimizer algorithm and its hyper-parameters (learning rate comes from the schedule).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -95,6 +127,18 @@ impl Optimizer {
         match self {
             Self::Rmsprop { .. } => 1.0,
             _ => 0.0,
+        }
+    }
+
+    /// Nominal floating-point operations of one parameter's update (for [`Cost`]).
+    fn flops_per_param(&self) -> f64 {
+        match self {
+            Self::Sgd {
+                nesterov: false, ..
+            } => 4.0,
+            Self::Sgd { nesterov: true, .. } => 6.0,
+            Self::Rmsprop { .. } => 10.0,
+            Self::Adamw { .. } => 14.0,
         }
     }
 
@@ -167,19 +211,6 @@ impl Optimizer {
     }
 }
 
-/// A contiguous element range of one arena chunk with its weight decay.
-#[derive(Clone, Debug)]
-pub struct Segment {
-    /// Chunk index in the arenas.
-    pub chunk: usize,
-    /// First element.
-    pub start: usize,
-    /// One past the last element.
-    pub end: usize,
-    /// Weight decay for this range (0 for norm, bias parameters).
-    pub decay: bool,
-}
-
 /// Record one optimizer step over every segment. `w`, `g`, `s1`, `s2` are the chunk
 /// tensors of the parameter, gradient and two state arenas (same layout).
 #[allow(clippy::too_many_arguments)]
@@ -198,29 +229,38 @@ pub fn update(
 ) -> Result<()> {
     let [b1, b2, eps, c1, c2] = opt.consts(step.max(1));
     for s in segments {
+        let c = s.chunk;
+        // The kernel touches [start, end) of all four chunks: keep that in bounds.
+        let fits = |t: &[Tensor]| t.get(c).is_some_and(|t| s.end <= t.len());
+        if s.start > s.end || !(fits(w) && fits(g) && fits(s1) && fits(s2)) {
+            return Err(Error::Shape(format!(
+                "optimizer segment {s:?} lies outside its arena chunks"
+            )));
+        }
         let n = s.end - s.start;
         if n == 0 {
             continue;
         }
-        let c = s.chunk;
         let wdv = if s.decay { wd } else { 0.0 };
         rec.dispatch(
             &UPDATE,
             &[("ALGO", opt.algo())],
-            &[
-                s.start as u32,
-                s.end as u32,
-                lr.to_bits(),
-                wdv.to_bits(),
-                b1.to_bits(),
-                b2.to_bits(),
-                eps.to_bits(),
-                c1.to_bits(),
-                c2.to_bits(),
-                gscale.to_bits(),
-            ],
+            &UpdateParams {
+                start: s.start as u32,
+                end: s.end as u32,
+                lr,
+                wd: wdv,
+                b1,
+                b2,
+                eps,
+                c1,
+                c2,
+                gscale,
+            },
             &[&w[c], &g[c], &s1[c], &s2[c]],
             Grid::Linear(groups_for(n, 256)),
+            // w, g and both state slots read, w and the state slots written.
+            Cost::f32s(opt.flops_per_param() * n as f64, 4 * n, 3 * n),
         )?;
     }
     Ok(())
@@ -238,14 +278,20 @@ pub fn ema_decay_at(decay: f64, updates: u64) -> f64 {
 
 /// Record avg = decay * avg + (1 - decay) * w over whole chunks.
 pub fn ema(rec: &mut Recorder, w: &[Tensor], avg: &[Tensor], decay: f32) -> Result<()> {
+    if w.len() != avg.len() || w.iter().zip(avg).any(|(a, b)| a.len() != b.len()) {
+        return Err(Error::Shape(
+            "weight average: the average arena's chunks differ from the weights'".into(),
+        ));
+    }
     for (wc, ac) in w.iter().zip(avg) {
         let n = wc.len();
         rec.dispatch(
             &EMA,
             &[],
-            &[n as u32, decay.to_bits()],
+            &EmaParams { n: n as u32, decay },
             &[wc, ac],
             Grid::Linear(groups_for(n, 256)),
+            Cost::f32s(3.0 * n as f64, 2 * n, n),
         )?;
     }
     Ok(())

@@ -1,9 +1,10 @@
-//! Stopping a run on SIGINT (Ctrl-C) or SIGTERM without losing it.
+//! Stopping a run on SIGINT (Ctrl-C), SIGTERM or SIGHUP (a closed terminal or ssh session)
+//! without losing it.
 //!
 //! After [`install`], the first signal only records itself: the trainer finishes the step
 //! in progress, writes a checkpoint and returns [`crate::Error::Interrupted`], whose exit
-//! status is 130 (SIGINT) or 143 (SIGTERM) as shells report a process killed by them. A
-//! second signal (either one) ends the process at once with its own status, for a user
+//! status is 130 (SIGINT), 143 (SIGTERM) or 129 (SIGHUP) as shells report a process killed by them. A
+//! second signal (any of them) ends the process at once with its own status, for a user
 //! who does not want to wait for the checkpoint; the atomic checkpoint writer leaves the
 //! previous checkpoint intact then, and the next start removes the partial temp file.
 //!
@@ -13,7 +14,7 @@
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
 use crate::error::{Error, Result};
 
@@ -29,14 +30,29 @@ pub enum StopSignal {
     Interrupt,
     /// SIGTERM (`kill`, service managers, job schedulers).
     Terminate,
+    /// SIGHUP (the terminal or ssh session that started the run went away).
+    Hangup,
 }
 
 impl StopSignal {
+    /// Every signal the trainer stops on.
+    pub const ALL: [StopSignal; 3] = [
+        StopSignal::Interrupt,
+        StopSignal::Terminate,
+        StopSignal::Hangup,
+    ];
+
+    /// The signal whose [`Self::exit_code`] is `code`.
+    pub fn from_exit_code(code: u8) -> Option<StopSignal> {
+        Self::ALL.into_iter().find(|s| s.exit_code() == code)
+    }
+
     /// The signal's name.
     pub fn name(self) -> &'static str {
         match self {
             StopSignal::Interrupt => "SIGINT",
             StopSignal::Terminate => "SIGTERM",
+            StopSignal::Hangup => "SIGHUP",
         }
     }
 
@@ -45,6 +61,7 @@ impl StopSignal {
         match self {
             StopSignal::Interrupt => 130,
             StopSignal::Terminate => 143,
+            StopSignal::Hangup => 129,
         }
     }
 
@@ -52,16 +69,17 @@ impl StopSignal {
         match self {
             StopSignal::Interrupt => SIGINT,
             StopSignal::Terminate => SIGTERM,
+            StopSignal::Hangup => SIGHUP,
         }
     }
 }
 
-/// Install the handlers for SIGINT and SIGTERM (idempotent). Until this is called,
+/// Install the handlers for SIGINT, SIGTERM and SIGHUP (idempotent). Until this is called,
 /// [`requested`] is always `None` and signals keep their default action.
 pub fn install() -> Result<()> {
     static DONE: OnceLock<std::result::Result<(), String>> = OnceLock::new();
     DONE.get_or_init(|| {
-        for sig in [StopSignal::Interrupt, StopSignal::Terminate] {
+        for sig in StopSignal::ALL {
             let n = sig.number();
             // Order matters: the exit runs only when an earlier signal armed it.
             signal_hook::flag::register_conditional_shutdown(n, sig.exit_code().into(), &ARMED)
@@ -79,7 +97,9 @@ pub fn install() -> Result<()> {
 pub fn requested() -> Option<StopSignal> {
     match RECEIVED.load(Ordering::SeqCst) {
         0 => None,
-        n if n == SIGINT as usize => Some(StopSignal::Interrupt),
-        _ => Some(StopSignal::Terminate),
+        n => StopSignal::ALL
+            .into_iter()
+            .find(|s| s.number() as usize == n)
+            .or(Some(StopSignal::Terminate)),
     }
 }

@@ -456,9 +456,11 @@ pub fn checkpoint_path(run_dir: &Path) -> PathBuf {
 }
 
 /// Settings that may change on resume without asking: they do not change what is trained.
-const FREE_KEYS: [&str; 6] = [
+/// `skip_bad_images` is among them: a run stopped by an unreadable image continues with it.
+const FREE_KEYS: [&str; 7] = [
     "log_every",
     "workers",
+    "skip_bad_images",
     "checkpoint_every",
     "eval_every",
     "eval_limit",
@@ -684,6 +686,18 @@ impl Context {
              corrupt, or the data differs from the run's. Resume from an intact copy, or \
              start over with --overwrite."
                 .into()
+        } else if matches!(self.start, Start::Resume { .. })
+            && self.last_ckpt == Some(self.start_step)
+        {
+            // Nothing was checkpointed since the resume: the loaded state (optimizer
+            // moments included, which only the updates read) is as likely as the schedule.
+            format!(
+                "{} If resuming again diverges at the same step, the checkpoint of step {} \
+                 (its optimizer state, which only the updates read) may be corrupt: resume \
+                 from an intact copy, or start over with --overwrite.",
+                self.diverged(),
+                self.start_step
+            )
         } else {
             self.diverged()
         }
@@ -811,6 +825,7 @@ pub fn train(
     let mut step: u64 = 0;
     let mut history = None;
     let mut last_ckpt = None;
+    let resumed = matches!(start, Start::Resume { .. });
     match start {
         Start::Resume {
             allow_schedule_change,
@@ -884,6 +899,7 @@ pub fn train(
     let mut stage = InputStage::new(gpu, model, norm_stats.0, norm_stats.1)?;
     let (mut skipped, mut reported) = (0usize, std::collections::HashSet::new());
     let mut steps_log = MetricsLog::open(run_dir.path(), "metrics.jsonl")?;
+    let eval_path = run_dir.path().join("eval.jsonl");
     let mut eval_log = MetricsLog::open(run_dir.path(), "eval.jsonl")?;
     let swap = AverageSwap::new(gpu, model)?;
     let (state, state_avg): (Vec<Tensor>, Vec<Tensor>) = model
@@ -913,6 +929,69 @@ pub fn train(
         last_ckpt,
     };
 
+    // Evaluations come at the end and every --eval-every epochs, each after a checkpoint of
+    // the same step.
+    let eval_due = |step: u64| {
+        let epoch_f = step as f64 / per_epoch as f64;
+        step as usize == total
+            || ((step as usize).is_multiple_of(per_epoch)
+                && cfg.eval_every > 0.0
+                && (epoch_f / cfg.eval_every).fract().abs() < 1e-9)
+    };
+    let mut run_eval = |model: &mut dyn Trainable, step: u64| -> Result<EvalResult> {
+        let epoch_f = step as f64 / per_epoch as f64;
+        let use_ema = cfg.ema_decay > 0.0;
+        if use_ema {
+            swap.swap(gpu, model)?;
+        }
+        let r = evaluate(
+            gpu,
+            model,
+            test_ds,
+            &elc,
+            cfg.eval_limit,
+            classes,
+            norm_stats.0,
+            norm_stats.1,
+        );
+        if use_ema {
+            swap.swap(gpu, model)?;
+        }
+        let r = r.map_err(|e| match e {
+            Error::Interrupted { code, .. } => {
+                let sig = StopSignal::from_exit_code(code).unwrap_or(StopSignal::Terminate);
+                interrupted(sig, step, Some(&ckpt))
+            }
+            e => e,
+        })?;
+        eval_log.log(&EvalRecord {
+            step,
+            epoch: epoch_f,
+            loss: r.loss,
+            top1: r.top1,
+            top5: r.top5,
+            weights: if use_ema { "ema".into() } else { "raw".into() },
+        })?;
+        if !quiet {
+            if tty && step as usize != total {
+                println!();
+            }
+            println!(
+                "eval  step {step} epoch {epoch_f:.2}: top-1 {:.2}% top-5 {:.2}% loss {:.4} ({} images{})",
+                100.0 * r.top1,
+                100.0 * r.top5,
+                r.loss,
+                r.images,
+                if use_ema { ", weight average" } else { "" }
+            );
+        }
+        Ok(r)
+    };
+    // A resumed run whose evaluation at the checkpoint's step was interrupted (or never
+    // written) does it first.
+    if resumed && step > 0 && eval_due(step) && !metrics::has_step(&eval_path, step)? {
+        final_eval = Some(run_eval(model, step)?);
+    }
     while (step as usize) < total {
         if let Some(sig) = stop::requested() {
             // The previous step is complete; save it unless that just happened.
@@ -1101,66 +1180,11 @@ pub fn train(
                 window = (Instant::now(), 0, loader.waited());
             }
         }
-        let epoch_f = step as f64 / per_epoch as f64;
-        let eval_now = step as usize == total
-            || (epoch_end
-                && cfg.eval_every > 0.0
-                && (epoch_f / cfg.eval_every).fract().abs() < 1e-9);
-        if eval_now {
+        if eval_due(step) {
             for p in inflight.drain(..) {
                 p.wait(gpu)?;
             }
-            let use_ema = cfg.ema_decay > 0.0;
-            if use_ema {
-                swap.swap(gpu, model)?;
-            }
-            let r = evaluate(
-                gpu,
-                model,
-                test_ds,
-                &elc,
-                cfg.eval_limit,
-                classes,
-                norm_stats.0,
-                norm_stats.1,
-            );
-            if use_ema {
-                swap.swap(gpu, model)?;
-            }
-            // Evaluations only follow a checkpoint of the same step.
-            let r = r.map_err(|e| match e {
-                Error::Interrupted { code, .. } => {
-                    let sig = if code == StopSignal::Interrupt.exit_code() {
-                        StopSignal::Interrupt
-                    } else {
-                        StopSignal::Terminate
-                    };
-                    interrupted(sig, step, Some(&ckpt))
-                }
-                e => e,
-            })?;
-            eval_log.log(&EvalRecord {
-                step,
-                epoch: epoch_f,
-                loss: r.loss,
-                top1: r.top1,
-                top5: r.top5,
-                weights: if use_ema { "ema".into() } else { "raw".into() },
-            })?;
-            if !quiet {
-                if tty && step as usize != total {
-                    println!();
-                }
-                println!(
-                    "eval  step {step} epoch {epoch_f:.2}: top-1 {:.2}% top-5 {:.2}% loss {:.4} ({} images{})",
-                    100.0 * r.top1,
-                    100.0 * r.top5,
-                    r.loss,
-                    r.images,
-                    if use_ema { ", weight average" } else { "" }
-                );
-            }
-            final_eval = Some(r);
+            final_eval = Some(run_eval(model, step)?);
         }
     }
     for p in inflight.drain(..) {
@@ -1338,4 +1362,41 @@ pub fn plot_run(run_dir: &Path) -> Result<()> {
         ..Default::default()
     };
     plot::save_png(&run_dir.join("curves.png"), &[loss, acc])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx(start: Start, last_ckpt: Option<u64>) -> Context {
+        Context {
+            start,
+            start_step: 40,
+            lr: 1e-3,
+            last_ckpt,
+        }
+    }
+
+    #[test]
+    fn nan_messages_name_the_likely_cause() {
+        let resume = Start::Resume {
+            allow_schedule_change: false,
+        };
+        assert!(ctx(Start::Fresh, None)
+            .loss_cause(41)
+            .contains("learning rate is not the cause"));
+        assert!(ctx(resume, Some(40))
+            .loss_cause(41)
+            .contains("checkpoint may be corrupt"));
+        // Diverging a few steps after a resume, with no checkpoint since: the loaded
+        // optimizer state is named beside the learning rate.
+        let m = ctx(resume, Some(40)).loss_cause(45);
+        assert!(
+            m.contains("learning rate") && m.contains("checkpoint of step 40"),
+            "{m}"
+        );
+        // Once this session has checkpointed, the checkpoint is not suspected.
+        let m = ctx(resume, Some(44)).loss_cause(47);
+        assert!(m.contains("learning rate") && !m.contains("corrupt"), "{m}");
+    }
 }

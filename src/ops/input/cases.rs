@@ -3,8 +3,8 @@
 
 use super::reference;
 use crate::error::Result;
-use crate::gpu::Gpu;
-use crate::ops::harness::{run_gpu, HostTensor, Input, OpCase};
+use crate::gpu::{Gpu, Recorder, Tensor};
+use crate::ops::harness::{HostTensor, Input, OpCase, Prepared};
 use crate::util::Rng;
 
 /// u8 NHWC pixels -> normalized f32 of the same shape.
@@ -49,19 +49,43 @@ impl OpCase for NormalizeCase {
     fn cpu_backward(&self, _: &[HostTensor], _: &[HostTensor]) -> Vec<Option<HostTensor>> {
         vec![None]
     }
-    fn gpu_forward(&self, gpu: &Gpu, i: &[HostTensor]) -> Result<Vec<Vec<f32>>> {
-        let words = pack_words(&bytes(&i[0]));
-        let px = gpu.upload_u32(&words, &[words.len()])?;
-        let y = gpu.zeros(&self.shape)?;
-        run_gpu(gpu, |r| super::normalize(r, &px, &y, &self.mean, &self.std))?;
-        Ok(vec![gpu.read(&y)?])
+    fn output_shapes(&self, _: &[HostTensor]) -> Vec<Vec<usize>> {
+        vec![self.shape.clone()]
     }
-    fn gpu_backward(
+    fn prepare(
         &self,
-        _: &Gpu,
-        _: &[HostTensor],
-        _: &[HostTensor],
-    ) -> Result<Vec<Option<Vec<f32>>>> {
+        gpu: &Gpu,
+        i: &[HostTensor],
+        _dy: Option<&[HostTensor]>,
+    ) -> Result<Box<dyn Prepared + '_>> {
+        let words = pack_words(&bytes(&i[0]));
+        Ok(Box::new(NormalizeRun {
+            case: self,
+            px: gpu.upload_u32(&words, &[words.len()])?,
+            y: gpu.zeros(&self.shape)?,
+        }))
+    }
+}
+
+/// The tensors of one [`NormalizeCase`] run.
+struct NormalizeRun<'a> {
+    case: &'a NormalizeCase,
+    px: Tensor,
+    y: Tensor,
+}
+
+impl Prepared for NormalizeRun<'_> {
+    fn record_forward(&self, r: &mut Recorder) -> Result<()> {
+        super::normalize(r, &self.px, &self.y, &self.case.mean, &self.case.std)
+    }
+    fn record_backward(&self, _: &mut Recorder) -> Result<()> {
+        // The input is data: nothing upstream to differentiate.
+        Ok(())
+    }
+    fn outputs(&self, gpu: &Gpu) -> Result<Vec<Vec<f32>>> {
+        Ok(vec![gpu.read(&self.y)?])
+    }
+    fn gradients(&self, _: &Gpu) -> Result<Vec<Option<Vec<f32>>>> {
         Ok(vec![None])
     }
 }

@@ -10,37 +10,41 @@ pub mod cases;
 pub mod reference;
 
 use crate::error::{Error, Result};
-use crate::gpu::{groups_for, Access, Grid, KernelDef, Recorder, Tensor};
+use crate::gpu::{
+    groups_for, uniform_block, Access, Cost, Grid, Kernel, KernelDef, Recorder, Tensor,
+};
 
 pub use cases::cases;
 
-static NORMALIZE: KernelDef = KernelDef {
-    shader: "input/normalize.wgsl",
-    entry: "normalize",
-    bindings: &[Access::Read, Access::ReadWrite],
-    overrides: &[],
-};
+static NORMALIZE: Kernel<NormalizeParams> = Kernel::new(
+    "input/normalize.wgsl",
+    "normalize",
+    &[Access::Read, Access::ReadWrite],
+    &[],
+);
 
-/// The kernels of this module (for the portability test).
-pub static KERNELS: &[&KernelDef] = &[&NORMALIZE];
+/// The kernels of this module (for the portability and contract tests).
+pub static KERNELS: &[&KernelDef] = &[&NORMALIZE.def];
 
 /// Most channels the kernel normalizes (the uniform block holds four means and stds).
 pub const MAX_CHANNELS: usize = 4;
 
-/// The uniform block of `input/normalize.wgsl` (same fields, order and offsets).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
-pub struct NormalizeParams {
-    /// Output elements N*H*W*C.
-    pub n: u32,
-    /// Channels.
-    pub c: u32,
-    /// Padding to the vec4 alignment of `mean`.
-    pub _pad: [u32; 2],
-    /// Per-channel mean of the pixels in [0, 1] (unused entries 0).
-    pub mean: [f32; 4],
-    /// Per-channel standard deviation (unused entries 1; `std` is reserved in WGSL).
-    pub stdev: [f32; 4],
+uniform_block! {
+    /// The uniform block of `input/normalize.wgsl`.
+    pub struct NormalizeParams {
+        /// Output elements N*H*W*C.
+        pub n: u32,
+        /// Channels.
+        pub c: u32,
+        /// Padding to the 16-byte alignment of the `vec4` `mean`.
+        pub _pad0: u32,
+        /// See `_pad0`.
+        pub _pad1: u32,
+        /// Per-channel mean of the pixels in [0, 1] (unused entries 0).
+        pub mean: [f32; 4],
+        /// Per-channel standard deviation (unused entries 1; `std` is reserved in WGSL).
+        pub stdev: [f32; 4],
+    }
 }
 
 impl NormalizeParams {
@@ -73,7 +77,8 @@ impl NormalizeParams {
         let mut p = NormalizeParams {
             n,
             c: c as u32,
-            _pad: [0; 2],
+            _pad0: 0,
+            _pad1: 0,
             mean: [0.0; 4],
             stdev: [1.0; 4],
         };
@@ -92,6 +97,8 @@ pub fn padded_pixel_bytes(elements: usize) -> usize {
 /// Record `y = (pixels / 255 - mean) / std` per channel. `pixels` holds the u8 values of
 /// `y`'s elements packed four per u32 word (at least `y.len()` bytes); `y` is f32 NHWC
 /// whose last dimension is the channel count `mean.len()`.
+///
+/// Work: 3 FLOPs per element (scale, subtract, divide), reading one byte and writing four.
 pub fn normalize(
     rec: &mut Recorder,
     pixels: &Tensor,
@@ -112,8 +119,12 @@ pub fn normalize(
     rec.dispatch(
         &NORMALIZE,
         &[],
-        bytemuck::cast_slice(std::slice::from_ref(&p)),
+        &p,
         &[pixels, y],
         Grid::Linear(groups_for(n.div_ceil(4), 256)),
+        Cost {
+            flops: 3.0 * n as f64,
+            bytes: (padded_pixel_bytes(n) + 4 * n) as f64,
+        },
     )
 }

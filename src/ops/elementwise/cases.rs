@@ -1,0 +1,196 @@
+//! Harness cases of the elementwise ops: a residual add with drop-connect scales, and the
+//! squeeze-excitation channel scale.
+
+use super::{
+    channel_scale, channel_scale_backward, channel_scale_backward_ref, channel_scale_ref,
+    residual_add, residual_add_backward_ref, residual_add_ref, scale_rows,
+};
+use crate::error::Result;
+use crate::gpu::{Gpu, Recorder, Tensor};
+use crate::ops::harness::{upload_dy, HostTensor, Input, OpCase, Prepared};
+use crate::ops::reduce::Axes;
+use crate::util::Rng;
+
+/// Harness case for [`residual_add`] (gradients to both branches).
+pub struct ResidualCase {
+    /// Shape [N, H, W, C].
+    pub shape: Vec<usize>,
+}
+
+impl OpCase for ResidualCase {
+    fn name(&self) -> String {
+        format!("residual_add{:?}", self.shape)
+    }
+    fn inputs(&self, rng: &mut Rng) -> Vec<Input> {
+        let n = self.shape[0];
+        // Drop-connect scales: 0 (dropped) or 1/0.8 (kept, rescaled).
+        let s = (0..n)
+            .map(|k| if k % 3 == 1 { 0.0 } else { 1.25 })
+            .collect();
+        vec![
+            Input::diff(HostTensor::randn(&self.shape, 1.0, rng)),
+            Input::diff(HostTensor::randn(&self.shape, 1.0, rng)),
+            Input::constant(HostTensor::new(&[n], s)),
+        ]
+    }
+    fn cpu_forward(&self, i: &[HostTensor]) -> Vec<HostTensor> {
+        let per = i[0].data.len() / self.shape[0];
+        let y = residual_add_ref(&i[0].data, &i[1].data, &i[2].data, per);
+        vec![HostTensor::new(&self.shape, y)]
+    }
+    fn cpu_backward(&self, i: &[HostTensor], dy: &[HostTensor]) -> Vec<Option<HostTensor>> {
+        let per = i[0].data.len() / self.shape[0];
+        let (da, db) = residual_add_backward_ref(&dy[0].data, &i[2].data, per);
+        vec![
+            Some(HostTensor::new(&self.shape, da)),
+            Some(HostTensor::new(&self.shape, db)),
+            None,
+        ]
+    }
+    fn prepare(
+        &self,
+        gpu: &Gpu,
+        i: &[HostTensor],
+        dy: Option<&[HostTensor]>,
+    ) -> Result<Box<dyn Prepared + '_>> {
+        Ok(Box::new(ResidualRun {
+            a: i[0].upload(gpu)?,
+            b: i[1].upload(gpu)?,
+            s: i[2].upload(gpu)?,
+            y: gpu.zeros(&self.shape)?,
+            dy: upload_dy(gpu, dy, 0, &self.shape)?,
+            db: gpu.zeros(&self.shape)?,
+        }))
+    }
+}
+
+/// The tensors of one [`ResidualCase`] run.
+struct ResidualRun {
+    a: Tensor,
+    b: Tensor,
+    s: Tensor,
+    y: Tensor,
+    dy: Tensor,
+    db: Tensor,
+}
+
+impl Prepared for ResidualRun {
+    fn record_forward(&self, r: &mut Recorder) -> Result<()> {
+        residual_add(r, &self.a, &self.b, &self.s, &self.y)
+    }
+    fn record_backward(&self, r: &mut Recorder) -> Result<()> {
+        scale_rows(r, &self.dy, &self.s, &self.db)
+    }
+    fn outputs(&self, gpu: &Gpu) -> Result<Vec<Vec<f32>>> {
+        Ok(vec![gpu.read(&self.y)?])
+    }
+    fn gradients(&self, gpu: &Gpu) -> Result<Vec<Option<Vec<f32>>>> {
+        // The identity branch's gradient is dy itself: the trainer aliases it, no kernel.
+        Ok(vec![
+            Some(gpu.read(&self.dy)?),
+            Some(gpu.read(&self.db)?),
+            None,
+        ])
+    }
+}
+
+/// Harness case for [`channel_scale`] (gradients to x and s).
+pub struct ChannelScaleCase {
+    /// Shape [N, H, W, C].
+    pub shape: Vec<usize>,
+}
+
+impl OpCase for ChannelScaleCase {
+    fn name(&self) -> String {
+        format!("channel_scale{:?}", self.shape)
+    }
+    fn inputs(&self, rng: &mut Rng) -> Vec<Input> {
+        let sh = &self.shape;
+        vec![
+            Input::diff(HostTensor::randn(sh, 1.0, rng)),
+            Input::diff(HostTensor::randn(&[sh[0], sh[3]], 1.0, rng)),
+        ]
+    }
+    fn cpu_forward(&self, i: &[HostTensor]) -> Vec<HostTensor> {
+        let sh = &self.shape;
+        let y = channel_scale_ref(&i[0].data, &i[1].data, sh[1] * sh[2], sh[3]);
+        vec![HostTensor::new(sh, y)]
+    }
+    fn cpu_backward(&self, i: &[HostTensor], dy: &[HostTensor]) -> Vec<Option<HostTensor>> {
+        let sh = &self.shape;
+        let (dx, ds) =
+            channel_scale_backward_ref(&i[0].data, &i[1].data, &dy[0].data, sh[1] * sh[2], sh[3]);
+        vec![
+            Some(HostTensor::new(sh, dx)),
+            Some(HostTensor::new(&i[1].shape, ds)),
+        ]
+    }
+    fn prepare(
+        &self,
+        gpu: &Gpu,
+        i: &[HostTensor],
+        dy: Option<&[HostTensor]>,
+    ) -> Result<Box<dyn Prepared + '_>> {
+        let sh = &self.shape;
+        let ax = Axes {
+            o: sh[0],
+            m: sh[1] * sh[2],
+            i: sh[3],
+        };
+        Ok(Box::new(ChannelScaleRun {
+            x: i[0].upload(gpu)?,
+            s: i[1].upload(gpu)?,
+            y: gpu.zeros(sh)?,
+            dy: upload_dy(gpu, dy, 0, sh)?,
+            dx: gpu.zeros(sh)?,
+            ds: gpu.zeros(&i[1].shape)?,
+            scratch: gpu.zeros(&[ax.scratch_len().max(1)])?,
+        }))
+    }
+}
+
+/// The tensors of one [`ChannelScaleCase`] run.
+struct ChannelScaleRun {
+    x: Tensor,
+    s: Tensor,
+    y: Tensor,
+    dy: Tensor,
+    dx: Tensor,
+    ds: Tensor,
+    scratch: Tensor,
+}
+
+impl Prepared for ChannelScaleRun {
+    fn record_forward(&self, r: &mut Recorder) -> Result<()> {
+        channel_scale(r, &self.x, &self.s, &self.y)
+    }
+    fn record_backward(&self, r: &mut Recorder) -> Result<()> {
+        channel_scale_backward(
+            r,
+            &self.x,
+            &self.s,
+            &self.dy,
+            Some(&self.dx),
+            &self.ds,
+            Some(&self.scratch),
+        )
+    }
+    fn outputs(&self, gpu: &Gpu) -> Result<Vec<Vec<f32>>> {
+        Ok(vec![gpu.read(&self.y)?])
+    }
+    fn gradients(&self, gpu: &Gpu) -> Result<Vec<Option<Vec<f32>>>> {
+        Ok(vec![Some(gpu.read(&self.dx)?), Some(gpu.read(&self.ds)?)])
+    }
+}
+
+/// Harness cases for this module.
+pub fn cases() -> Vec<Box<dyn OpCase>> {
+    vec![
+        Box::new(ResidualCase {
+            shape: vec![4, 3, 5, 6],
+        }),
+        Box::new(ChannelScaleCase {
+            shape: vec![2, 5, 3, 7],
+        }),
+    ]
+}
