@@ -4,7 +4,10 @@
 # On this machine:   ../shared/device/prepare && cargo build --release && cp target/release/effnet .device/
 #   (for the fmnist part also: cp -r /usr/share/datasets/fashion-mnist .device/; ~30 MB of the 64 MB that travel)
 # Then run (device tool):   . .device/gpu-env && bash bench/h100_session.sh "info selftest conv norm train" 
-# Parts: info selftest conv norm train fmnist moments (default: info selftest conv norm train).
+# Parts: info selftest conv norm train fmnist moments repro-moments repro-norms repro-fixres
+#   (default: info selftest conv norm train). The repro-* parts (issue 16, docs/papers.md) need
+#   the Fashion-MNIST copy too; they are unmeasured on a GPU, so time them on their first run
+#   and shrink --sims / --epochs to fit what is left of the device budget.
 # Results land in $OUT (or ./bench-out): one log per part plus results tables.
 set -uo pipefail
 OUTDIR=${OUT:-bench-out}
@@ -24,6 +27,17 @@ for p in $parts; do
     train) run train-compare bash bench/h100_compare.sh "$OUTDIR" ;;
     fmnist) run fmnist "$E" train --data-dir "${FMNIST_DIR:-.device/fashion-mnist}" --run-dir "$OUTDIR/fmnist" ;;
     moments) run moments "$E" moments --net bn-ff --depth 200 --width 512 --batch 64 --sims 100 --out "$OUTDIR/moments-bn-ff" ;;
+    # Paper 3 at the paper's sizes (SPEC §D.3), fewer simulations than its 200-1000.
+    repro-moments) run repro-moments "$E" reproduce moments --scale paper --sims 50 \
+          --data-dir "${FMNIST_DIR:-.device/fashion-mnist}" --out "$OUTDIR/reproduce-moments" ;;
+    # Every norm on the full G16-B0 (Fashion-MNIST, 32 px), 3 epochs, 2 seeds.
+    repro-norms) run repro-norms "$E" reproduce norms --width 1 --depth 1 --batch 128 --epochs 3 \
+          --seeds 2 --eval-limit 10000 --data-dir "${FMNIST_DIR:-.device/fashion-mnist}" \
+          --out "$OUTDIR/reproduce-norms" ;;
+    # FixRes on the full G16-B0: 32 px + 1 fine-tune epoch at 64 px against 64 px throughout.
+    repro-fixres) run repro-fixres "$E" reproduce fixres --norm gn --width 1 --depth 1 --batch 128 \
+          --epochs 3 --finetune-epochs 1 --seeds 2 --eval-limit 10000 \
+          --data-dir "${FMNIST_DIR:-.device/fashion-mnist}" --out "$OUTDIR/reproduce-fixres" ;;
     *) echo "unknown part $p" ;;
   esac
 done

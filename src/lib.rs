@@ -16,6 +16,7 @@
 //! - [`interop`]: timm / PyTorch weights in and out (safetensors, timm names);
 //! - [`kernels`]: the registry of every kernel (what the shader tests walk);
 //! - [`train`]: the trainer, optimizers, schedules, checkpoints and metrics;
+//! - [`reproduce`]: the papers' comparisons (norms, FixRes, moments), one command each;
 //! - [`cli`]: the commands behind the `effnet` binary;
 //! - [`selftest`]: the harness run over every op, as `effnet selftest` does.
 
@@ -32,6 +33,7 @@ pub mod models;
 pub mod moments;
 pub mod nn;
 pub mod ops;
+pub mod reproduce;
 pub mod selftest;
 pub mod train;
 pub mod util;

@@ -45,6 +45,8 @@ enum Cmd {
     Profile(cli::profile::ProfileArgs),
     /// Moments of signal and sensitivity through depth at initialization (paper 3).
     Moments(Box<cli::moments::MomentsArgs>),
+    /// The papers' comparisons, one command each: norms, fixres, moments (docs/papers.md).
+    Reproduce(Box<cli::reproduce::ReproduceArgs>),
     /// Print a model's layer table with parameters and multiply-accumulates.
     Model(cli::model::ModelArgs),
     /// Time kernels at EfficientNet layer shapes against the adapter's measured peaks
@@ -68,6 +70,9 @@ fn run(cli: Cli) -> effnet::Result<bool> {
         Cmd::Info(a) => cli::info::run(&opts, &a)?,
         Cmd::Train(a) => {
             cli::train::run(&gpu()?, &a)?;
+        }
+        Cmd::Reproduce(a) => {
+            cli::reproduce::run(&gpu()?, &a)?;
         }
         Cmd::Eval(a) => {
             cli::train::eval(&gpu()?, &a)?;

@@ -11,8 +11,9 @@ mod common;
 use effnet::gpu::Recorder;
 use effnet::moments::analysis::col;
 use effnet::moments::kernels::{self, MomentPlan, MomentScratch};
+use effnet::moments::nets::standardize;
 use effnet::moments::stats::{self, Summary};
-use effnet::moments::{self, InputSource, Loc, Net, NetConfig, Propagator};
+use effnet::moments::{self, InputSource, Loc, Net, NetConfig, Propagator, Standardize};
 use effnet::util::Rng;
 
 // ---------------------------------------------------------------------------------------
@@ -455,6 +456,138 @@ fn one_bn_layer_matches_an_f64_host_computation() {
     // The analytic activation increment for this layer's own z and dz.
     let table = moments::net_table(&cfg, &[sim]);
     assert!(table.get(&col("chi", Loc::Act)).is_some());
+}
+
+#[test]
+fn inputs_are_standardized_per_feature_or_per_channel() {
+    // 6 samples of 2 x 2 x 2 (NHWC, 8 features, 2 channels): feature f has mean 10 f and
+    // spread f + 1, feature 3 is the same in every sample (a blank border pixel).
+    let (n, per, c) = (6, 8, 2);
+    let mut rng = Rng::new(3);
+    let x: Vec<f64> = (0..n * per)
+        .map(|i| match i % per {
+            3 => 5.0,
+            f => 10.0 * f as f64 + (f as f64 + 1.0) * rng.normal(),
+        })
+        .collect();
+    let col_stats = |v: &[f32], groups: usize, g: usize| {
+        let vals: Vec<f64> = v
+            .iter()
+            .enumerate()
+            .filter(|(k, _)| k % groups == g)
+            .map(|(_, &a)| a as f64)
+            .collect();
+        let m = vals.iter().sum::<f64>() / vals.len() as f64;
+        let var = vals.iter().map(|a| (a - m).powi(2)).sum::<f64>() / vals.len() as f64;
+        (m, var)
+    };
+    let pf = standardize(&x, n, per, c, Standardize::PerFeature);
+    for f in 0..per {
+        let (m, var) = col_stats(&pf, per, f);
+        if f == 3 {
+            assert!(pf.iter().skip(3).step_by(per).all(|&a| a == 0.0));
+        } else {
+            assert!(
+                m.abs() < 1e-6 && (var - 1.0).abs() < 1e-5,
+                "feature {f}: {m} {var}"
+            );
+        }
+    }
+    let pc = standardize(&x, n, per, c, Standardize::PerChannel);
+    for ch in 0..c {
+        let (m, var) = col_stats(&pc, c, ch);
+        assert!(
+            m.abs() < 1e-6 && (var - 1.0).abs() < 1e-5,
+            "channel {ch}: {m} {var}"
+        );
+    }
+    // Per channel leaves each feature its own mean: centred per feature (SPEC §D.2), the
+    // power is well below 1.
+    let pcd: Vec<f64> = pc.iter().map(|&a| a as f64).collect();
+    assert!(stats::moments_ref(&pcd, per)[2] < 0.5);
+    assert_eq!(Standardize::paper(1), Standardize::PerFeature);
+    assert_eq!(Standardize::paper(3), Standardize::PerChannel);
+}
+
+#[test]
+fn fully_connected_chi_is_normalized_per_feature() {
+    // k = 1: images are flattened to 1 x 1 x 32 features. The paper standardizes each
+    // feature over the batch and normalizes chi by mu2(x^0) centred per feature.
+    let gpu = common::gpu();
+    let input = InputSource::gaussian(4, 4, 2);
+    let mut cfg = small(Net::BnFf, 1, 8, 4, 1);
+    assert_eq!(cfg.standardization(), Standardize::PerFeature);
+    let mut prop = Propagator::new(gpu, &cfg, &input).unwrap();
+    let sim = prop.simulate(0, &input).unwrap();
+    let x: Vec<f64> = prop.last_input().0.iter().map(|&v| v as f64).collect();
+    close(stats::moments_ref(&x, 32)[2], 1.0, 1e-5, "mu2 per feature");
+    close(sim.input_mu2, 1.0, 1e-5, "recorded mu2(x^0)");
+
+    // Per channel (the convolutional convention) on flattened images: over a batch of 4
+    // each feature keeps its own mean, so mu2(x^0) centred per feature is about 3/4, and
+    // chi is normalized by that, not by the per-channel 1.
+    cfg.standardize = Some(Standardize::PerChannel);
+    let mut prop = Propagator::new(gpu, &cfg, &input).unwrap();
+    let sim = prop.simulate(0, &input).unwrap();
+    let (xs, dxs) = prop.last_input();
+    let x: Vec<f64> = xs.iter().map(|&v| v as f64).collect();
+    close(stats::moments_ref(&x, 2)[2], 1.0, 1e-5, "mu2 per channel");
+    let per_feature = stats::moments_ref(&x, 32)[2];
+    assert!(per_feature < 0.95, "mu2 per feature {per_feature}");
+    close(sim.input_mu2, per_feature, 1e-9, "recorded mu2(x^0)");
+    let dx0 = nu2(&dxs.iter().map(|&v| v as f64).collect::<Vec<_>>());
+    let j = sim.locs.iter().position(|&l| l == Loc::Act).unwrap();
+    let want = (((sim.log_dx[0][j]).exp() / sim.x[0][j][2]) / (dx0 / per_feature)).sqrt();
+    close(sim.chi(0, j), want, 1e-9, "chi normalized per feature");
+}
+
+#[test]
+fn statistics_ignore_non_finite_values() {
+    let s = Summary::of(&[1.0, f64::NAN, 3.0, f64::INFINITY]);
+    assert_eq!((s.n, s.mean), (2, 2.0));
+    assert!(Summary::of(&[f64::NAN]).mean.is_nan());
+    assert_eq!(stats::percentile(&[f64::NAN, 1.0, 2.0], 100.0), 2.0);
+    // A non-finite matrix gives NaN eigenvalues, not a panic in the sort.
+    let ev = stats::eigenvalues_jacobi(&[1.0, f64::NAN, f64::NAN, 2.0], 2);
+    assert_eq!(ev.len(), 2);
+    assert!(stats::effective_rank(&[f32::NAN, 0.0, 0.0, 1.0], 2).is_nan());
+}
+
+#[test]
+fn a_diverging_network_gives_a_clear_message() {
+    // Width 1 without bias: once a layer's weight is negative, every input of the batch
+    // maps to 0 after the ReLU and chi is undefined from there on.
+    let gpu = common::gpu();
+    let input = InputSource::gaussian(4, 4, 1);
+    let mut cfg = small(Net::Vanilla, 40, 1, 8, 1);
+    cfg.reff = false;
+    let run = moments::run_net(gpu, &cfg, &input, 4, |_, _| {}).unwrap();
+    let warning = run.divergence_warning().expect("a width-1 ReLU net dies");
+    eprintln!("{warning}");
+    assert!(warning.contains("--width"), "{warning}");
+    assert_eq!(run.fits.diverged.len(), run.diverged().len());
+    // Rows summarize only the simulations still finite there; the deepest has none.
+    let chi = run.table.get("chi").unwrap();
+    assert!(chi[0].n >= 1 && chi[0].mean.is_finite());
+    assert_eq!(chi[chi.len() - 1].n, 0);
+    let dir = std::env::temp_dir().join(format!("effnet-moments-div-{}", std::process::id()));
+    moments::output::write_net(&dir, &cfg, &run.table, &run.fits).unwrap();
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
+    let listed = summary["fits"]["diverged"].as_array().unwrap();
+    assert_eq!(listed.len(), run.diverged().len());
+    assert!(listed[0]["depth"].as_u64().unwrap() >= 1, "{listed:?}");
+    std::fs::remove_dir_all(&dir).unwrap();
+    // Every simulation dead before the first recorded row: an error that names the fix.
+    cfg.every = 20;
+    let err = moments::run_net(gpu, &cfg, &input, 4, |_, _| {})
+        .err()
+        .expect("nothing to summarize")
+        .to_string();
+    assert!(
+        err.contains("diverges in every simulation") && err.contains("--width"),
+        "{err}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------

@@ -8,5 +8,6 @@ pub mod model;
 pub mod moments;
 pub mod predict;
 pub mod profile;
+pub mod reproduce;
 pub mod selftest;
 pub mod train;

@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::models::{NormChoice, Preset};
 use crate::moments::effnet::{self, EffnetConfig};
-use crate::moments::{self, output, InputKind, InputSource, Net, NetConfig};
+use crate::moments::{self, output, InputKind, InputSource, Net, NetConfig, Standardize};
 
 /// Options of `effnet moments`.
 #[derive(Args, Debug, Clone)]
@@ -76,6 +76,11 @@ pub struct MomentsArgs {
     /// Fashion-MNIST folder.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// Input standardization over the batch (default: the paper's, per-feature with
+    /// --kernel 1, where the images are flattened into features, and per-channel for
+    /// convolutions). EfficientNet inputs are always standardized per channel.
+    #[arg(long, value_enum, conflicts_with = "model")]
+    pub standardize: Option<Standardize>,
     /// Gaussian input size (default 28, the Fashion-MNIST size).
     #[arg(long, default_value_t = 28)]
     pub input_size: usize,
@@ -170,11 +175,12 @@ pub fn run(gpu: &Gpu, a: &MomentsArgs) -> Result<()> {
     cfg.reff = !a.no_reff;
     cfg.affine_std = a.affine_std;
     cfg.seed = a.seed;
+    cfg.standardize = a.standardize;
     let run = moments::run_net(gpu, &cfg, &input, a.sims, progress(a.quiet, t0))?;
     output::write_net(&a.out, &cfg, &run.table, &run.fits)?;
     let f = &run.fits;
     println!(
-        "{} depth {} width {} batch {} k {} {} sims ({}) on {}: {:.1} s -> {}",
+        "{} depth {} width {} batch {} k {} {} sims ({}, standardized {}) on {}: {:.1} s -> {}",
         cfg.net.name(),
         cfg.depth,
         cfg.width,
@@ -182,10 +188,14 @@ pub fn run(gpu: &Gpu, a: &MomentsArgs) -> Result<()> {
         cfg.kernel,
         a.sims,
         input.kind.name(),
+        cfg.standardization().name(),
         gpu.info.name,
         t0.elapsed().as_secs_f64(),
         a.out.display()
     );
+    if let Some(w) = run.divergence_warning() {
+        eprintln!("warning: {w}");
+    }
     println!(
         "chi at depth {}: {:.4e}; ln chi vs depth: slope {:.4} (x{:.4} per layer), R^2 {:.5}; \
          ln chi vs ln depth: slope {:.4}, R^2 {:.5}",

@@ -3,7 +3,7 @@
 //! paper's checks are stated in (log-linear and log-log fits of chi, increments, the
 //! residual power-law exponent).
 
-use super::nets::{Loc, Net, NetConfig, SimRecord};
+use super::nets::{Divergence, Loc, Net, NetConfig, SimRecord};
 use super::stats::{self, LineFit, Summary};
 
 /// Per-row summaries of named statistics. Rows are depths (paper networks) or layers
@@ -247,6 +247,18 @@ pub struct NetFits {
     /// Channel-wise constant share of the pre-activation (conv output) power, first and
     /// last rows (paper 2's LayerNorm collapse).
     pub share_ch_conv: (f64, f64),
+    /// Simulations that diverged, and where ([`SimRecord::mark_divergence`]).
+    pub diverged: Vec<SimDivergence>,
+}
+
+/// A diverged simulation, as `summary.json` lists it.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct SimDivergence {
+    /// Simulation index.
+    pub sim: usize,
+    /// Where and how.
+    #[serde(flatten)]
+    pub at: Divergence,
 }
 
 fn mean_where(x: &[f64], y: &[f64], keep: impl Fn(f64) -> bool) -> f64 {
@@ -333,5 +345,10 @@ pub fn net_fits(cfg: &NetConfig, table: &Table, sims: &[SimRecord]) -> NetFits {
         mu4_z: ends(&table.means(&col("mu4", zl))),
         nu1_z: ends(&table.means(&col("nu1", zl))),
         share_ch_conv: ends(&table.means(&col("share_ch", Loc::Conv))),
+        diverged: sims
+            .iter()
+            .enumerate()
+            .filter_map(|(sim, s)| s.diverged.clone().map(|at| SimDivergence { sim, at }))
+            .collect(),
     }
 }

@@ -25,7 +25,7 @@ use std::collections::BTreeMap;
 
 use super::analysis::Table;
 use super::kernels::{self, MomentPlan, MomentScratch, MOMENT_VALUES};
-use super::nets::{mix_key, InputSource};
+use super::nets::{mix_key, InputSource, Standardize};
 use super::stats::{self, Summary};
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Readback, Recorder, Tensor};
@@ -244,7 +244,13 @@ pub fn run_effnet(
         model.record_after_update(&mut rec)?;
         rec.submit()?;
         let mut rng = Rng::new(mix_key(cfg.seed, sim as u64, 0x22));
-        let (x0, v) = input.sample_at(&mut rng, n, cfg.image_size, cfg.image_size)?;
+        let (x0, v) = input.sample_at(
+            &mut rng,
+            n,
+            cfg.image_size,
+            cfg.image_size,
+            Standardize::PerChannel,
+        )?;
         let x0d: Vec<f64> = x0.iter().map(|&a| a as f64).collect();
         let input_ratio = (v.iter().map(|&a| (a as f64).powi(2)).sum::<f64>() / v.len() as f64)
             / stats::moments_ref(&x0d, input.c)[2];

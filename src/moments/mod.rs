@@ -31,9 +31,11 @@ pub mod output;
 pub mod stats;
 
 pub use analysis::{net_fits, net_table, NetFits, Table};
-pub use nets::{InputKind, InputSource, Loc, Net, NetConfig, Propagator, SimRecord};
+pub use nets::{
+    Divergence, InputKind, InputSource, Loc, Net, NetConfig, Propagator, SimRecord, Standardize,
+};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 
 /// Everything a paper-network analysis produces.
@@ -44,6 +46,30 @@ pub struct NetRun {
     pub fits: NetFits,
     /// The per-simulation records.
     pub sims: Vec<SimRecord>,
+}
+
+impl NetRun {
+    /// The simulations that diverged: `(simulation, where)`.
+    pub fn diverged(&self) -> Vec<(usize, &Divergence)> {
+        self.sims
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.diverged.as_ref().map(|d| (i, d)))
+            .collect()
+    }
+
+    /// A warning for a run in which some simulations diverged (None when none did).
+    pub fn divergence_warning(&self) -> Option<String> {
+        let div = self.diverged();
+        let (sim, first) = div.iter().min_by_key(|(_, d)| d.depth)?;
+        Some(format!(
+            "{} of {} simulations diverged (the earliest, simulation {sim}, {first}); rows \
+             from there on are summarized over the simulations still finite, or are NaN. {}",
+            div.len(),
+            self.sims.len(),
+            first.hint()
+        ))
+    }
 }
 
 /// Run `sims` simulations of `cfg` on `input`, calling `progress(done, total)` after each.
@@ -59,6 +85,21 @@ pub fn run_net(
     for s in 0..sims {
         records.push(prop.simulate(s, input)?);
         progress(s + 1, sims);
+    }
+    // A network that diverges before the first recorded row has nothing to show.
+    let first = cfg.depths().first().copied().unwrap_or(1);
+    if let Some(d) = records
+        .iter()
+        .map(|r| r.diverged.as_ref())
+        .collect::<Option<Vec<_>>>()
+        .filter(|d| d.iter().all(|d| d.depth == first))
+        .and_then(|d| d.first().copied())
+    {
+        return Err(Error::Config(format!(
+            "{} diverges in every simulation before any statistic is usable ({d}). {}",
+            cfg.net.name(),
+            d.hint()
+        )));
     }
     let table = net_table(cfg, &records);
     let fits = net_fits(cfg, &table, &records);

@@ -175,8 +175,44 @@ impl InputKind {
     }
 }
 
-/// A source of input batches: images standardized per channel over the batch and the
-/// pixels (SPEC §D.1), plus `dx^0 ~ N(0, 1)` of the same shape.
+/// How input batches are standardized before the first layer.
+///
+/// moments-dnns standardizes each channel of the network's input over the batch (and the
+/// positions): for convolutions those are the image channels, for the fully connected case
+/// (`k = 1`, images flattened to `1 x 1 x (h w c)`) the features. [`Standardize::paper`]
+/// gives that convention for a kernel size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Standardize {
+    /// Each feature (pixel and channel) over the batch. Features constant over the batch
+    /// (the blank border pixels of Fashion-MNIST) become 0.
+    PerFeature,
+    /// Each image channel over the batch and the pixels.
+    PerChannel,
+}
+
+impl Standardize {
+    /// The paper's convention for kernel size `kernel`: per feature when the images are
+    /// flattened (`kernel == 1`), per channel for convolutions.
+    pub fn paper(kernel: usize) -> Standardize {
+        if kernel == 1 {
+            Standardize::PerFeature
+        } else {
+            Standardize::PerChannel
+        }
+    }
+
+    /// Name as the command line spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Standardize::PerFeature => "per-feature",
+            Standardize::PerChannel => "per-channel",
+        }
+    }
+}
+
+/// A source of input batches: images standardized over the batch per feature or per
+/// channel ([`Standardize`], SPEC §D.1), plus `dx^0 ~ N(0, 1)` of the same shape.
 pub struct InputSource {
     /// Which input.
     pub kind: InputKind,
@@ -222,10 +258,16 @@ impl InputSource {
         }
     }
 
-    /// Draw a batch: `(x, dx)`, each `n * h * w * c` values (NHWC), `x` standardized per
-    /// channel over the batch and pixels (mean 0, variance 1), `dx` i.i.d. N(0, 1).
-    pub fn sample(&self, rng: &mut Rng, n: usize) -> Result<(Vec<f32>, Vec<f32>)> {
-        self.sample_at(rng, n, self.h, self.w)
+    /// Draw a batch: `(x, dx)`, each `n * h * w * c` values (NHWC), `x` standardized over
+    /// the batch per `how` (mean 0, variance 1 per feature or per channel), `dx` i.i.d.
+    /// N(0, 1).
+    pub fn sample(
+        &self,
+        rng: &mut Rng,
+        n: usize,
+        how: Standardize,
+    ) -> Result<(Vec<f32>, Vec<f32>)> {
+        self.sample_at(rng, n, self.h, self.w, how)
     }
 
     /// [`InputSource::sample`] at another resolution: dataset images are resized
@@ -237,6 +279,7 @@ impl InputSource {
         n: usize,
         h: usize,
         w: usize,
+        how: Standardize,
     ) -> Result<(Vec<f32>, Vec<f32>)> {
         let c = self.c;
         let per = h * w * c;
@@ -263,23 +306,49 @@ impl InputSource {
                 }
             }
         }
-        let cnt = (n * h * w) as f64;
-        let mut mean = vec![0f64; c];
-        for (k, v) in x.iter().enumerate() {
-            mean[k % c] += v / cnt;
-        }
-        let mut var = vec![0f64; c];
-        for (k, v) in x.iter().enumerate() {
-            var[k % c] += (v - mean[k % c]).powi(2) / cnt;
-        }
-        let xs = x
-            .iter()
-            .enumerate()
-            .map(|(k, v)| ((v - mean[k % c]) / var[k % c].sqrt().max(1e-12)) as f32)
-            .collect();
+        let xs = standardize(&x, n, per, c, how);
         let dx = (0..n * per).map(|_| rng.normal() as f32).collect();
         Ok((xs, dx))
     }
+}
+
+/// Standardize `n` samples of `per` NHWC values with `c` channels over the batch: each of
+/// the `per` features (`PerFeature`) or each channel over the batch and the positions
+/// (`PerChannel`) gets mean 0 and variance 1. Groups whose variance is below `1e-12` of
+/// their mean square (constant over the batch) become 0.
+pub fn standardize(x: &[f64], n: usize, per: usize, c: usize, how: Standardize) -> Vec<f32> {
+    let groups = match how {
+        Standardize::PerFeature => per,
+        Standardize::PerChannel => c,
+    };
+    let cnt = (x.len() / groups) as f64;
+    debug_assert_eq!(x.len(), n * per);
+    let mut mean = vec![0f64; groups];
+    for (k, v) in x.iter().enumerate() {
+        mean[k % groups] += v;
+    }
+    mean.iter_mut().for_each(|m| *m /= cnt);
+    let mut var = vec![0f64; groups];
+    let mut sq = vec![0f64; groups];
+    for (k, v) in x.iter().enumerate() {
+        var[k % groups] += (v - mean[k % groups]).powi(2);
+        sq[k % groups] += v * v;
+    }
+    let inv: Vec<f64> = var
+        .iter()
+        .zip(&sq)
+        .map(|(&v, &s)| {
+            if v > 1e-12 * s && v > 0.0 {
+                (cnt / v).sqrt()
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    x.iter()
+        .enumerate()
+        .map(|(k, v)| ((v - mean[k % groups]) * inv[k % groups]) as f32)
+        .collect()
 }
 
 /// Bilinear resize (half-pixel centres) of one u8 HWC image to `ho x wo`, values in
@@ -345,6 +414,8 @@ pub struct NetConfig {
     pub affine_std: f64,
     /// Seed of inputs, perturbations and weights.
     pub seed: u64,
+    /// Input standardization (None: the paper's, [`Standardize::paper`]).
+    pub standardize: Option<Standardize>,
 }
 
 impl NetConfig {
@@ -364,7 +435,15 @@ impl NetConfig {
             reff: true,
             affine_std: 0.0,
             seed: 0,
+            standardize: None,
         }
+    }
+
+    /// The input standardization in effect: the configured one, else the paper's for the
+    /// kernel size.
+    pub fn standardization(&self) -> Standardize {
+        self.standardize
+            .unwrap_or_else(|| Standardize::paper(self.kernel))
     }
 
     /// The depths (1-based layer or unit indices) where moments are taken.
@@ -424,7 +503,8 @@ pub struct SimRecord {
     pub reff_x: Vec<f64>,
     /// Effective rank of the perturbation at [`Net::reff_loc`] per depth.
     pub reff_dx: Vec<f64>,
-    /// `mu2(x^0)` of the network input (1 by construction).
+    /// `mu2(x^0)` of the network input, centred per channel of the network input (the
+    /// features when images are flattened; SPEC §D.2).
     pub input_mu2: f64,
     /// `nu2(dx^0)` of the input perturbation.
     pub input_dx_nu2: f64,
@@ -432,6 +512,8 @@ pub struct SimRecord {
     pub log_x0_nu2: f64,
     /// `ln nu2(dx^0)` after the first layer.
     pub log_dx0_nu2: f64,
+    /// Where the simulation diverged (rows from there on are NaN), if it did.
+    pub diverged: Option<Divergence>,
 }
 
 impl SimRecord {
@@ -920,7 +1002,7 @@ impl<'g> Propagator<'g> {
         let gpu = self.gpu;
         let cfg = self.cfg.clone();
         let mut rng = Rng::new(mix_key(cfg.seed, (sim as u64) << 1, 0x1A9));
-        let (x0, dx0) = input.sample(&mut rng, cfg.batch)?;
+        let (x0, dx0) = input.sample(&mut rng, cfg.batch, cfg.standardization())?;
         if x0.len() != self.x_in.len() {
             return Err(Error::Shape(format!(
                 "input of {} values for a network input of {:?}",
@@ -931,7 +1013,9 @@ impl<'g> Propagator<'g> {
         gpu.write_f32(&self.x_in, &x0)?;
         gpu.write_f32(&self.dx_in, &dx0)?;
         let x0d: Vec<f64> = x0.iter().map(|&v| v as f64).collect();
-        let input_mu2 = stats::moments_ref(&x0d, input.c)[2];
+        // SPEC §D.2: mu2 centred per channel of the network input (the features when the
+        // images are flattened).
+        let input_mu2 = stats::moments_ref(&x0d, self.in_dims[3])[2];
         let input_dx_nu2 = dx0.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / dx0.len() as f64;
         self.last_input = (x0, dx0);
 
@@ -1208,7 +1292,7 @@ impl<'g> Propagator<'g> {
             log_dx.push(dr);
             inst.push(ir);
         }
-        SimRecord {
+        let mut rec = SimRecord {
             depths,
             locs,
             x,
@@ -1220,7 +1304,113 @@ impl<'g> Propagator<'g> {
             input_dx_nu2,
             log_x0_nu2: val(self.slot_x0(), 1).ln(),
             log_dx0_nu2: log_scale[0],
+            diverged: None,
+        };
+        rec.mark_divergence();
+        rec
+    }
+}
+
+/// Where and how a simulation left the range its statistics mean something in.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct Divergence {
+    /// The first depth (layer or unit) whose moments are unusable.
+    pub depth: usize,
+    /// The location there.
+    pub loc: Loc,
+    /// What happened, in words (with the offending value).
+    pub what: String,
+    /// True when values overflowed (or became NaN); false when the signal or the
+    /// perturbation vanished.
+    pub overflow: bool,
+}
+
+impl Divergence {
+    /// What to change, for a message.
+    pub fn hint(&self) -> &'static str {
+        if !self.overflow {
+            "A ReLU network this narrow or deep loses its signal or its perturbation: use a \
+             larger --width or a smaller --depth"
+        } else {
+            "Values overflowed f32: use a larger --eps, a smaller --affine-std or a smaller \
+             --depth"
         }
+    }
+}
+
+impl std::fmt::Display for Divergence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "at depth {} ({}): {}",
+            self.depth,
+            self.loc.name(),
+            self.what
+        )
+    }
+}
+
+impl SimRecord {
+    /// Find the first row whose signal moments are not finite, whose signal is constant
+    /// over the batch (`mu2(x) = 0`, chi undefined) or whose perturbation is not finite
+    /// or zero; record it in [`SimRecord::diverged`] and set that row and every deeper one
+    /// to NaN, so that summaries over simulations use only the rows that mean something.
+    pub fn mark_divergence(&mut self) {
+        let mut found = None;
+        'rows: for (i, &l) in self.depths.iter().enumerate() {
+            for (j, &loc) in self.locs.iter().enumerate() {
+                let m = &self.x[i][j];
+                let ldx = self.log_dx[i][j];
+                let what = if let Some(k) = m.iter().position(|v| !v.is_finite()) {
+                    let name = ["nu1(|x|)", "nu2(x)", "mu2(x)", "mu4(x)", "mean_c m_c^2"];
+                    Some((
+                        format!("the signal is not finite ({} = {})", name[k], m[k]),
+                        true,
+                    ))
+                } else if m[2] <= 0.0 {
+                    Some((
+                        format!(
+                            "the signal is the same for every input (mu2(x) = {}): chi is \
+                             undefined",
+                            m[2]
+                        ),
+                        false,
+                    ))
+                } else if ldx == f64::NEG_INFINITY {
+                    Some(("the perturbation vanished (nu2(dx) = 0)".to_string(), false))
+                } else if !ldx.is_finite() {
+                    Some((
+                        format!("the perturbation is not finite (ln nu2(dx) = {ldx})"),
+                        true,
+                    ))
+                } else {
+                    None
+                };
+                if let Some((what, overflow)) = what {
+                    found = Some((
+                        i,
+                        Divergence {
+                            depth: l,
+                            loc,
+                            what,
+                            overflow,
+                        },
+                    ));
+                    break 'rows;
+                }
+            }
+        }
+        let Some((first, d)) = found else {
+            return;
+        };
+        for i in first..self.depths.len() {
+            self.x[i].iter_mut().for_each(|m| m.fill(f64::NAN));
+            self.log_dx[i].fill(f64::NAN);
+            self.inst[i].fill(f64::NAN);
+            self.reff_x[i] = f64::NAN;
+            self.reff_dx[i] = f64::NAN;
+        }
+        self.diverged = Some(d);
     }
 }
 

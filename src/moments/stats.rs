@@ -32,7 +32,7 @@ impl Summary {
                 n: 0,
             };
         }
-        v.sort_by(|a, b| a.partial_cmp(b).expect("finite"));
+        v.sort_by(f64::total_cmp);
         let n = v.len();
         let mean = v.iter().sum::<f64>() / n as f64;
         let std = if n > 1 {
@@ -69,7 +69,7 @@ pub fn percentile_sorted(sorted: &[f64], q: f64) -> f64 {
 /// The `q`-th percentile of unsorted values (non-finite values ignored).
 pub fn percentile(values: &[f64], q: f64) -> f64 {
     let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
-    v.sort_by(|a, b| a.partial_cmp(b).expect("finite"));
+    v.sort_by(f64::total_cmp);
     percentile_sorted(&v, q)
 }
 
@@ -230,7 +230,8 @@ pub fn eigenvalues_jacobi(a: &[f64], n: usize) -> Vec<f64> {
         }
     }
     let mut ev: Vec<f64> = (0..n).map(|i| m[i * n + i]).collect();
-    ev.sort_by(|a, b| a.partial_cmp(b).expect("finite"));
+    // NaN (from a non-finite matrix) sorts last instead of panicking.
+    ev.sort_by(f64::total_cmp);
     ev
 }
 
