@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Everything issues 2-8 want measured on the H100 machine, as one prepared script whose
+# Everything the issues want measured on the GPU machine (an H200 now), as one prepared script whose
 # parts can be chosen (the device budget is ~15 minutes per session, start-up included).
 # On this machine:   ../shared/device/prepare && cargo build --release && cp target/release/effnet .device/
 #   (for the fmnist part also: cp -r /usr/share/datasets/fashion-mnist .device/; ~30 MB of the 64 MB that travel)
-# Then run (device tool):   . .device/gpu-env && bash bench/h100_session.sh "info selftest conv norm train" 
-# Parts: info selftest conv norm train fmnist moments repro-moments repro-norms repro-fixres
-#   (default: info selftest conv norm train). The repro-* parts (issue 16, docs/papers.md) need
+# Then run (device tool):   . .device/gpu-env && bash bench/gpu_session.sh "info selftest peak conv norm profile train"
+# Parts: info selftest peak conv norm profile train fmnist moments repro-moments repro-norms
+#   repro-fixres (default: info selftest peak conv norm profile train). The repro-* parts (issue 16, docs/papers.md) need
 #   the Fashion-MNIST copy too; they are unmeasured on a GPU, so time them on their first run
 #   and shrink --sims / --epochs to fit what is left of the device budget.
 # Results land in $OUT (or ./bench-out): one log per part plus results tables.
@@ -13,13 +13,18 @@ set -uo pipefail
 OUTDIR=${OUT:-bench-out}
 mkdir -p "$OUTDIR"
 E=${EFFNET:-./.device/effnet}
-parts=${1:-"info selftest conv norm train"}
+parts=${1:-"info selftest peak conv norm profile train"}
 export PYTHONUNBUFFERED=1
 run() { local name=$1; shift; echo "== $name: $*" | tee -a "$OUTDIR/summary.log"; ( "$@" ) > "$OUTDIR/$name.log" 2>&1; echo "   exit $?" | tee -a "$OUTDIR/summary.log"; tail -3 "$OUTDIR/$name.log" >> "$OUTDIR/summary.log"; }
 for p in $parts; do
   case $p in
     info) run info "$E" info ;;
     selftest) run selftest "$E" selftest ;;
+    # The adapter's copy bandwidth and f32 FMA rate: the ceilings of every later table.
+    peak) run peak "$E" bench peak --refresh ;;
+    # One G16-B0 LN+PN and one B0-BN training step per kernel against those ceilings.
+    profile) run profile-g16-lnpn "$E" profile --model b0-g16 --norm ln-pn --batch 128 --image-size 224
+             run profile-b0-bn "$E" profile --model b0 --norm bn --batch 128 --image-size 224 ;;
     conv) run conv-effnet "$E" bench conv --batch 128 --iters 10
           run conv-torch python3 bench/pytorch_conv.py ;;
     norm) run norm-effnet "$E" bench norm --batch 128 --iters 10
