@@ -18,7 +18,7 @@
 //! cuDNN.
 
 use super::cases::{time_case, CaseTiming};
-use super::{print_peak, print_table, BenchRow, Peak};
+use super::{BenchRow, Peak};
 use crate::error::Result;
 use crate::gpu::Gpu;
 use crate::ops::conv::{ConvCase, ConvSpec};
@@ -123,26 +123,10 @@ pub fn run(
     json: bool,
     peak: &Peak,
 ) -> Result<Vec<BenchRow>> {
-    if !json {
-        println!(
-            "bench conv on {} ({:?}), batch {batch}, median of {iters}",
-            gpu.info.name, gpu.info.backend
-        );
-        print_peak(gpu, peak);
-    }
-    let mut all = Vec::new();
-    for t in measure(gpu, batch, iters)? {
-        let rows = t.rows();
-        if json {
-            for r in &rows {
-                let extra = serde_json::json!({"bench": "conv", "adapter": gpu.info.name});
-                println!("{}", r.json(Some(peak), extra));
-            }
-        }
-        all.extend(rows);
-    }
-    if !json {
-        print_table(&all, Some(peak));
-    }
-    Ok(all)
+    let title = format!(
+        "bench conv on {} ({:?}), batch {batch}, median of {iters}",
+        gpu.info.name, gpu.info.backend
+    );
+    let timings = measure(gpu, batch, iters)?;
+    Ok(super::report(gpu, "conv", &title, timings, json, peak))
 }

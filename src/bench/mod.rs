@@ -216,6 +216,37 @@ pub fn print_table(rows: &[BenchRow], peak: Option<&Peak>) {
     }
 }
 
+/// Print a benchmark's title, the peak line and the table of `timings` against `peak` (or,
+/// with `json`, one JSON object per row tagged with `bench`), and return the rows.
+pub fn report(
+    gpu: &Gpu,
+    bench: &str,
+    title: &str,
+    timings: Vec<cases::CaseTiming>,
+    json: bool,
+    peak: &Peak,
+) -> Vec<BenchRow> {
+    if !json {
+        println!("{title}");
+        print_peak(gpu, peak);
+    }
+    let mut all = Vec::new();
+    for t in timings {
+        let rows = t.rows();
+        if json {
+            for r in &rows {
+                let extra = serde_json::json!({"bench": bench, "adapter": gpu.info.name});
+                println!("{}", r.json(Some(peak), extra));
+            }
+        }
+        all.extend(rows);
+    }
+    if !json {
+        print_table(&all, Some(peak));
+    }
+    all
+}
+
 /// Print the peak line that heads every table.
 pub fn print_peak(gpu: &Gpu, peak: &Peak) {
     println!(

@@ -5,7 +5,7 @@
 //! does). `bench/pytorch_norm.py` times the same list in PyTorch.
 
 use super::cases::{time_case, CaseTiming};
-use super::{print_peak, print_table, BenchRow, Peak};
+use super::{BenchRow, Peak};
 use crate::error::Result;
 use crate::gpu::Gpu;
 use crate::ops::act::Act;
@@ -68,26 +68,10 @@ pub fn run(
     json: bool,
     peak: &Peak,
 ) -> Result<Vec<BenchRow>> {
-    if !json {
-        println!(
-            "norm bench on {} ({:?}), batch {batch}, median of {iters}",
-            gpu.info.name, gpu.info.backend
-        );
-        print_peak(gpu, peak);
-    }
-    let mut all = Vec::new();
-    for t in measure(gpu, batch, iters)? {
-        let rows = t.rows();
-        if json {
-            for r in &rows {
-                let extra = serde_json::json!({"bench": "norm", "adapter": gpu.info.name});
-                println!("{}", r.json(Some(peak), extra));
-            }
-        }
-        all.extend(rows);
-    }
-    if !json {
-        print_table(&all, Some(peak));
-    }
-    Ok(all)
+    let title = format!(
+        "norm bench on {} ({:?}), batch {batch}, median of {iters}",
+        gpu.info.name, gpu.info.backend
+    );
+    let timings = measure(gpu, batch, iters)?;
+    Ok(super::report(gpu, "norm", &title, timings, json, peak))
 }
