@@ -24,7 +24,7 @@ pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
 pub struct PredictArgs {
     /// Architecture: a timm name (efficientnet_b0..efficientnet_b7, efficientnet_b0_gn,
     /// efficientnet_b0_g8_gn; hub prefixes and tags such as `.ra_in1k` are ignored) or an
-    /// effnet preset (b0..b7, b0-g16..b7-g16).
+    /// effnet preset (b0..b7, b0-g16..b7-g16); see `effnet train --help` for the mapping.
     #[arg(long)]
     pub arch: String,
     /// Weights: a timm state dict as safetensors, a file from `effnet export`, or an
@@ -91,23 +91,13 @@ fn imagenet_stats(c: usize) -> (Vec<f32>, Vec<f32>) {
     }
 }
 
-/// The base configuration of `--arch`: a timm name or an effnet preset.
+/// The base configuration of `--arch`: a timm name or an effnet preset (see
+/// [`interop::names`]: unbuildable timm names are refused naming the missing piece).
 fn arch_config(name: &str) -> Result<(ModelConfig, bool)> {
-    if arch::find_arch(name).is_some() {
-        return Ok((interop::config_from_timm(name)?, true));
-    }
-    match ModelConfig::preset(name) {
-        Ok(c) => Ok((c, false)),
-        Err(_) => Err(Error::Config(format!(
-            "unknown --arch '{name}': use a timm name ({}) or an effnet preset (b0..b7, \
-             b0-g16..b7-g16)",
-            arch::TIMM_ARCHS
-                .iter()
-                .map(|a| a.name)
-                .collect::<Vec<_>>()
-                .join(", ")
-        ))),
-    }
+    let n: interop::ModelName = name
+        .parse()
+        .map_err(|e: Error| Error::Config(format!("--arch: {e}")))?;
+    Ok((n.config(), n.is_timm()))
 }
 
 /// True when two configurations are of one family: the spatial convolutions' groups and

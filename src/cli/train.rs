@@ -9,8 +9,9 @@ use clap::Args;
 
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
+use crate::interop::ModelName;
 use crate::models::efficientnet::EfficientNet;
-use crate::models::{ModelConfig, NormChoice, Preset};
+use crate::models::{ModelConfig, NormChoice};
 use crate::nn::model::Trainable;
 use crate::train::checkpoint;
 use crate::train::optim::Optimizer;
@@ -78,15 +79,25 @@ impl ScheduleArg {
 
 /// Options of `effnet train`.
 #[derive(Args, Debug, Clone)]
-#[command(after_long_help = FIXRES_HELP)]
+#[command(after_long_help = train_help())]
 pub struct TrainArgs {
-    /// Model preset: b0..b7 (depthwise, expansion 6) or b0-g16..b7-g16 (16 channels per
-    /// group, expansion 4).
-    #[arg(long, default_value_t = Preset { scale: 0, g16: true })]
-    pub model: Preset,
-    /// Normalization.
-    #[arg(long, value_enum, default_value = "ln-pn")]
-    pub norm: NormChoice,
+    /// Model: an effnet preset, b0..b7 (depthwise, expansion 6) or b0-g16..b7-g16 (16
+    /// channels per group, expansion 4), or a timm name (efficientnet_b0..b7,
+    /// efficientnet_b0_gn, efficientnet_b0_g8_gn; see the mapping below).
+    #[arg(long, default_value = "b0-g16")]
+    pub model: ModelName,
+    /// Normalization (default: ln-pn for effnet presets, the named model's for timm
+    /// names).
+    #[arg(long, value_enum)]
+    pub norm: Option<NormChoice>,
+    /// GroupNorm (gn, gn-pn): channels per group (timm's `group_size` convention), so a
+    /// layer of C channels gets C / N groups; every layer width must be a multiple of N.
+    #[arg(long, conflicts_with = "gn_groups")]
+    pub gn_group_size: Option<usize>,
+    /// GroupNorm (gn, gn-pn): groups per layer (the largest divisor of the layer's
+    /// channels not above N; effnet's default is 4).
+    #[arg(long)]
+    pub gn_groups: Option<usize>,
     /// Width multiplier override (e.g. 0.25 for a tiny model).
     #[arg(long)]
     pub width: Option<f64>,
@@ -201,6 +212,11 @@ pub struct TrainArgs {
     pub skip_bad_images: bool,
 }
 
+/// The long help of `effnet train`: FixRes, then the model-name mapping.
+fn train_help() -> String {
+    format!("{FIXRES_HELP}\n\n{}", crate::interop::names::mapping_help())
+}
+
 const FIXRES_HELP: &str = "\
 Reduced-resolution training and fine-tuning (paper 1, FixRes):
   Train at a lower --image-size, then fine-tune only the head (conv_head, its norm and the
@@ -232,7 +248,43 @@ pub fn model_config(a: &TrainArgs, classes: usize, in_channels: usize) -> Result
         return Err(Error::Config(bad.join("; ")));
     }
     let mut cfg = a.model.config();
-    cfg.norm = a.norm;
+    match (a.model, a.norm) {
+        (ModelName::Timm(t), Some(n)) if n != cfg.norm => {
+            return Err(Error::Config(format!(
+                "--norm {}: {} is the timm model with {} norm; for another norm use the \
+                 preset {} (effnet's conventions) with --norm {}",
+                n.name(),
+                t.name,
+                cfg.norm.name(),
+                t.preset,
+                n.name()
+            )))
+        }
+        (ModelName::Preset(_), n) => cfg.norm = n.unwrap_or(NormChoice::LnPn),
+        _ => {}
+    }
+    if a.gn_group_size.is_some() || a.gn_groups.is_some() {
+        if !matches!(cfg.norm, NormChoice::Gn | NormChoice::GnPn) {
+            return Err(Error::Config(format!(
+                "--gn-group-size / --gn-groups set GroupNorm's groups; the model's norm is {} \
+                 (use --norm gn or gn-pn)",
+                cfg.norm.name()
+            )));
+        }
+        if let Some(g) = a.gn_group_size {
+            if g == 0 {
+                return Err(Error::Config("--gn-group-size 0: must be >= 1".into()));
+            }
+            cfg.gn_group_size = Some(g);
+        }
+        if let Some(g) = a.gn_groups {
+            if g == 0 {
+                return Err(Error::Config("--gn-groups 0: must be >= 1".into()));
+            }
+            cfg.gn_groups = g;
+            cfg.gn_group_size = None;
+        }
+    }
     if let Some(w) = a.width {
         cfg.width = w;
         cfg.name = format!("{}-w{w}", cfg.name);
