@@ -595,3 +595,117 @@ fn export_cli_writes_a_training_checkpoint_as_timm() {
     assert!(rel_l2(&predict::run(gpu, &p).unwrap(), &want.data) < 1e-4);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `train --init`: a timm state dict loads tensor by tensor into a model with another class
+/// count (classifier re-initialized) and one input channel (stem summed, as timm's
+/// `adapt_input_conv`); files that match nothing, disagree in shape, hold non-finite values
+/// or are not safetensors are refused naming the file.
+#[test]
+fn init_from_a_timm_file_loads_reinitializes_and_refuses() {
+    use effnet::interop::init::init_from_file;
+    use effnet::train::trainer::initialize_fresh;
+    let gpu = common::gpu();
+    let c = case("efficientnet_b0");
+    let dir = tmp("init");
+    let file = fixture("efficientnet_b0.weights.safetensors");
+    let tcfg = {
+        #[derive(clap::Parser)]
+        struct Wrap {
+            #[command(flatten)]
+            a: effnet::cli::train::TrainArgs,
+        }
+        let a = <Wrap as clap::Parser>::parse_from(["t", "--model", "efficientnet_b0"]).a;
+        effnet::cli::train::train_config(&a).unwrap()
+    };
+    let build = |classes: usize, in_ch: usize| {
+        let mut cfg = c.cfg.clone();
+        cfg.classes = classes;
+        cfg.in_channels = in_ch;
+        let mut m = EfficientNet::new(gpu, &cfg, 2, 32).unwrap();
+        initialize_fresh(gpu, &mut m, &tcfg).unwrap();
+        m
+    };
+    let want = interop::from_timm(&c.cfg, &c.weights).unwrap();
+
+    // 7 classes, 1 input channel.
+    let mut m = build(7, 1);
+    let fresh = interop::read_model(gpu, &m).unwrap();
+    let r = init_from_file(gpu, &mut m, &file).unwrap();
+    println!("{}", r.summary());
+    let got = interop::read_model(gpu, &m).unwrap();
+    assert_eq!(r.reinitialized.len(), 2, "{:?}", r.reinitialized);
+    assert!(r.reinitialized[0].starts_with("classifier.bias"));
+    assert_eq!(got["classifier.weight"], fresh["classifier.weight"]);
+    assert!(r.loaded.iter().any(|l| l.contains("summed")));
+    assert!(r.left_out.is_empty());
+    assert_eq!(r.loaded.len() + 2, fresh.len() - count_tracked(&fresh));
+    for (name, v) in &want {
+        if name.starts_with("classifier.") || name.starts_with("conv_stem.") {
+            continue;
+        }
+        if !name.ends_with(".num_batches_tracked") {
+            assert_eq!(&got[name], v, "{name} not loaded");
+        }
+    }
+    // The stem: effnet layout [3, 3, cin, cout]; summed over the file's 3 channels.
+    let stem3 = &want["conv_stem.weight"];
+    let stem1 = &got["conv_stem.weight"];
+    let cout = stem1.len() / 9;
+    for k in 0..9 {
+        for o in 0..cout {
+            let s: f32 = (0..3).map(|ci| stem3[(k * 3 + ci) * cout + o]).sum();
+            assert!((stem1[k * cout + o] - s).abs() <= 1e-6 * s.abs().max(1.0));
+        }
+    }
+
+    // Bad files: each refused with the file's name and what is wrong.
+    let write = |name: &str, st: &SafeTensors| {
+        let p = dir.join(name);
+        st.save(&p).unwrap();
+        p
+    };
+    let mut nothing = SafeTensors::default();
+    nothing.insert("fc.weight", &[2, 2], vec![0.0; 4]);
+    let mut shape = c.weights.clone();
+    shape.insert("conv_head.weight", &[4, 4, 1, 1], vec![0.0; 16]);
+    let mut nan = c.weights.clone();
+    let mut t = nan.tensors["bn1.weight"].clone();
+    t.data[1] = f32::NAN;
+    nan.insert("bn1.weight", &t.shape, t.data.clone());
+    let garbage = dir.join("garbage.safetensors");
+    std::fs::write(&garbage, b"\xff\xff\xff\xff\xff\xff\xff\x7fnot a header").unwrap();
+    let cases = [
+        (write("nothing.safetensors", &nothing), "matches no tensor"),
+        (
+            write("shape.safetensors", &shape),
+            "conv_head.weight: shape [4, 4, 1, 1] in the file",
+        ),
+        (write("nan.safetensors", &nan), "bn1.weight: value NaN"),
+        (garbage, "garbage.safetensors"),
+        (dir.join("missing.safetensors"), "missing.safetensors"),
+    ];
+    for (p, want) in cases {
+        let mut m = build(10, 3);
+        let e = init_from_file(gpu, &mut m, &p).unwrap_err().to_string();
+        println!("{}: {e}", p.display());
+        assert!(e.contains(want), "{}: {e}", p.display());
+        assert!(
+            e.contains(&*p.file_name().unwrap().to_string_lossy()),
+            "{e}"
+        );
+    }
+    // Another width: every disagreeing tensor listed.
+    let mut wide = c.cfg.clone();
+    wide.width = 0.5;
+    let mut m = EfficientNet::new(gpu, &wide, 2, 32).unwrap();
+    initialize_fresh(gpu, &mut m, &tcfg).unwrap();
+    let e = init_from_file(gpu, &mut m, &file).unwrap_err().to_string();
+    assert!(e.contains("--width"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn count_tracked(w: &interop::Weights) -> usize {
+    w.keys()
+        .filter(|k| k.ends_with(".num_batches_tracked"))
+        .count()
+}

@@ -210,6 +210,20 @@ pub struct TrainArgs {
     /// instead of stopping at the first.
     #[arg(long)]
     pub skip_bad_images: bool,
+    /// Start from these weights instead of the seed: a timm state dict (safetensors, e.g.
+    /// from `effnet export` or timm's `save_file(model.state_dict())`) or an effnet training
+    /// checkpoint (file or run folder; its weight average). Every tensor with the model's
+    /// shape is loaded; the classifier is re-initialized when the class count differs and
+    /// a 3-channel stem is summed for 1-channel images; what was loaded, re-initialized or
+    /// left out is printed. The file is read at step 0 only (--resume continues from the
+    /// run's checkpoint).
+    #[arg(long)]
+    pub init: Option<PathBuf>,
+    /// Freeze the stem and stages 1..=N (0..7; 0: nothing): no gradient and no update for
+    /// their parameters. Their norms still run in training mode (BatchNorm on batch
+    /// statistics, updating the running statistics).
+    #[arg(long, default_value_t = 0)]
+    pub freeze_stages: usize,
 }
 
 /// The long help of `effnet train`: FixRes, then the model-name mapping.
@@ -352,7 +366,21 @@ pub fn train_config(a: &TrainArgs) -> Result<TrainConfig> {
         eval_preprocessing: false,
         workers: a.workers.unwrap_or(0),
         skip_bad_images: a.skip_bad_images,
+        init: a.init.clone(),
+        freeze_stages: a.freeze_stages,
     };
+    if a.freeze_stages > 7 {
+        return Err(Error::Config(format!(
+            "--freeze-stages {}: EfficientNet has 7 stages (0..7 may be frozen)",
+            a.freeze_stages
+        )));
+    }
+    if let Some(s) = a.finetune_stages.iter().find(|&&s| s <= a.freeze_stages) {
+        return Err(Error::Config(format!(
+            "--finetune-stages {s} is frozen by --freeze-stages {}",
+            a.freeze_stages
+        )));
+    }
     cfg.validate()?;
     Ok(cfg)
 }
@@ -474,6 +502,12 @@ pub fn run(gpu: &Gpu, a: &TrainArgs) -> Result<Vec<(String, TrainSummary)>> {
         Start::Resume {
             allow_schedule_change: a.allow_schedule_change,
         }
+    } else if let Some(init) = &a.init {
+        // The seed's initialization first: what the file does not hold keeps it.
+        trainer::initialize_fresh(gpu, &mut model, &cfg)?;
+        let r = crate::interop::init::init_from_file(gpu, &mut model, init)?;
+        println!("{}", r.summary());
+        Start::Keep
     } else {
         Start::Fresh
     };

@@ -8,6 +8,8 @@
 //! - [`convert`]: import (one error listing every missing, unexpected or mis-shaped
 //!   tensor), export with metadata saying how to build the timm module, and the GPU side
 //!   (reading and writing a built model);
+//! - [`init`]: `train --init`, a model started from a timm state dict or an effnet
+//!   checkpoint tensor by tensor (classifier re-initialized for another class count);
 //! - [`names`]: model names on the command line (presets and timm names, refusals naming
 //!   the missing piece, did-you-mean).
 //!
@@ -15,6 +17,7 @@
 
 pub mod arch;
 pub mod convert;
+pub mod init;
 pub mod layout;
 pub mod names;
 
