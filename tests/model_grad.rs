@@ -31,13 +31,32 @@ fn loss(gpu: &effnet::Gpu, m: &mut EfficientNet) -> f64 {
     rows.iter().map(|&v| v as f64).sum::<f64>() / rows.len() as f64
 }
 
-fn check(norm: &str) {
+/// Per-tensor directional gradient checks of a tiny model; with `frozen`, BatchNorm in
+/// eval mode (running statistics drawn at random, then held constant), and the check that
+/// neither the training step nor the loss evaluations change them.
+fn check(norm: &str, frozen: bool) {
     let gpu = common::gpu();
     let cfg = tiny(norm);
     let (b, s) = (16, 16);
     let mut m = EfficientNet::new(gpu, &cfg, b, s).unwrap();
     let mut rng = Rng::new(5);
     m.store().initialize(gpu, &mut rng, 0.0).unwrap();
+    let mut state0 = Vec::new();
+    if frozen {
+        m.set_bn_frozen(true).unwrap();
+        assert!(m.bn_frozen());
+        for (name, t) in m.state_tensors() {
+            let v: Vec<f32> = if name.ends_with("running_var") {
+                (0..t.len())
+                    .map(|_| (0.4 * rng.normal()).exp() as f32)
+                    .collect()
+            } else {
+                (0..t.len()).map(|_| 0.5 * rng.normal() as f32).collect()
+            };
+            gpu.write_f32(&t, &v).unwrap();
+            state0.push((name, v));
+        }
+    }
     let x: Vec<f32> = (0..m.input().len()).map(|_| rng.normal() as f32).collect();
     gpu.write_f32(m.input(), &x).unwrap();
     gpu.write_u32(
@@ -117,6 +136,18 @@ fn check(norm: &str) {
         worst = worst.max(err);
     }
     assert!(l0.is_finite());
+    if frozen {
+        let state: Vec<(String, Vec<f32>)> = m
+            .state_tensors()
+            .into_iter()
+            .map(|(n, t)| (n, gpu.read(&t).unwrap()))
+            .collect();
+        assert_eq!(
+            state, state0,
+            "a frozen BatchNorm changed its running statistics"
+        );
+        assert_eq!(m.batches_tracked(), 0, "frozen BatchNorm tracked batches");
+    }
     assert!(
         report.is_empty(),
         "{norm}: gradient mismatches:\n{}",
@@ -126,15 +157,30 @@ fn check(norm: &str) {
 
 #[test]
 fn bn_gradients() {
-    check("bn");
+    check("bn", false);
+}
+
+/// Eval-mode (frozen) BatchNorm: gradients through the fixed running statistics match
+/// finite differences, and the statistics stay untouched.
+#[test]
+fn frozen_bn_gradients() {
+    check("bn", true);
+}
+
+#[test]
+fn frozen_bn_is_refused_without_batch_norm() {
+    let gpu = common::gpu();
+    let mut m = EfficientNet::new(gpu, &tiny("gn"), 2, 16).unwrap();
+    let e = m.set_bn_frozen(true).unwrap_err().to_string();
+    assert!(e.contains("only BatchNorm"), "{e}");
 }
 
 #[test]
 fn ln_pn_gradients() {
-    check("ln-pn");
+    check("ln-pn", false);
 }
 
 #[test]
 fn gn_gradients() {
-    check("gn");
+    check("gn", false);
 }

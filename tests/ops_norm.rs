@@ -25,6 +25,14 @@ fn batch_norm_cases() {
     common::assert_cases_pass("norm:bn+pn/");
 }
 
+/// Eval-mode (frozen) BatchNorm: forward on the running statistics, backward with them
+/// held constant, against the f64 reference and its finite differences.
+#[test]
+fn frozen_batch_norm_cases() {
+    common::assert_cases_pass("norm:bn-frozen/");
+    common::assert_cases_pass("norm:bn-frozen+pn/");
+}
+
 #[test]
 fn layer_norm_cases() {
     common::assert_cases_pass("norm:ln/");

@@ -7,6 +7,7 @@ use crate::gpu::{Gpu, Recorder, Tensor};
 use crate::models::config::ModelConfig;
 use crate::nn::layers::{ConvLayer, LinearLayer, NormActLayer, NormRole, SeLayer};
 use crate::nn::model::Trainable;
+use crate::nn::norm::NormChoice;
 use crate::nn::{ParamBuilder, ParamStore};
 use crate::ops::{elementwise, loss, reduce};
 use crate::util::Rng;
@@ -101,6 +102,15 @@ pub struct EfficientNet {
     frozen_stages: usize,
     /// Training-mode forward passes so far (BatchNorm's `num_batches_tracked`).
     batches_tracked: u64,
+}
+
+/// What [`EfficientNet::freeze_bn_where`] changed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FrozenBn {
+    /// Names of the BatchNorm layers now frozen.
+    pub frozen: Vec<String>,
+    /// Names of the BatchNorm layers now training-mode.
+    pub training: Vec<String>,
 }
 
 /// Builds the graph: registers parameters, allocates activations, appends nodes.
@@ -386,6 +396,59 @@ impl EfficientNet {
         Ok(())
     }
 
+    /// Freeze every BatchNorm layer's statistics (`true`: eval-mode BatchNorm while
+    /// training, as timm fine-tuning with frozen BN does; the running statistics stay
+    /// unchanged and gradients flow through them as constants) or return them all to
+    /// training mode (`false`). Refused for models without BatchNorm.
+    pub fn set_bn_frozen(&mut self, frozen: bool) -> Result<()> {
+        self.freeze_bn_where(|_| frozen).map(|_| ())
+    }
+
+    /// Freeze the BatchNorm layers whose timm name (e.g. `bn1`, `blocks.0.0.bn1`)
+    /// `frozen` accepts and put the others in training mode; returns which are which.
+    /// Refused for models without BatchNorm.
+    pub fn freeze_bn_where(&mut self, frozen: impl Fn(&str) -> bool) -> Result<FrozenBn> {
+        if self.cfg.norm != NormChoice::Bn {
+            return Err(Error::Config(format!(
+                "model {} uses {} normalization: only BatchNorm has running statistics to                  freeze",
+                self.cfg.name,
+                self.cfg.norm.name()
+            )));
+        }
+        let mut out = FrozenBn::default();
+        for n in &mut self.nodes {
+            if let Node::Norm { l, .. } = n {
+                let f = frozen(l.name());
+                l.set_frozen(f)?;
+                let names = if f {
+                    &mut out.frozen
+                } else {
+                    &mut out.training
+                };
+                names.push(l.name().to_string());
+            }
+        }
+        Ok(out)
+    }
+
+    /// True when every BatchNorm layer is frozen (then training passes leave
+    /// [`Trainable::batches_tracked`] unchanged, as PyTorch's eval-mode BatchNorm does).
+    pub fn bn_frozen(&self) -> bool {
+        let mut norms = self.nodes.iter().filter_map(|n| match n {
+            Node::Norm { l, .. } => Some(l.spec()),
+            _ => None,
+        });
+        norms.all(|s| s.frozen)
+    }
+
+    /// Training-mode passes count towards `num_batches_tracked` unless every BatchNorm
+    /// layer is frozen.
+    fn track_batch(&mut self) {
+        if !self.bn_frozen() {
+            self.batches_tracked += 1;
+        }
+    }
+
     /// Gradient of the loss with respect to the input (NHWC, like [`Trainable::input`])
     /// after a full training step, when [`Self::enable_input_grad`] was called.
     pub fn input_grad(&self) -> Option<&Tensor> {
@@ -396,7 +459,9 @@ impl EfficientNet {
     /// selects BatchNorm's batch statistics (and updates its running statistics). Analyses
     /// (`effnet moments`) read [`Self::node_outputs`] afterwards.
     pub fn record_forward(&mut self, rec: &mut Recorder, training: bool) -> Result<()> {
-        self.batches_tracked += training as u64;
+        if training {
+            self.track_batch();
+        }
         self.forward(rec, training, None)
     }
 
@@ -404,7 +469,7 @@ impl EfficientNet {
     /// without the backward pass: what a finite-difference check of the gradient
     /// evaluates, at about a third of a training step's work.
     pub fn record_loss(&mut self, rec: &mut Recorder, label_smoothing: f32) -> Result<()> {
-        self.batches_tracked += 1;
+        self.track_batch();
         self.forward(rec, true, None)?;
         let id = self.logits_id();
         let logits = self.acts[id].reshape(&[self.batch, self.cfg.classes])?;
@@ -686,7 +751,7 @@ impl Trainable for EfficientNet {
         label_smoothing: f32,
         head_only: bool,
     ) -> Result<()> {
-        self.batches_tracked += 1;
+        self.track_batch();
         self.forward(rec, true, Some(rng))?;
         let id = self.logits_id();
         let logits = self.acts[id].reshape(&[self.batch, self.cfg.classes])?;

@@ -354,6 +354,22 @@ impl NormActLayer {
         &self.spec
     }
 
+    /// The layer's name (timm's, e.g. `blocks.1.0.bn2`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Freeze (or unfreeze) a BatchNorm's statistics: training passes then normalize with
+    /// the running statistics, leave them unchanged, and backpropagate with them held
+    /// constant (PyTorch's BatchNorm in `eval()` mode under autograd). Refused for the other
+    /// kinds, which keep no running statistics.
+    pub fn set_frozen(&mut self, frozen: bool) -> Result<()> {
+        let spec = self.spec.with_frozen(frozen);
+        spec.validate()?;
+        self.spec = spec;
+        Ok(())
+    }
+
     /// Set the BatchNorm running-statistics momentum (TF convention, see
     /// [`NormSpec::momentum`]); no effect on the other kinds.
     pub fn with_momentum(mut self, momentum: f64) -> Self {
