@@ -167,10 +167,22 @@ fn timm_name_forms_and_unknown_names() {
     let c = interop::config_from_timm("efficientnet_b2.ra_in1k").unwrap();
     assert_eq!((c.width, c.depth, c.resolution), (1.1, 1.2, 260));
     assert_eq!(c.norm_eps, 1e-5);
-    let e = interop::config_from_timm("efficientnet_b3_gn")
+    let e = interop::config_from_timm("efficientnet_lite0")
         .unwrap_err()
         .to_string();
     assert!(e.contains("efficientnet_b0_g8_gn"), "{e}");
+    // timm's b3 GroupNorm variants: channels rounded to 16, 16-channel norm groups.
+    let b3 = interop::config_from_timm("efficientnet_b3_gn").unwrap();
+    assert_eq!((b3.channel_divisor, b3.gn_group_size), (16, Some(16)));
+    let eq = interop::timm_equivalent(&b3).unwrap();
+    assert_eq!(eq.name, "efficientnet_b3_gn");
+    let mut small = b3.clone();
+    small.width = 0.25;
+    let py = interop::timm_equivalent(&small).unwrap().python();
+    assert!(
+        py.contains("channel_divisor=16") && py.contains("group_size=16"),
+        "{py}"
+    );
     // effnet's own G16 / Proxy Norm / 4-group GN models have no timm equivalent.
     let mut g16 = ModelConfig::preset("b0-g16").unwrap();
     let e = interop::timm_equivalent(&g16).unwrap_err().to_string();
@@ -708,4 +720,172 @@ fn count_tracked(w: &interop::Weights) -> usize {
     w.keys()
         .filter(|k| k.ends_with(".num_batches_tracked"))
         .count()
+}
+
+/// One `effnet grads` run against its PyTorch reference file (the file is the input too):
+/// every tensor of the reference by name. Returns the parity-table row.
+fn grads_parity(arch: &str, mode: &str) -> String {
+    use effnet::cli::grads::{self, GradsArgs};
+    let gpu = common::gpu();
+    let reference = fixture(&format!("{arch}.grads-{mode}.safetensors"));
+    let out = tmp(&format!("grads-{arch}-{mode}")).join("grads.safetensors");
+    #[derive(clap::Parser)]
+    struct Wrap {
+        #[command(flatten)]
+        a: GradsArgs,
+    }
+    let w = fixture(&format!("{arch}.weights.safetensors"));
+    let a = <Wrap as clap::Parser>::parse_from([
+        "t",
+        "--arch",
+        arch,
+        "--weights",
+        &w.display().to_string(),
+        "--input",
+        &reference.display().to_string(),
+        "--mode",
+        mode,
+        "--output",
+        &out.display().to_string(),
+    ])
+    .a;
+    grads::run(gpu, &a).unwrap();
+    let got = SafeTensors::load(&out).unwrap();
+    let want = SafeTensors::load(&reference).unwrap();
+    let names = |st: &SafeTensors| -> Vec<String> {
+        st.tensors
+            .keys()
+            .filter(|k| *k != "input" && *k != "labels")
+            .cloned()
+            .collect()
+    };
+    assert_eq!(names(&got), names(&want), "{arch} {mode}: tensor names");
+    let norm = |v: &[f32]| v.iter().map(|&x| (x as f64).powi(2)).sum::<f64>().sqrt();
+    let grads: Vec<&String> = want
+        .tensors
+        .keys()
+        .filter(|k| k.starts_with("grad.") && *k != "grad.input")
+        .collect();
+    let total = grads
+        .iter()
+        .map(|k| norm(&want.tensors[*k].data).powi(2))
+        .sum::<f64>()
+        .sqrt();
+    let mut bad = Vec::new();
+    let mut worst = (0.0f64, String::new());
+    let mut zero = 0;
+    let mut stats = 0.0f64;
+    for (k, t) in &want.tensors {
+        if k == "input" || k == "labels" {
+            continue;
+        }
+        let g = &got.tensors[k];
+        assert_eq!(g.shape, t.shape, "{arch} {mode}: {k} shape");
+        if grads.contains(&k) && norm(&t.data) < 1e-10 * total {
+            // Zero in exact arithmetic (see the parity test): float32 roundoff level.
+            zero += 1;
+            if norm(&g.data) >= 1e-6 * total {
+                bad.push(format!("{k}: should be ~0"));
+            }
+            continue;
+        }
+        let e = rel_l2(&g.data, &t.data);
+        let limit = if k.ends_with("num_batches_tracked") {
+            0.0
+        } else if k.starts_with("grad.") {
+            1e-3
+        } else {
+            1e-4
+        };
+        if e > limit {
+            bad.push(format!("{k}: relative L2 error {e:.3e} (limit {limit:e})"));
+        }
+        if grads.contains(&k) && e > worst.0 {
+            worst = (e, k.clone());
+        }
+        if k.starts_with("state_after.") {
+            stats = stats.max(e);
+        }
+    }
+    let e = |k: &str| rel_l2(&got.tensors[k].data, &want.tensors[k].data);
+    let row = format!(
+        "| {arch} | {mode} | {:.1e} | {:.1e} | {:.1e} ({}) | {:.1e} | {} |",
+        e("logits"),
+        e("loss"),
+        worst.0,
+        worst.1.trim_start_matches("grad."),
+        e("grad.input"),
+        if want.tensors.keys().any(|k| k.starts_with("state_after.")) {
+            format!("{stats:.1e}")
+        } else {
+            "-".into()
+        }
+    );
+    println!("{row}  [{zero} gradient(s) zero in exact arithmetic]");
+    assert!(bad.is_empty(), "{arch} {mode}:\n  {}", bad.join("\n  "));
+    row
+}
+
+/// `effnet grads` against PyTorch for every mapped family, train mode and (BatchNorm)
+/// eval mode; prints the parity table (relative L2 errors).
+#[test]
+fn grads_match_pytorch_in_train_and_eval_mode() {
+    let mut rows = vec![
+        "| model | mode | logits | loss | worst gradient | input gradient | running stats |"
+            .to_string(),
+        "|---|---|---|---|---|---|---|".to_string(),
+    ];
+    for (arch, mode) in [
+        ("efficientnet_b0", "train"),
+        ("efficientnet_b0", "eval"),
+        ("efficientnet_b0_gn", "train"),
+        ("efficientnet_b0_g8_gn", "train"),
+        ("efficientnet_b3_gn", "train"),
+    ] {
+        rows.push(grads_parity(arch, mode));
+    }
+    println!("{}", rows.join("\n"));
+}
+
+/// The BatchNorm momentum's convention: exports state it in PyTorch's (and build the timm
+/// module with it), checkpoints state effnet's, and an import converts it back.
+#[test]
+fn bn_momentum_convention_is_stated_and_converted() {
+    let b0 = ModelConfig::preset("b0").unwrap();
+    assert_eq!(b0.bn_momentum, 0.99);
+    let eq = interop::timm_equivalent(&b0).unwrap();
+    assert_eq!(eq.bn_momentum_pytorch, 0.01);
+    assert!(eq.python().contains("bn_momentum=0.01"), "{}", eq.python());
+    let timm = interop::config_from_timm("efficientnet_b0").unwrap();
+    let py = interop::timm_equivalent(&timm).unwrap().python();
+    assert!(!py.contains("bn_momentum"), "{py}");
+    let c = case("efficientnet_b0");
+    let w = interop::from_timm(&c.cfg, &c.weights).unwrap();
+    let mut cfg = c.cfg.clone();
+    cfg.bn_momentum = 0.97;
+    let (st, _) = interop::to_timm(&cfg, &w).unwrap();
+    assert_eq!(st.metadata["bn_momentum_pytorch"], "0.03");
+    assert!(st.metadata["bn_momentum"].contains("m = 0.97"));
+    // A plain timm file (no effnet configuration) that states its momentum.
+    let dir = tmp("momentum");
+    let mut plain = c.weights.clone();
+    plain
+        .metadata
+        .insert("bn_momentum_pytorch".into(), "0.03".into());
+    let p = dir.join("plain.safetensors");
+    plain.save(&p).unwrap();
+    let r = predict::resolve("efficientnet_b0", &p, false).unwrap();
+    assert_eq!(r.cfg.bn_momentum, 0.97);
+    plain
+        .metadata
+        .insert("bn_momentum_pytorch".into(), "2".into());
+    plain.save(&p).unwrap();
+    let e = predict::resolve("efficientnet_b0", &p, false)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("plain.safetensors") && e.contains("(0, 1]"),
+        "{e}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

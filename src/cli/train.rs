@@ -224,6 +224,11 @@ pub struct TrainArgs {
     /// statistics, updating the running statistics).
     #[arg(long, default_value_t = 0)]
     pub freeze_stages: usize,
+    /// BatchNorm in eval mode while training (timm's frozen BN for fine-tuning): the
+    /// running statistics stay as loaded and normalize the batch; gradients flow through
+    /// them as constants; `num_batches_tracked` does not advance. BatchNorm models only.
+    #[arg(long)]
+    pub freeze_bn: bool,
 }
 
 /// The long help of `effnet train`: FixRes, then the model-name mapping.
@@ -299,6 +304,13 @@ pub fn model_config(a: &TrainArgs, classes: usize, in_channels: usize) -> Result
             cfg.gn_group_size = None;
         }
     }
+    if a.freeze_bn && cfg.norm != NormChoice::Bn {
+        return Err(Error::Config(format!(
+            "--freeze-bn: the model's norm is {}; only BatchNorm has running statistics to \
+             freeze",
+            cfg.norm.name()
+        )));
+    }
     if let Some(w) = a.width {
         cfg.width = w;
         cfg.name = format!("{}-w{w}", cfg.name);
@@ -368,6 +380,7 @@ pub fn train_config(a: &TrainArgs) -> Result<TrainConfig> {
         skip_bad_images: a.skip_bad_images,
         init: a.init.clone(),
         freeze_stages: a.freeze_stages,
+        freeze_bn: a.freeze_bn,
     };
     if a.freeze_stages > 7 {
         return Err(Error::Config(format!(

@@ -136,10 +136,6 @@ pub fn unbuildable(base: &str) -> Option<String> {
         "EvoNorm-S0 norm layers".into()
     } else if core.starts_with("efficientnet_x_") || core.starts_with("efficientnet_h_") {
         "the EfficientNet-X/H space-to-depth stem and fused blocks".into()
-    } else if core == "efficientnet_b3_gn" || core == "efficientnet_b3_g8_gn" {
-        "channels rounded to multiples of 16 (timm's channel_divisor=16) with 16-channel \
-         GroupNorm groups; effnet rounds to 8"
-            .into()
     } else if tf && is_b_scale(core) {
         "TensorFlow 'SAME' padding (asymmetric at stride 2), which effnet's convolutions do \
          not have yet (issue 18, part A); the PyTorch-padded efficientnet_b0..b7 build"
@@ -178,14 +174,18 @@ pub fn mapping_help() -> String {
         } else {
             format!("{}-channel conv groups", a.group_size)
         };
+        let div = if a.channel_divisor == 8 {
+            String::new()
+        } else {
+            format!(" (channels rounded to {})", a.channel_divisor)
+        };
         s += &format!(
-            "    {:<24} preset {} widths, {conv}, expansion 6, {norm}\n",
+            "    {:<24} preset {} widths{div}, {conv}, expansion 6, {norm}\n",
             a.name, a.preset
         );
     }
     s += "  refused, with the missing piece: tf_efficientnet_b0..b7 (TensorFlow SAME \
-          padding),\n    efficientnet_b3_gn / _b3_g8_gn (channel divisor 16), b8 and l2 \
-          (beyond B7), lite, EdgeTPU (es/em/el),\n    CondConv (cc), pruned, \
+          padding),\n    b8 and l2 (beyond B7), lite, EdgeTPU (es/em/el), CondConv (cc), pruned, \
           EfficientNetV2.";
     s
 }

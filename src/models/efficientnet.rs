@@ -825,6 +825,13 @@ impl Trainable for EfficientNet {
         Ok(())
     }
 
+    fn freeze_bn(&mut self, frozen: bool) -> Result<()> {
+        if !frozen && self.cfg.norm != NormChoice::Bn {
+            return Ok(());
+        }
+        self.set_bn_frozen(frozen)
+    }
+
     fn is_frozen_param(&self, name: &str) -> bool {
         self.frozen_stages > 0
             && (name.starts_with("conv_stem.")

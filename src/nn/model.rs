@@ -70,4 +70,8 @@ pub trait Trainable {
     /// Whether a parameter belongs to the frozen stem or stages
     /// ([`Trainable::set_frozen_stages`]).
     fn is_frozen_param(&self, name: &str) -> bool;
+    /// Put every BatchNorm in eval mode while training (`true`: running statistics fixed,
+    /// gradients through them as constants, `num_batches_tracked` unchanged) or back in
+    /// training mode. `true` is refused for models without BatchNorm.
+    fn freeze_bn(&mut self, frozen: bool) -> Result<()>;
 }

@@ -99,6 +99,14 @@ pub struct TrainConfig {
     /// Stem and stages 1..=N get no gradient and no update (`--freeze-stages`; 0: none).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub freeze_stages: usize,
+    /// Every BatchNorm in eval mode while training (`--freeze-bn`): running statistics
+    /// fixed, gradients flowing through them.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub freeze_bn: bool,
+}
+
+fn is_false(v: &bool) -> bool {
+    !*v
 }
 
 fn is_zero(v: &usize) -> bool {
@@ -802,6 +810,7 @@ pub fn train(
     cfg.validate()?;
     check_norm_stats(norm_stats.0, norm_stats.1)?;
     model.set_frozen_stages(cfg.freeze_stages)?;
+    model.freeze_bn(cfg.freeze_bn)?;
     let segments: Vec<Segment> = if cfg.head_only || cfg.freeze_stages > 0 {
         model.store().segments_for(|d| {
             (!cfg.head_only || model.is_head_param(&d.name)) && !model.is_frozen_param(&d.name)
@@ -851,6 +860,18 @@ pub fn train(
         ),
     ]
     .into_iter()
+    .chain(
+        // The BatchNorm momentum's convention, stated (the model configuration holds m).
+        serde_json::from_str::<serde_json::Value>(model_meta)
+            .ok()
+            .and_then(|v| v.get("bn_momentum")?.as_f64())
+            .map(|m| {
+                (
+                    "bn_momentum",
+                    crate::interop::arch::bn_momentum_statement(m),
+                )
+            }),
+    )
     .map(|(k, v)| (k.to_string(), v))
     .collect();
     let mut rng = Rng::new(cfg.seed ^ 0xD80F);
