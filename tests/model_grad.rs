@@ -4,7 +4,7 @@ mod common;
 
 use effnet::gpu::Recorder;
 use effnet::models::efficientnet::EfficientNet;
-use effnet::models::{ModelConfig, NormChoice};
+use effnet::models::{ImageSize, ModelConfig, NormChoice};
 use effnet::nn::ParamId;
 use effnet::train::model::Trainable;
 use effnet::util::Rng;
@@ -31,14 +31,19 @@ fn loss(gpu: &effnet::Gpu, m: &mut EfficientNet) -> f64 {
     rows.iter().map(|&v| v as f64).sum::<f64>() / rows.len() as f64
 }
 
+/// Per-tensor directional gradient checks of a tiny model at batch 16 and 16 x 16 pixels.
+fn check(norm: &str, frozen: bool) {
+    check_model(&tiny(norm), frozen, 16, ImageSize::square(16));
+}
+
 /// Per-tensor directional gradient checks of a tiny model; with `frozen`, BatchNorm in
 /// eval mode (running statistics drawn at random, then held constant), and the check that
 /// neither the training step nor the loss evaluations change them.
-fn check(norm: &str, frozen: bool) {
+fn check_model(cfg: &ModelConfig, frozen: bool, b: usize, size: ImageSize) {
     let gpu = common::gpu();
-    let cfg = tiny(norm);
-    let (b, s) = (16, 16);
-    let mut m = EfficientNet::new(gpu, &cfg, b, s).unwrap();
+    let norm = cfg.norm.name();
+    let mut m = EfficientNet::with_size(gpu, cfg, b, size).unwrap();
+    assert_eq!(m.input().shape(), [b, size.h, size.w, 1]);
     let mut rng = Rng::new(5);
     m.store().initialize(gpu, &mut rng, 0.0).unwrap();
     let mut state0 = Vec::new();
@@ -165,6 +170,62 @@ fn bn_gradients() {
 #[test]
 fn frozen_bn_gradients() {
     check("bn", true);
+}
+
+/// Non-square input (24 x 40: even and odd sides along the way, H != W in every stage,
+/// the SE and the pooling).
+#[test]
+fn non_square_gradients() {
+    check_model(&tiny("bn"), false, 4, ImageSize::new(24, 40));
+}
+
+/// TensorFlow "SAME" padding (asymmetric at stride 2 on the even sides 24, 12, 6 and 40,
+/// 20, 10) on a non-square input. (Smaller inputs leave BatchNorm a handful of values per
+/// channel in the last stages at batch 4, where a finite difference is too crude.)
+#[test]
+fn tf_same_gradients() {
+    check_model(
+        &tiny("bn").with_tf_padding(),
+        false,
+        4,
+        ImageSize::new(24, 40),
+    );
+}
+
+/// The padding choice reaches the kernels: the same weights and input give another stem
+/// output with TensorFlow "SAME" padding than with symmetric padding (24 x 40, stride 2:
+/// one zero row above and column left less).
+#[test]
+fn tf_same_padding_reaches_the_kernels() {
+    let gpu = common::gpu();
+    let size = ImageSize::new(24, 40);
+    let stem = |cfg: &ModelConfig| -> Vec<f32> {
+        let mut m = EfficientNet::with_size(gpu, cfg, 2, size).unwrap();
+        m.store().initialize(gpu, &mut Rng::new(3), 0.0).unwrap();
+        let mut rng = Rng::new(4);
+        let x: Vec<f32> = (0..m.input().len()).map(|_| rng.normal() as f32).collect();
+        gpu.write_f32(m.input(), &x).unwrap();
+        let mut rec = Recorder::new(gpu);
+        m.record_after_update(&mut rec).unwrap();
+        m.record_eval(&mut rec).unwrap();
+        rec.submit().unwrap().wait(gpu).unwrap();
+        let outs = m.node_outputs();
+        assert_eq!(outs[0].kind, "conv");
+        gpu.read(outs[0].tensor).unwrap()
+    };
+    let mut sym = tiny("bn");
+    sym.norm_eps = effnet::models::config::TF_NORM_EPS;
+    let a = stem(&sym);
+    let b = stem(&tiny("bn").with_tf_padding());
+    let diff = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max);
+    assert!(
+        diff > 0.1,
+        "tf-same and symmetric stem outputs agree to {diff}"
+    );
 }
 
 #[test]

@@ -62,6 +62,9 @@ pub struct TimmArch {
     pub gn_group_size: Option<usize>,
     /// Channel counts round to multiples of this (`channel_divisor`).
     pub channel_divisor: usize,
+    /// TensorFlow-ported weights (`tf_efficientnet_*`): "SAME" padding and BatchNorm eps
+    /// 1e-3 ([`ModelConfig::with_tf_padding`]).
+    pub tf: bool,
 }
 
 const fn bn(name: &'static str, preset: &'static str) -> TimmArch {
@@ -71,6 +74,14 @@ const fn bn(name: &'static str, preset: &'static str) -> TimmArch {
         group_size: 1,
         gn_group_size: None,
         channel_divisor: 8,
+        tf: false,
+    }
+}
+
+const fn tf(name: &'static str, preset: &'static str) -> TimmArch {
+    TimmArch {
+        tf: true,
+        ..bn(name, preset)
     }
 }
 
@@ -81,6 +92,7 @@ const fn gn(name: &'static str, preset: &'static str, group_size: usize, gs: usi
         group_size,
         gn_group_size: Some(gs),
         channel_divisor: gs,
+        tf: false,
     }
 }
 
@@ -88,8 +100,9 @@ const fn gn(name: &'static str, preset: &'static str, group_size: usize, gs: usi
 /// `efficientnet_b0_gn` (GroupNorm, 8 channels per group), `efficientnet_b0_g8_gn`
 /// (8-channels-per-group convolutions and GroupNorm), and `efficientnet_b3_gn` /
 /// `efficientnet_b3_g8_gn` (the same at B3 scale with channels rounded to multiples of 16
-/// and 16 channels per norm group).
-pub const TIMM_ARCHS: [TimmArch; 12] = [
+/// and 16 channels per norm group), and `tf_efficientnet_b0`..`tf_efficientnet_b7` (the
+/// TensorFlow ports: "SAME" padding, BatchNorm eps 1e-3).
+pub const TIMM_ARCHS: [TimmArch; 20] = [
     bn("efficientnet_b0", "b0"),
     bn("efficientnet_b1", "b1"),
     bn("efficientnet_b2", "b2"),
@@ -102,6 +115,14 @@ pub const TIMM_ARCHS: [TimmArch; 12] = [
     gn("efficientnet_b0_g8_gn", "b0", 8, 8),
     gn("efficientnet_b3_gn", "b3", 1, 16),
     gn("efficientnet_b3_g8_gn", "b3", 8, 16),
+    tf("tf_efficientnet_b0", "b0"),
+    tf("tf_efficientnet_b1", "b1"),
+    tf("tf_efficientnet_b2", "b2"),
+    tf("tf_efficientnet_b3", "b3"),
+    tf("tf_efficientnet_b4", "b4"),
+    tf("tf_efficientnet_b5", "b5"),
+    tf("tf_efficientnet_b6", "b6"),
+    tf("tf_efficientnet_b7", "b7"),
 ];
 
 /// The architecture part of a timm model reference: `timm/efficientnet_b0.ra_in1k` and
@@ -152,6 +173,9 @@ pub fn config_from_timm(name: &str) -> Result<ModelConfig> {
     cfg.channel_divisor = arch.channel_divisor;
     cfg.norm_eps = TIMM_NORM_EPS;
     cfg.bn_momentum = TIMM_BN_MOMENTUM;
+    if arch.tf {
+        cfg = cfg.with_tf_padding();
+    }
     cfg.validate()?;
     Ok(cfg)
 }
@@ -341,6 +365,8 @@ pub struct TimmEquivalent {
     pub channel_divisor: usize,
     /// BatchNorm momentum in PyTorch's convention (timm's default 0.1).
     pub bn_momentum_pytorch: f64,
+    /// TensorFlow "SAME" padding (`pad_type="same"`, the `tf_efficientnet_*` models).
+    pub tf_padding: bool,
 }
 
 impl TimmEquivalent {
@@ -361,8 +387,14 @@ impl TimmEquivalent {
         if self.batch_norm && (self.bn_momentum_pytorch - 0.1).abs() > 1e-12 {
             extra += &format!(", bn_momentum={}", self.bn_momentum_pytorch);
         }
+        // The registered tf_ functions default to eps 1e-3 (and "SAME" padding).
+        let registered_eps_default = if self.tf_padding {
+            (self.norm_eps - 1e-3).abs() <= 1e-12
+        } else {
+            eps_default
+        };
         if self.registered && (self.batch_norm || eps_default) {
-            if self.batch_norm && !eps_default {
+            if self.batch_norm && !registered_eps_default {
                 extra += &format!(", bn_eps={:e}", self.norm_eps);
             }
             return format!("timm.create_model(\"{}\"{extra})", self.name);
@@ -378,6 +410,9 @@ impl TimmEquivalent {
         }
         if self.channel_divisor != 8 {
             args += &format!(", channel_divisor={}", self.channel_divisor);
+        }
+        if self.tf_padding {
+            args += ", pad_type=\"same\"";
         }
         if self.batch_norm {
             if !eps_default {
@@ -440,7 +475,16 @@ pub fn timm_equivalent(cfg: &ModelConfig) -> Result<TimmEquivalent> {
             cfg.channel_divisor
         ));
     }
+    let tf_padding = cfg.padding == crate::ops::conv::Padding::TfSame;
+    if tf_padding && !(cfg.norm == NormChoice::Bn && cfg.group_size == 1) {
+        why.push(
+            "TensorFlow SAME padding without BatchNorm and depthwise convs (timm's \
+             tf_efficientnet_* are BatchNorm models)"
+                .into(),
+        );
+    }
     let arch = match (cfg.norm, cfg.gn_group_size, cfg.group_size) {
+        (NormChoice::Bn, _, 1) if tf_padding => Some(&TIMM_ARCHS[12]),
         (NormChoice::Bn, _, 1) => Some(&TIMM_ARCHS[0]),
         (NormChoice::Gn, Some(8), 1) => Some(&TIMM_ARCHS[8]),
         (NormChoice::Gn, Some(8), 8) => Some(&TIMM_ARCHS[9]),
@@ -494,6 +538,7 @@ pub fn timm_equivalent(cfg: &ModelConfig) -> Result<TimmEquivalent> {
         a.group_size == arch.group_size
             && a.gn_group_size == arch.gn_group_size
             && a.channel_divisor == arch.channel_divisor
+            && a.tf == arch.tf
             && same(a)
     });
     let name = registered.map_or(arch.name, |a| a.name);
@@ -510,5 +555,6 @@ pub fn timm_equivalent(cfg: &ModelConfig) -> Result<TimmEquivalent> {
         group_size: cfg.group_size,
         gn_group_size: cfg.gn_group_size.unwrap_or(8),
         channel_divisor: cfg.channel_divisor,
+        tf_padding,
     })
 }

@@ -112,7 +112,6 @@ fn did_you_mean(name: &str) -> String {
 /// when the name is not a timm EfficientNet.
 pub fn unbuildable(base: &str) -> Option<String> {
     let b = base.to_ascii_lowercase();
-    let tf = b.starts_with("tf_");
     let core = b.strip_prefix("tf_").unwrap_or(&b);
     let why: String = if core.starts_with("efficientnetv2") || core.starts_with("gc_efficientnetv2")
     {
@@ -136,21 +135,10 @@ pub fn unbuildable(base: &str) -> Option<String> {
         "EvoNorm-S0 norm layers".into()
     } else if core.starts_with("efficientnet_x_") || core.starts_with("efficientnet_h_") {
         "the EfficientNet-X/H space-to-depth stem and fused blocks".into()
-    } else if tf && is_b_scale(core) {
-        "TensorFlow 'SAME' padding (asymmetric at stride 2), which effnet's convolutions do \
-         not have yet (issue 18, part A); the PyTorch-padded efficientnet_b0..b7 build"
-            .into()
     } else {
         return None;
     };
     Some(why)
-}
-
-/// `efficientnet_b0`..`efficientnet_b7`.
-fn is_b_scale(core: &str) -> bool {
-    core.strip_prefix("efficientnet_b")
-        .and_then(|d| d.parse::<usize>().ok())
-        .is_some_and(|d| d < 8)
 }
 
 /// The mapping `--help` prints: each timm name with the effnet configuration it builds,
@@ -179,13 +167,17 @@ pub fn mapping_help() -> String {
         } else {
             format!(" (channels rounded to {})", a.channel_divisor)
         };
+        let norm = if a.tf {
+            format!("{norm} eps 1e-3, TensorFlow SAME padding")
+        } else {
+            norm
+        };
         s += &format!(
             "    {:<24} preset {} widths{div}, {conv}, expansion 6, {norm}\n",
             a.name, a.preset
         );
     }
-    s += "  refused, with the missing piece: tf_efficientnet_b0..b7 (TensorFlow SAME \
-          padding),\n    b8 and l2 (beyond B7), lite, EdgeTPU (es/em/el), CondConv (cc), pruned, \
+    s += "  refused, with the missing piece:\n    b8 and l2 (beyond B7), lite, EdgeTPU (es/em/el), CondConv (cc), pruned, \
           EfficientNetV2.";
     s
 }

@@ -5,6 +5,7 @@
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Recorder, Tensor};
 use crate::models::config::ModelConfig;
+use crate::models::size::ImageSize;
 use crate::nn::layers::{ConvLayer, LinearLayer, NormActLayer, NormRole, SeLayer};
 use crate::nn::model::Trainable;
 use crate::nn::norm::NormChoice;
@@ -80,8 +81,8 @@ pub struct EfficientNet {
     pub cfg: ModelConfig,
     /// Batch size.
     pub batch: usize,
-    /// Input resolution.
-    pub image: usize,
+    /// Input resolution (height x width).
+    pub size: ImageSize,
     store: ParamStore,
     nodes: Vec<Node>,
     acts: Vec<Tensor>,
@@ -138,35 +139,37 @@ impl GraphBuilder<'_> {
         &mut self,
         (conv_name, norm_name): (&str, &str),
         x: usize,
-        hw: usize,
+        hw: ImageSize,
         (cin, cout): (usize, usize),
         (k, stride, groups): (usize, usize, usize),
         role: NormRole,
-    ) -> Result<(usize, usize)> {
+    ) -> Result<(usize, ImageSize)> {
         let (gpu, cfg, b) = (self.gpu, self.cfg, self.b);
         let l = ConvLayer::new(
             gpu,
             &mut self.pb,
             conv_name,
             b,
-            hw,
-            hw,
+            hw.h,
+            hw.w,
             cin,
             cout,
             k,
             stride,
             groups,
             false,
-        )?;
-        let ho = (hw - 1) / stride + 1;
-        let y = self.act([b, ho, ho, cout])?;
+        )?
+        .with_padding(cfg.padding)?;
+        let ho = hw.strided(stride);
+        debug_assert_eq!(l.spec().out_hw(), (ho.h, ho.w));
+        let y = self.act([b, ho.h, ho.w, cout])?;
         self.nodes.push(Node::Conv { l, x, y });
         let l = NormActLayer::new(
             gpu,
             &mut self.pb,
             norm_name,
             b,
-            ho * ho,
+            ho.pixels(),
             cout,
             cfg.norm,
             cfg.norm_groups(cout),
@@ -174,25 +177,27 @@ impl GraphBuilder<'_> {
             role,
         )?
         .with_momentum(cfg.bn_momentum);
-        let out = self.act([b, ho, ho, cout])?;
+        let out = self.act([b, ho.h, ho.w, cout])?;
         self.nodes.push(Node::Norm { l, x: y, y: out });
         Ok((out, ho))
     }
 }
 
 impl EfficientNet {
-    /// Build the graph and allocate every buffer.
+    /// Build the graph for `image x image` inputs and allocate every buffer.
     pub fn new(gpu: &Gpu, cfg: &ModelConfig, batch: usize, image: usize) -> Result<Self> {
+        Self::with_size(gpu, cfg, batch, ImageSize::square(image))
+    }
+
+    /// Build the graph for `size.h x size.w` inputs (square or not) and allocate every
+    /// buffer.
+    pub fn with_size(gpu: &Gpu, cfg: &ModelConfig, batch: usize, size: ImageSize) -> Result<Self> {
         cfg.validate()?;
-        if image < 8 {
-            return Err(Error::Config(format!(
-                "image size {image} is too small (need >= 8)"
-            )));
-        }
+        size.check_min()?;
         // Refuse what the adapter cannot hold before allocating anything.
-        crate::models::footprint::estimate(cfg, batch, image)?.check(
+        crate::models::footprint::estimate_size(cfg, batch, size)?.check(
             gpu,
-            &format!("model {} at batch {batch} and {image}px", cfg.name),
+            &format!("model {} at batch {batch} and {size}px", cfg.name),
         )?;
         let b = batch;
         let mut g = GraphBuilder {
@@ -204,7 +209,7 @@ impl EfficientNet {
             shapes: Vec::new(),
             nodes: Vec::new(),
         };
-        let input = g.act([b, image, image, cfg.in_channels])?;
+        let input = g.act([b, size.h, size.w, cfg.in_channels])?;
         debug_assert_eq!(input, INPUT);
 
         // Stem.
@@ -212,7 +217,7 @@ impl EfficientNet {
         let (mut cur, mut hw) = g.conv_norm(
             ("conv_stem", "bn1"),
             input,
-            image,
+            size,
             (cfg.in_channels, stem),
             (3, 2, 1),
             NormRole::Act,
@@ -255,12 +260,12 @@ impl EfficientNet {
                 &mut g.pb,
                 &format!("{p}.se"),
                 b,
-                hw,
-                hw,
+                hw.h,
+                hw.w,
                 blk.mid,
                 blk.se_hidden,
             )?;
-            let y = g.act([b, hw, hw, blk.mid])?;
+            let y = g.act([b, hw.h, hw.w, blk.mid])?;
             g.nodes.push(Node::Se { l, x: cur, y });
             let (pwl, n3) = if expands {
                 ("conv_pwl", "bn3")
@@ -277,7 +282,7 @@ impl EfficientNet {
                 NormRole::Projection,
             )?;
             if blk.residual {
-                let out = g.act([b, hw, hw, blk.cout])?;
+                let out = g.act([b, hw.h, hw.w, blk.cout])?;
                 g.nodes.push(Node::Add {
                     skip: block_in,
                     branch: cur,
@@ -364,7 +369,7 @@ impl EfficientNet {
         Ok(Self {
             cfg: cfg.clone(),
             batch: b,
-            image,
+            size,
             store,
             nodes,
             acts,
