@@ -938,6 +938,8 @@ fn grads_match_pytorch_in_train_and_eval_mode() {
         ("efficientnet_b0_gn", "train"),
         ("efficientnet_b0_g8_gn", "train"),
         ("efficientnet_b3_gn", "train"),
+        ("tf_efficientnet_b0", "train"),
+        ("tf_efficientnet_b0", "eval"),
     ] {
         rows.push(grads_parity(arch, mode));
     }
@@ -985,4 +987,42 @@ fn bn_momentum_convention_is_stated_and_converted() {
         "{e}"
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `effnet grads` refuses labels that do not fit, naming where they came from.
+#[test]
+fn grads_refuses_bad_labels() {
+    use effnet::cli::grads::{self, GradsArgs};
+    #[derive(clap::Parser)]
+    struct Wrap {
+        #[command(flatten)]
+        a: GradsArgs,
+    }
+    let gpu = common::gpu();
+    let input = fixture("efficientnet_b0_gn.grads-train.safetensors");
+    let w = fixture("efficientnet_b0_gn.weights.safetensors");
+    let out = tmp("grads-bad").join("out.safetensors");
+    for (labels, want) in [
+        ("3", "1 labels for 2 input(s)"),
+        ("0,12", "label 1 is 12: the model has classes 0..9"),
+        ("a,b", "comma-separated class indices"),
+    ] {
+        let a = <Wrap as clap::Parser>::parse_from([
+            "t",
+            "--arch",
+            "efficientnet_b0_gn",
+            "--weights",
+            &w.display().to_string(),
+            "--input",
+            &input.display().to_string(),
+            "--labels",
+            labels,
+            "--output",
+            &out.display().to_string(),
+        ])
+        .a;
+        let e = grads::run(gpu, &a).unwrap_err().to_string();
+        assert!(e.contains(want), "--labels {labels}: {e}");
+        assert!(!out.exists());
+    }
 }

@@ -524,6 +524,10 @@ fn undecodable_image_is_skipped_from_start_and_on_resume() {
     assert!(out[0].1.skipped_images >= 2, "{}", out[0].1.skipped_images);
 }
 
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(|s| s.as_str()).collect()
+}
+
 /// `train --init` from an exported (timm-named) checkpoint with `--freeze-stages 2
 /// --freeze-bn`: the stem and stages 1-2 keep the file's weights bit for bit, every
 /// BatchNorm keeps the file's running statistics, later stages train, and a resumed
@@ -562,7 +566,6 @@ fn finetune_from_init_freezes_and_resumes_bit_exactly() {
         .map(|s| s.to_string())
         .collect()
     };
-    let strs = |v: &[String]| v.iter().map(|s| s.as_str()).collect::<Vec<_>>().to_vec();
     effnet::cli::train::run(gpu, &with(&straight, &strs(&ft("4")))).unwrap();
     effnet::cli::train::run(gpu, &with(&split, &strs(&ft("2")))).unwrap();
     let mut resume = ft("4");
@@ -616,4 +619,48 @@ fn finetune_from_init_freezes_and_resumes_bit_exactly() {
     for d in [&src, &straight, &split] {
         let _ = std::fs::remove_dir_all(d);
     }
+}
+
+/// `--model` takes timm names (their norm and conventions), `--gn-group-size` sets
+/// GroupNorm by channels per group (timm's convention), and flags that contradict the
+/// model are refused.
+#[test]
+fn timm_model_names_and_gn_group_size() {
+    let cfg = |extra: &[&str]| model_config(&args(extra), 10, 1);
+    let c = cfg(&["--model", "efficientnet_b0_gn"]).unwrap();
+    assert_eq!((c.norm_eps, c.gn_group_size), (1e-5, Some(8)));
+    let c = cfg(&["--model", "b0", "--norm", "gn", "--gn-group-size", "8"]).unwrap();
+    assert_eq!(c.norm_groups(32), 4);
+    assert_eq!(
+        effnet::interop::timm_equivalent(&c).unwrap().name,
+        "efficientnet_b0_gn"
+    );
+    let c = cfg(&["--model", "b0", "--norm", "gn", "--gn-groups", "2"]).unwrap();
+    assert_eq!((c.gn_group_size, c.norm_groups(32)), (None, 2));
+    assert_eq!(cfg(&["--model", "b0"]).unwrap().norm.name(), "ln-pn");
+    for (extra, want) in [
+        (
+            &["--model", "b0", "--norm", "bn", "--gn-group-size", "8"][..],
+            "--norm gn",
+        ),
+        (
+            &["--model", "b0", "--norm", "gn", "--gn-group-size", "7"][..],
+            "7 channels per group",
+        ),
+        (
+            &["--model", "efficientnet_b0", "--norm", "ln"][..],
+            "preset b0",
+        ),
+        (
+            &["--model", "b0-g16", "--norm", "gn", "--freeze-bn"][..],
+            "--freeze-bn",
+        ),
+    ] {
+        let e = cfg(extra).unwrap_err().to_string();
+        assert!(e.contains(want), "{extra:?}: {e}");
+    }
+    let e = train_config(&args(&["--freeze-stages", "8"]))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("7 stages"), "{e}");
 }

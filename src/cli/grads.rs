@@ -19,7 +19,7 @@ use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Recorder};
 use crate::interop::{convert, tensor_maps};
 use crate::models::efficientnet::EfficientNet;
-use crate::models::NormChoice;
+use crate::models::{ImageSize, NormChoice};
 use crate::nn::model::Trainable;
 use crate::util::safetensors::SafeTensors;
 use crate::util::Rng;
@@ -44,7 +44,8 @@ pub struct GradsArgs {
     #[arg(long)]
     pub weights: PathBuf,
     /// Input: PNG/JPEG images (preprocessed as `effnet predict` does), or one safetensors
-    /// file holding `input` [N, C, S, S] f32 and optionally `labels` [N] (int64).
+    /// file holding `input` [N, C, H, W] f32 (H and W may differ) and optionally `labels`
+    /// [N] (int64).
     #[arg(long, required = true, num_args = 1..)]
     pub input: Vec<PathBuf>,
     /// Labels: comma-separated class indices (`3,0,7`) or a safetensors file holding
@@ -132,16 +133,62 @@ fn read_labels(a: &GradsArgs, n: usize, classes: usize) -> Result<Vec<u32>> {
     }
 }
 
+/// A safetensors `--input`: `input` [N, C, H, W] (any H, W >= 8) as NHWC, checked.
+fn read_tensor_input(path: &Path, c: usize) -> Result<(Vec<f32>, usize, ImageSize)> {
+    let st = SafeTensors::load(path)?;
+    let t = st
+        .get("input")
+        .map_err(|e| Error::file(path, e.to_string()))?;
+    let s = &t.shape;
+    if s.len() != 4 || s[0] == 0 || s[1] != c {
+        return Err(Error::file(
+            path,
+            format!("input has shape {s:?}; the model needs [N >= 1, {c}, H, W]"),
+        ));
+    }
+    let size = ImageSize::new(s[2], s[3]);
+    size.check_min()
+        .map_err(|e| Error::file(path, e.to_string()))?;
+    if let Some(i) = t.data.iter().position(|v| !v.is_finite()) {
+        return Err(Error::file(
+            path,
+            format!(
+                "input holds a non-finite value ({}) at index {i}",
+                t.data[i]
+            ),
+        ));
+    }
+    let (n, hw) = (s[0], size.pixels());
+    let mut out = vec![0.0f32; t.data.len()];
+    for b in 0..n {
+        for ch in 0..c {
+            for p in 0..hw {
+                out[(b * hw + p) * c + ch] = t.data[(b * c + ch) * hw + p];
+            }
+        }
+    }
+    Ok((out, n, size))
+}
+
 /// Run `effnet grads`; returns the file written (in memory).
 pub fn run(gpu: &Gpu, a: &GradsArgs) -> Result<SafeTensors> {
     let mut r: Resolved = predict::resolve(&a.arch, &a.weights, true)?;
     r.cfg.dropout = 0.0;
     r.cfg.drop_connect = 0.0;
-    let (_, data, n, size) = predict::read_input_files(&a.input, a.image_size, 0.875, &r)?;
+    let is_st = a.input.len() == 1
+        && a.input[0]
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("safetensors"));
+    let (data, n, size) = if is_st {
+        read_tensor_input(&a.input[0], r.cfg.in_channels)?
+    } else {
+        let (_, data, n, s) = predict::read_input_files(&a.input, a.image_size, 0.875, &r)?;
+        (data, n, ImageSize::square(s))
+    };
     let classes = r.cfg.classes;
     let labels = read_labels(a, n, classes)?;
     let maps = tensor_maps(&r.cfg)?;
-    let mut model = EfficientNet::new(gpu, &r.cfg, n, size)?;
+    let mut model = EfficientNet::with_size(gpu, &r.cfg, n, size)?;
     if let Some((path, shapes)) = &r.file_shapes {
         predict::check_shapes(path, &model, shapes)?;
     }
@@ -178,7 +225,7 @@ pub fn run(gpu: &Gpu, a: &GradsArgs) -> Result<SafeTensors> {
     let c = r.cfg.in_channels;
     let dx = gpu.read(model.input_grad().expect("input gradient enabled"))?;
     let mut nchw = vec![0.0f32; dx.len()];
-    let hw = size * size;
+    let hw = size.pixels();
     for b in 0..n {
         for ch in 0..c {
             for p in 0..hw {
@@ -186,7 +233,7 @@ pub fn run(gpu: &Gpu, a: &GradsArgs) -> Result<SafeTensors> {
             }
         }
     }
-    st.insert("grad.input", &[n, c, size, size], nchw);
+    st.insert("grad.input", &[n, c, size.h, size.w], nchw);
     if a.mode == GradMode::Train && bn {
         let w = convert::read_model(gpu, &model)?;
         for m in maps.iter().filter(|m| m.running) {
@@ -216,7 +263,7 @@ pub fn run(gpu: &Gpu, a: &GradsArgs) -> Result<SafeTensors> {
     );
     st.save(&a.output)?;
     println!(
-        "{}: {n} input(s) at {size}px, {} mode, loss {loss:.6}; wrote logits, loss, {} \
+        "{}: {n} input(s) at {size}, {} mode, loss {loss:.6}; wrote logits, loss, {} \
          parameter gradients, grad.input{} to {}",
         r.cfg.name,
         st.metadata["mode"],
