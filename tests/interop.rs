@@ -561,6 +561,66 @@ fn predict_args(arch: &str, weights: &Path, input: &[&Path], extra: &[&str]) -> 
     <Wrap as clap::Parser>::parse_from(v).a
 }
 
+/// `predict` on a non-square safetensors batch [N, 3, H, W] gives the logits of the model
+/// built for H x W on the same NHWC pixels; a wrong --image-size and an H x W size for
+/// image files are refused.
+#[test]
+fn predict_on_a_non_square_tensor() {
+    let gpu = common::gpu();
+    let dir = tmp("predict-hw");
+    let x = load("tf_efficientnet_b0.eval.safetensors").tensors["input"].clone();
+    assert_eq!(x.shape, vec![2, 3, 40, 56]);
+    let path = dir.join("input.safetensors");
+    let mut st = SafeTensors::default();
+    st.insert("input", &x.shape, x.data.clone());
+    st.save(&path).unwrap();
+    let weights = fixture("efficientnet_b0.weights.safetensors");
+    let a = predict_args(
+        "efficientnet_b0",
+        &weights,
+        &[&path],
+        &["--image-size", "40x56"],
+    );
+    let got = predict::run(gpu, &a).unwrap();
+
+    let c = case("efficientnet_b0");
+    let mut m = EfficientNet::with_size(gpu, &c.cfg, 2, ImageSize::new(40, 56)).unwrap();
+    interop::write_model(
+        gpu,
+        &mut m,
+        &interop::from_timm(&c.cfg, &c.weights).unwrap(),
+    )
+    .unwrap();
+    gpu.write_f32(m.input(), &nchw_to_nhwc(&x.data, &x.shape))
+        .unwrap();
+    let mut rec = Recorder::new(gpu);
+    m.record_eval(&mut rec).unwrap();
+    rec.submit().unwrap().wait(gpu).unwrap();
+    assert_eq!(got, gpu.read(m.logits()).unwrap());
+
+    let b = predict_args(
+        "efficientnet_b0",
+        &weights,
+        &[&path],
+        &["--image-size", "40x48"],
+    );
+    let e = predict::run(gpu, &b).unwrap_err().to_string();
+    assert!(
+        e.contains("input is 40x56px but --image-size is 40x48"),
+        "{e}"
+    );
+    let img = fixture("image.png");
+    let d = predict_args(
+        "efficientnet_b0",
+        &weights,
+        &[&img],
+        &["--image-size", "24x40"],
+    );
+    let e = predict::run(gpu, &d).unwrap_err().to_string();
+    assert!(e.contains("cropped square"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn predict_on_a_tensor_matches_pytorch_logits() {
     let gpu = common::gpu();

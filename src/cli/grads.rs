@@ -182,8 +182,9 @@ pub fn run(gpu: &Gpu, a: &GradsArgs) -> Result<SafeTensors> {
     let (data, n, size) = if is_st {
         read_tensor_input(&a.input[0], r.cfg.in_channels)?
     } else {
-        let (_, data, n, s) = predict::read_input_files(&a.input, a.image_size, 0.875, &r)?;
-        (data, n, ImageSize::square(s))
+        let size = a.image_size.map(ImageSize::square);
+        let (_, data, n, s) = predict::read_input_files(&a.input, size, 0.875, &r)?;
+        (data, n, s)
     };
     let classes = r.cfg.classes;
     let labels = read_labels(a, n, classes)?;

@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Recorder};
 use crate::interop::{self, arch, convert, TimmEquivalent, Weights};
 use crate::models::efficientnet::EfficientNet;
-use crate::models::{ModelConfig, NormChoice};
+use crate::models::{ImageSize, ModelConfig, NormChoice};
 use crate::nn::model::Trainable;
 use crate::train::trainer;
 use crate::util::safetensors::SafeTensors;
@@ -45,9 +45,10 @@ pub struct PredictArgs {
     /// padded).
     #[arg(long, default_value_t = 8)]
     pub batch: usize,
-    /// Image resolution (default: the architecture's).
+    /// Image resolution, `N` or `HxW` (default: the architecture's). Image files are
+    /// cropped square (N); a safetensors input may be any H x W.
     #[arg(long)]
-    pub image_size: Option<usize>,
+    pub image_size: Option<ImageSize>,
     /// Images: resize the shorter side to image_size / crop_pct (bicubic), then take the
     /// central image_size square (timm's evaluation transform).
     #[arg(long, default_value_t = 0.875)]
@@ -428,20 +429,20 @@ pub fn preprocess(
 }
 
 /// The inputs as NHWC images: (names, data, count, size).
-fn read_inputs(a: &PredictArgs, r: &Resolved) -> Result<(Vec<String>, Vec<f32>, usize, usize)> {
+fn read_inputs(a: &PredictArgs, r: &Resolved) -> Result<(Vec<String>, Vec<f32>, usize, ImageSize)> {
     read_input_files(&a.input, a.image_size, a.crop_pct, r)
 }
 
 /// `--input` files as NHWC images `(names, data, count, size)`: PNG/JPEG images
 /// preprocessed as timm's evaluation transform at `image_size` (default: the
-/// architecture's resolution), or one safetensors file whose `input` tensor [N, C, S, S]
-/// is used as is (checked: shape, channels, finite values).
+/// architecture's resolution; square), or one safetensors file whose `input` tensor
+/// [N, C, H, W] is used as is (checked: shape, channels, finite values).
 pub fn read_input_files(
     input: &[PathBuf],
-    image_size: Option<usize>,
+    image_size: Option<ImageSize>,
     crop_pct: f64,
     r: &Resolved,
-) -> Result<(Vec<String>, Vec<f32>, usize, usize)> {
+) -> Result<(Vec<String>, Vec<f32>, usize, ImageSize)> {
     let c = r.cfg.in_channels;
     let is_st = |p: &Path| {
         p.extension()
@@ -455,27 +456,28 @@ pub fn read_input_files(
             .get("input")
             .map_err(|e| Error::file(path, e.to_string()))?;
         let s = &t.shape;
-        if s.len() != 4 || s[1] != c || s[2] != s[3] || s[2] < 8 {
+        if s.len() != 4 || s[1] != c || s[2] < 8 || s[3] < 8 {
             return Err(Error::file(
                 path,
                 format!(
-                    "input has shape {s:?}; the model needs [N, {c}, S, S] with square images \
-                     of at least 8 pixels"
+                    "input has shape {s:?}; the model needs [N, {c}, H, W] with images of at \
+                     least 8 x 8 pixels"
                 ),
             ));
         }
-        if let Some(want) = image_size.filter(|&v| v != s[2]) {
+        let size = ImageSize::new(s[2], s[3]);
+        if let Some(want) = image_size.filter(|&v| v != size) {
             return Err(Error::file(
                 path,
-                format!("input is {}px but --image-size is {want}", s[2]),
+                format!("input is {size}px but --image-size is {want}"),
             ));
         }
-        let (n, hw) = (s[0], s[2]);
+        let (n, hw) = (s[0], size.pixels());
         if n == 0 {
             return Err(Error::file(path, "input holds no images (shape [0, ...])"));
         }
         if let Some(i) = t.data.iter().position(|v| !v.is_finite()) {
-            let per = c * hw * hw;
+            let per = c * hw;
             return Err(Error::file(
                 path,
                 format!(
@@ -488,13 +490,13 @@ pub fn read_input_files(
         let mut out = vec![0.0; t.data.len()];
         for b in 0..n {
             for ch in 0..c {
-                for p in 0..hw * hw {
-                    out[(b * hw * hw + p) * c + ch] = t.data[(b * c + ch) * hw * hw + p];
+                for p in 0..hw {
+                    out[(b * hw + p) * c + ch] = t.data[(b * c + ch) * hw + p];
                 }
             }
         }
         let names = (0..n).map(|i| format!("input[{i}]")).collect();
-        return Ok((names, out, n, hw));
+        return Ok((names, out, n, size));
     }
     if let Some(p) = input.iter().find(|p| is_st(p)) {
         return Err(Error::file(
@@ -502,7 +504,16 @@ pub fn read_input_files(
             "a safetensors input must be the only --input",
         ));
     }
-    let size = image_size.unwrap_or(r.cfg.resolution);
+    let size = match image_size {
+        None => r.cfg.resolution,
+        Some(s) if s.is_square() => s.h,
+        Some(s) => {
+            return Err(Error::Config(format!(
+                "--image-size {s}: image files are cropped square (timm's centre crop); give \
+                 --image-size N, or a safetensors input [N, C, H, W] for H x W"
+            )))
+        }
+    };
     if crop_pct.is_nan() || crop_pct <= 0.0 || crop_pct > 1.0 {
         return Err(Error::Config(format!(
             "--crop-pct must be in (0, 1], got {}",
@@ -514,26 +525,28 @@ pub fn read_input_files(
         data.extend(preprocess(p, size, crop_pct, &r.mean, &r.std)?);
     }
     let names = input.iter().map(|p| p.display().to_string()).collect();
-    Ok((names, data, input.len(), size))
+    Ok((names, data, input.len(), ImageSize::square(size)))
 }
 
-/// Evaluation-mode logits `[n, classes]` of NHWC inputs `[n, size, size, c]`, in batches
-/// of `batch` (the last one padded with zeros).
+/// Evaluation-mode logits `[n, classes]` of NHWC inputs `[n, h, w, c]` (`size`: a side
+/// for square images, or an [`ImageSize`]), in batches of `batch` (the last one padded
+/// with zeros).
 pub fn logits(
     gpu: &Gpu,
     r: &Resolved,
     inputs: &[f32],
     n: usize,
-    size: usize,
+    size: impl Into<ImageSize>,
     batch: usize,
 ) -> Result<Vec<f32>> {
+    let size = size.into();
     let batch = batch.clamp(1, n.max(1));
-    let mut model = EfficientNet::new(gpu, &r.cfg, batch, size)?;
+    let mut model = EfficientNet::with_size(gpu, &r.cfg, batch, size)?;
     if let Some((path, shapes)) = &r.file_shapes {
         check_shapes(path, &model, shapes)?;
     }
     convert::write_model(gpu, &mut model, &r.weights)?;
-    let per = size * size * r.cfg.in_channels;
+    let per = size.pixels() * r.cfg.in_channels;
     let k = r.cfg.classes;
     let mut out = Vec::with_capacity(n * k);
     let mut buf = vec![0.0f32; batch * per];
