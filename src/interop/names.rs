@@ -195,10 +195,11 @@ mod tests {
                 .to_string(),
             "efficientnet_b0_gn"
         );
-        let e = parse("tf_efficientnet_b2.ns_jft_in1k")
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("SAME"), "{e}");
+        let tf = parse("tf_efficientnet_b2.ns_jft_in1k").unwrap().config();
+        assert_eq!(tf.padding, crate::ops::conv::Padding::TfSame);
+        assert_eq!(tf.norm_eps, 1e-3);
+        let e = parse("tf_efficientnet_b8").unwrap_err().to_string();
+        assert!(e.contains("beyond B7"), "{e}");
         let e = parse("efficientnet_lite0").unwrap_err().to_string();
         assert!(e.contains("Lite"), "{e}");
         let e = parse("efficientnet_b0_gm").unwrap_err().to_string();
