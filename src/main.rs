@@ -39,6 +39,9 @@ enum Cmd {
     Eval(cli::train::EvalArgs),
     /// Classify images or an input tensor with timm or effnet weights (top-k, logits).
     Predict(Box<cli::predict::PredictArgs>),
+    /// One training step's logits, loss, every gradient (timm names, PyTorch layouts) and
+    /// running statistics as safetensors, to compare with PyTorch (llm.c's debug state).
+    Grads(Box<cli::grads::GradsArgs>),
     /// Write an effnet training checkpoint as timm-named safetensors for PyTorch.
     Export(cli::predict::ExportArgs),
     /// Time one training step per kernel (timestamp queries) against the adapter's peaks.
@@ -79,6 +82,9 @@ fn run(cli: Cli) -> effnet::Result<bool> {
         }
         Cmd::Predict(a) => {
             cli::predict::run(&gpu()?, &a)?;
+        }
+        Cmd::Grads(a) => {
+            cli::grads::run(&gpu()?, &a)?;
         }
         Cmd::Export(a) => {
             cli::predict::export(&a)?;

@@ -167,10 +167,22 @@ fn timm_name_forms_and_unknown_names() {
     let c = interop::config_from_timm("efficientnet_b2.ra_in1k").unwrap();
     assert_eq!((c.width, c.depth, c.resolution), (1.1, 1.2, 260));
     assert_eq!(c.norm_eps, 1e-5);
-    let e = interop::config_from_timm("efficientnet_b3_gn")
+    let e = interop::config_from_timm("efficientnet_lite0")
         .unwrap_err()
         .to_string();
     assert!(e.contains("efficientnet_b0_g8_gn"), "{e}");
+    // timm's b3 GroupNorm variants: channels rounded to 16, 16-channel norm groups.
+    let b3 = interop::config_from_timm("efficientnet_b3_gn").unwrap();
+    assert_eq!((b3.channel_divisor, b3.gn_group_size), (16, Some(16)));
+    let eq = interop::timm_equivalent(&b3).unwrap();
+    assert_eq!(eq.name, "efficientnet_b3_gn");
+    let mut small = b3.clone();
+    small.width = 0.25;
+    let py = interop::timm_equivalent(&small).unwrap().python();
+    assert!(
+        py.contains("channel_divisor=16") && py.contains("group_size=16"),
+        "{py}"
+    );
     // effnet's own G16 / Proxy Norm / 4-group GN models have no timm equivalent.
     let mut g16 = ModelConfig::preset("b0-g16").unwrap();
     let e = interop::timm_equivalent(&g16).unwrap_err().to_string();
@@ -751,4 +763,326 @@ fn export_cli_writes_a_training_checkpoint_as_timm() {
     let want = &load("efficientnet_b0.parity.safetensors").tensors["logits_eval"];
     assert!(rel_l2(&predict::run(gpu, &p).unwrap(), &want.data) < 1e-4);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `train --init`: a timm state dict loads tensor by tensor into a model with another class
+/// count (classifier re-initialized) and one input channel (stem summed, as timm's
+/// `adapt_input_conv`); files that match nothing, disagree in shape, hold non-finite values
+/// or are not safetensors are refused naming the file.
+#[test]
+fn init_from_a_timm_file_loads_reinitializes_and_refuses() {
+    use effnet::interop::init::init_from_file;
+    use effnet::train::trainer::initialize_fresh;
+    let gpu = common::gpu();
+    let c = case("efficientnet_b0");
+    let dir = tmp("init");
+    let file = fixture("efficientnet_b0.weights.safetensors");
+    let tcfg = {
+        #[derive(clap::Parser)]
+        struct Wrap {
+            #[command(flatten)]
+            a: effnet::cli::train::TrainArgs,
+        }
+        let a = <Wrap as clap::Parser>::parse_from(["t", "--model", "efficientnet_b0"]).a;
+        effnet::cli::train::train_config(&a).unwrap()
+    };
+    let build = |classes: usize, in_ch: usize| {
+        let mut cfg = c.cfg.clone();
+        cfg.classes = classes;
+        cfg.in_channels = in_ch;
+        let mut m = EfficientNet::new(gpu, &cfg, 2, 32).unwrap();
+        initialize_fresh(gpu, &mut m, &tcfg).unwrap();
+        m
+    };
+    let want = interop::from_timm(&c.cfg, &c.weights).unwrap();
+
+    // 7 classes, 1 input channel.
+    let mut m = build(7, 1);
+    let fresh = interop::read_model(gpu, &m).unwrap();
+    let r = init_from_file(gpu, &mut m, &file).unwrap();
+    println!("{}", r.summary());
+    let got = interop::read_model(gpu, &m).unwrap();
+    assert_eq!(r.reinitialized.len(), 2, "{:?}", r.reinitialized);
+    assert!(r.reinitialized[0].starts_with("classifier.bias"));
+    assert_eq!(got["classifier.weight"], fresh["classifier.weight"]);
+    assert!(r.loaded.iter().any(|l| l.contains("summed")));
+    assert!(r.left_out.is_empty());
+    assert_eq!(r.loaded.len() + 2, fresh.len() - count_tracked(&fresh));
+    for (name, v) in &want {
+        if name.starts_with("classifier.") || name.starts_with("conv_stem.") {
+            continue;
+        }
+        if !name.ends_with(".num_batches_tracked") {
+            assert_eq!(&got[name], v, "{name} not loaded");
+        }
+    }
+    // The stem: effnet layout [3, 3, cin, cout]; summed over the file's 3 channels.
+    let stem3 = &want["conv_stem.weight"];
+    let stem1 = &got["conv_stem.weight"];
+    let cout = stem1.len() / 9;
+    for k in 0..9 {
+        for o in 0..cout {
+            let s: f32 = (0..3).map(|ci| stem3[(k * 3 + ci) * cout + o]).sum();
+            assert!((stem1[k * cout + o] - s).abs() <= 1e-6 * s.abs().max(1.0));
+        }
+    }
+
+    // Bad files: each refused with the file's name and what is wrong.
+    let write = |name: &str, st: &SafeTensors| {
+        let p = dir.join(name);
+        st.save(&p).unwrap();
+        p
+    };
+    let mut nothing = SafeTensors::default();
+    nothing.insert("fc.weight", &[2, 2], vec![0.0; 4]);
+    let mut shape = c.weights.clone();
+    shape.insert("conv_head.weight", &[4, 4, 1, 1], vec![0.0; 16]);
+    let mut nan = c.weights.clone();
+    let mut t = nan.tensors["bn1.weight"].clone();
+    t.data[1] = f32::NAN;
+    nan.insert("bn1.weight", &t.shape, t.data.clone());
+    let garbage = dir.join("garbage.safetensors");
+    std::fs::write(&garbage, b"\xff\xff\xff\xff\xff\xff\xff\x7fnot a header").unwrap();
+    let cases = [
+        (write("nothing.safetensors", &nothing), "matches no tensor"),
+        (
+            write("shape.safetensors", &shape),
+            "conv_head.weight: shape [4, 4, 1, 1] in the file",
+        ),
+        (write("nan.safetensors", &nan), "bn1.weight: value NaN"),
+        (garbage, "garbage.safetensors"),
+        (dir.join("missing.safetensors"), "missing.safetensors"),
+    ];
+    for (p, want) in cases {
+        let mut m = build(10, 3);
+        let e = init_from_file(gpu, &mut m, &p).unwrap_err().to_string();
+        println!("{}: {e}", p.display());
+        assert!(e.contains(want), "{}: {e}", p.display());
+        assert!(
+            e.contains(&*p.file_name().unwrap().to_string_lossy()),
+            "{e}"
+        );
+    }
+    // Another width: every disagreeing tensor listed.
+    let mut wide = c.cfg.clone();
+    wide.width = 0.5;
+    let mut m = EfficientNet::new(gpu, &wide, 2, 32).unwrap();
+    initialize_fresh(gpu, &mut m, &tcfg).unwrap();
+    let e = init_from_file(gpu, &mut m, &file).unwrap_err().to_string();
+    assert!(e.contains("--width"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn count_tracked(w: &interop::Weights) -> usize {
+    w.keys()
+        .filter(|k| k.ends_with(".num_batches_tracked"))
+        .count()
+}
+
+/// One `effnet grads` run against its PyTorch reference file (the file is the input too):
+/// every tensor of the reference by name. Returns the parity-table row.
+fn grads_parity(arch: &str, mode: &str) -> String {
+    use effnet::cli::grads::{self, GradsArgs};
+    let gpu = common::gpu();
+    let reference = fixture(&format!("{arch}.grads-{mode}.safetensors"));
+    let out = tmp(&format!("grads-{arch}-{mode}")).join("grads.safetensors");
+    #[derive(clap::Parser)]
+    struct Wrap {
+        #[command(flatten)]
+        a: GradsArgs,
+    }
+    let w = fixture(&format!("{arch}.weights.safetensors"));
+    let a = <Wrap as clap::Parser>::parse_from([
+        "t",
+        "--arch",
+        arch,
+        "--weights",
+        &w.display().to_string(),
+        "--input",
+        &reference.display().to_string(),
+        "--mode",
+        mode,
+        "--output",
+        &out.display().to_string(),
+    ])
+    .a;
+    grads::run(gpu, &a).unwrap();
+    let got = SafeTensors::load(&out).unwrap();
+    let want = SafeTensors::load(&reference).unwrap();
+    let names = |st: &SafeTensors| -> Vec<String> {
+        st.tensors
+            .keys()
+            .filter(|k| *k != "input" && *k != "labels")
+            .cloned()
+            .collect()
+    };
+    assert_eq!(names(&got), names(&want), "{arch} {mode}: tensor names");
+    let norm = |v: &[f32]| v.iter().map(|&x| (x as f64).powi(2)).sum::<f64>().sqrt();
+    let grads: Vec<&String> = want
+        .tensors
+        .keys()
+        .filter(|k| k.starts_with("grad.") && *k != "grad.input")
+        .collect();
+    let total = grads
+        .iter()
+        .map(|k| norm(&want.tensors[*k].data).powi(2))
+        .sum::<f64>()
+        .sqrt();
+    let mut bad = Vec::new();
+    let mut worst = (0.0f64, String::new());
+    let mut zero = 0;
+    let mut stats = 0.0f64;
+    for (k, t) in &want.tensors {
+        if k == "input" || k == "labels" {
+            continue;
+        }
+        let g = &got.tensors[k];
+        assert_eq!(g.shape, t.shape, "{arch} {mode}: {k} shape");
+        if grads.contains(&k) && norm(&t.data) < 1e-10 * total {
+            // Zero in exact arithmetic (see the parity test): float32 roundoff level.
+            zero += 1;
+            if norm(&g.data) >= 1e-6 * total {
+                bad.push(format!("{k}: should be ~0"));
+            }
+            continue;
+        }
+        let e = rel_l2(&g.data, &t.data);
+        let limit = if k.ends_with("num_batches_tracked") {
+            0.0
+        } else if k.starts_with("grad.") {
+            1e-3
+        } else {
+            1e-4
+        };
+        if e > limit {
+            bad.push(format!("{k}: relative L2 error {e:.3e} (limit {limit:e})"));
+        }
+        if grads.contains(&k) && e > worst.0 {
+            worst = (e, k.clone());
+        }
+        if k.starts_with("state_after.") {
+            stats = stats.max(e);
+        }
+    }
+    let e = |k: &str| rel_l2(&got.tensors[k].data, &want.tensors[k].data);
+    let row = format!(
+        "| {arch} | {mode} | {:.1e} | {:.1e} | {:.1e} ({}) | {:.1e} | {} |",
+        e("logits"),
+        e("loss"),
+        worst.0,
+        worst.1.trim_start_matches("grad."),
+        e("grad.input"),
+        if want.tensors.keys().any(|k| k.starts_with("state_after.")) {
+            format!("{stats:.1e}")
+        } else {
+            "-".into()
+        }
+    );
+    println!("{row}  [{zero} gradient(s) zero in exact arithmetic]");
+    assert!(bad.is_empty(), "{arch} {mode}:\n  {}", bad.join("\n  "));
+    row
+}
+
+/// `effnet grads` against PyTorch for every mapped family, train mode and (BatchNorm)
+/// eval mode; prints the parity table (relative L2 errors).
+#[test]
+fn grads_match_pytorch_in_train_and_eval_mode() {
+    let mut rows = vec![
+        "| model | mode | logits | loss | worst gradient | input gradient | running stats |"
+            .to_string(),
+        "|---|---|---|---|---|---|---|".to_string(),
+    ];
+    for (arch, mode) in [
+        ("efficientnet_b0", "train"),
+        ("efficientnet_b0", "eval"),
+        ("efficientnet_b0_gn", "train"),
+        ("efficientnet_b0_g8_gn", "train"),
+        ("efficientnet_b3_gn", "train"),
+        ("tf_efficientnet_b0", "train"),
+        ("tf_efficientnet_b0", "eval"),
+    ] {
+        rows.push(grads_parity(arch, mode));
+    }
+    println!("{}", rows.join("\n"));
+}
+
+/// The BatchNorm momentum's convention: exports state it in PyTorch's (and build the timm
+/// module with it), checkpoints state effnet's, and an import converts it back.
+#[test]
+fn bn_momentum_convention_is_stated_and_converted() {
+    let b0 = ModelConfig::preset("b0").unwrap();
+    assert_eq!(b0.bn_momentum, 0.99);
+    let eq = interop::timm_equivalent(&b0).unwrap();
+    assert_eq!(eq.bn_momentum_pytorch, 0.01);
+    assert!(eq.python().contains("bn_momentum=0.01"), "{}", eq.python());
+    let timm = interop::config_from_timm("efficientnet_b0").unwrap();
+    let py = interop::timm_equivalent(&timm).unwrap().python();
+    assert!(!py.contains("bn_momentum"), "{py}");
+    let c = case("efficientnet_b0");
+    let w = interop::from_timm(&c.cfg, &c.weights).unwrap();
+    let mut cfg = c.cfg.clone();
+    cfg.bn_momentum = 0.97;
+    let (st, _) = interop::to_timm(&cfg, &w).unwrap();
+    assert_eq!(st.metadata["bn_momentum_pytorch"], "0.03");
+    assert!(st.metadata["bn_momentum"].contains("m = 0.97"));
+    // A plain timm file (no effnet configuration) that states its momentum.
+    let dir = tmp("momentum");
+    let mut plain = c.weights.clone();
+    plain
+        .metadata
+        .insert("bn_momentum_pytorch".into(), "0.03".into());
+    let p = dir.join("plain.safetensors");
+    plain.save(&p).unwrap();
+    let r = predict::resolve("efficientnet_b0", &p, false).unwrap();
+    assert_eq!(r.cfg.bn_momentum, 0.97);
+    plain
+        .metadata
+        .insert("bn_momentum_pytorch".into(), "2".into());
+    plain.save(&p).unwrap();
+    let e = predict::resolve("efficientnet_b0", &p, false)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("plain.safetensors") && e.contains("(0, 1]"),
+        "{e}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `effnet grads` refuses labels that do not fit, naming where they came from.
+#[test]
+fn grads_refuses_bad_labels() {
+    use effnet::cli::grads::{self, GradsArgs};
+    #[derive(clap::Parser)]
+    struct Wrap {
+        #[command(flatten)]
+        a: GradsArgs,
+    }
+    let gpu = common::gpu();
+    let input = fixture("efficientnet_b0_gn.grads-train.safetensors");
+    let w = fixture("efficientnet_b0_gn.weights.safetensors");
+    let out = tmp("grads-bad").join("out.safetensors");
+    for (labels, want) in [
+        ("3", "1 labels for 2 input(s)"),
+        ("0,12", "label 1 is 12: the model has classes 0..9"),
+        ("a,b", "comma-separated class indices"),
+    ] {
+        let a = <Wrap as clap::Parser>::parse_from([
+            "t",
+            "--arch",
+            "efficientnet_b0_gn",
+            "--weights",
+            &w.display().to_string(),
+            "--input",
+            &input.display().to_string(),
+            "--labels",
+            labels,
+            "--output",
+            &out.display().to_string(),
+        ])
+        .a;
+        let e = grads::run(gpu, &a).unwrap_err().to_string();
+        assert!(e.contains(want), "--labels {labels}: {e}");
+        assert!(!out.exists());
+    }
 }

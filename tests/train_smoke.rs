@@ -523,3 +523,144 @@ fn undecodable_image_is_skipped_from_start_and_on_resume() {
     assert_eq!(out[0].1.steps, 6);
     assert!(out[0].1.skipped_images >= 2, "{}", out[0].1.skipped_images);
 }
+
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(|s| s.as_str()).collect()
+}
+
+/// `train --init` from an exported (timm-named) checkpoint with `--freeze-stages 2
+/// --freeze-bn`: the stem and stages 1-2 keep the file's weights bit for bit, every
+/// BatchNorm keeps the file's running statistics, later stages train, and a resumed
+/// fine-tune equals an uninterrupted one bit for bit.
+#[test]
+fn finetune_from_init_freezes_and_resumes_bit_exactly() {
+    if !have_data() {
+        return;
+    }
+    let gpu = common::gpu();
+    let (src, straight, split) = (tmp("init-src"), tmp("init-straight"), tmp("init-split"));
+    let model = ["--model", "efficientnet_b0", "--ema-decay", "0.9"];
+    let with = |dir: &Path, extra: &[&str]| {
+        let d = dir.display().to_string();
+        let mut v: Vec<&str> = model.to_vec();
+        v.extend_from_slice(extra);
+        let mut a = args(&v);
+        a.run_dir = PathBuf::from(d);
+        a
+    };
+    effnet::cli::train::run(gpu, &with(&src, &["--max-steps", "2"])).unwrap();
+    let file = src.join("export.safetensors");
+    effnet::interop::export_checkpoint(&src.join("checkpoint.safetensors"), &file, false).unwrap();
+    let f = file.display().to_string();
+    let ft = |steps: &str| -> Vec<String> {
+        [
+            "--init",
+            &f,
+            "--freeze-stages",
+            "2",
+            "--freeze-bn",
+            "--max-steps",
+            steps,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    effnet::cli::train::run(gpu, &with(&straight, &strs(&ft("4")))).unwrap();
+    effnet::cli::train::run(gpu, &with(&split, &strs(&ft("2")))).unwrap();
+    let mut resume = ft("4");
+    resume.extend(["--resume".into(), "--allow-schedule-change".into()]);
+    effnet::cli::train::run(gpu, &with(&split, &strs(&resume))).unwrap();
+
+    let s = SafeTensors::load(&src.join("checkpoint.safetensors")).unwrap();
+    let a = SafeTensors::load(&straight.join("checkpoint.safetensors")).unwrap();
+    let b = SafeTensors::load(&split.join("checkpoint.safetensors")).unwrap();
+    let bits = |x: &[f32], y: &[f32]| x.iter().zip(y).all(|(p, q)| p.to_bits() == q.to_bits());
+    assert_eq!(a.metadata.get("step"), Some(&"4".to_string()));
+    // timm's model, PyTorch momentum 0.1: stated in effnet's convention.
+    assert!(
+        a.metadata["bn_momentum"].contains("m = 0.9;"),
+        "{:?}",
+        a.metadata
+    );
+    assert!(a.metadata["bn_momentum"].contains("momentum=0.1)"));
+    assert_eq!(a.tensors.len(), b.tensors.len());
+    for (name, t) in &a.tensors {
+        assert!(
+            bits(&t.data, &b.tensors[name].data),
+            "{name} differs after resume"
+        );
+    }
+    let (mut frozen, mut trained) = (0, 0);
+    for (name, t) in &a.tensors {
+        let Some(n) = name.strip_prefix("w/") else {
+            continue;
+        };
+        let init = &s.tensors[&format!("ema/{n}")].data;
+        let is_frozen = n.starts_with("conv_stem.")
+            || n.starts_with("bn1.")
+            || n.starts_with("blocks.0.")
+            || n.starts_with("blocks.1.");
+        if is_frozen {
+            assert!(bits(&t.data, init), "frozen {n} changed");
+            frozen += 1;
+        } else if n.ends_with(".weight") && !bits(&t.data, init) {
+            trained += 1;
+        }
+    }
+    assert!(
+        frozen > 10 && trained > 20,
+        "{frozen} frozen, {trained} trained"
+    );
+    for (name, t) in a.tensors.iter().filter(|(n, _)| n.starts_with("state/")) {
+        let init = &s.tensors[&format!("state_ema/{}", &name["state/".len()..])].data;
+        assert!(bits(&t.data, init), "frozen BatchNorm {name} changed");
+    }
+    for d in [&src, &straight, &split] {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}
+
+/// `--model` takes timm names (their norm and conventions), `--gn-group-size` sets
+/// GroupNorm by channels per group (timm's convention), and flags that contradict the
+/// model are refused.
+#[test]
+fn timm_model_names_and_gn_group_size() {
+    let cfg = |extra: &[&str]| model_config(&args(extra), 10, 1);
+    let c = cfg(&["--model", "efficientnet_b0_gn"]).unwrap();
+    assert_eq!((c.norm_eps, c.gn_group_size), (1e-5, Some(8)));
+    let c = cfg(&["--model", "b0", "--norm", "gn", "--gn-group-size", "8"]).unwrap();
+    assert_eq!(c.norm_groups(32), 4);
+    assert_eq!(
+        effnet::interop::timm_equivalent(&c).unwrap().name,
+        "efficientnet_b0_gn"
+    );
+    let c = cfg(&["--model", "b0", "--norm", "gn", "--gn-groups", "2"]).unwrap();
+    assert_eq!((c.gn_group_size, c.norm_groups(32)), (None, 2));
+    assert_eq!(cfg(&["--model", "b0"]).unwrap().norm.name(), "ln-pn");
+    for (extra, want) in [
+        (
+            &["--model", "b0", "--norm", "bn", "--gn-group-size", "8"][..],
+            "--norm gn",
+        ),
+        (
+            &["--model", "b0", "--norm", "gn", "--gn-group-size", "7"][..],
+            "7 channels per group",
+        ),
+        (
+            &["--model", "efficientnet_b0", "--norm", "ln"][..],
+            "preset b0",
+        ),
+        (
+            &["--model", "b0-g16", "--norm", "gn", "--freeze-bn"][..],
+            "--freeze-bn",
+        ),
+    ] {
+        let e = cfg(extra).unwrap_err().to_string();
+        assert!(e.contains(want), "{extra:?}: {e}");
+    }
+    let e = train_config(&args(&["--freeze-stages", "8"]))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("7 stages"), "{e}");
+}

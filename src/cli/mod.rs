@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod bench_data;
 pub mod bench_train;
+pub mod grads;
 pub mod info;
 pub mod model;
 pub mod moments;

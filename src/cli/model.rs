@@ -1,21 +1,24 @@
-//! `effnet model`: a preset's layer table with parameters and multiply-accumulates.
+//! `effnet model`: a preset's or timm model's layer table with parameters and
+//! multiply-accumulates.
 
 use clap::Args;
 
 use crate::error::Result;
-use crate::models::{layer_table, totals, NormChoice, Preset};
+use crate::interop::ModelName;
+use crate::models::{layer_table, totals, NormChoice};
 
 /// Options of `effnet model`.
 #[derive(Args, Debug, Clone)]
+#[command(after_long_help = crate::interop::names::mapping_help())]
 pub struct ModelArgs {
-    /// Preset.
-    pub preset: Preset,
+    /// An effnet preset (b0..b7, b0-g16..b7-g16) or a timm name (efficientnet_b0, ...).
+    pub preset: ModelName,
     /// Input resolution (default: the preset's native one).
     #[arg(long)]
     pub image_size: Option<usize>,
-    /// Normalization.
-    #[arg(long, value_enum, default_value_t = NormChoice::Bn)]
-    pub norm: NormChoice,
+    /// Normalization (default: bn for presets, the named model's for timm names).
+    #[arg(long, value_enum)]
+    pub norm: Option<NormChoice>,
     /// Output classes.
     #[arg(long, default_value_t = 1000)]
     pub classes: usize,
@@ -27,7 +30,17 @@ pub struct ModelArgs {
 /// Run `effnet model`.
 pub fn run(a: &ModelArgs) -> Result<()> {
     let mut cfg = a.preset.config();
-    cfg.norm = a.norm;
+    if let Some(n) = a.norm {
+        if a.preset.is_timm() && n != cfg.norm {
+            return Err(crate::error::Error::Config(format!(
+                "--norm {}: {} has {} norm (give an effnet preset for another norm)",
+                n.name(),
+                a.preset,
+                cfg.norm.name()
+            )));
+        }
+        cfg.norm = n;
+    }
     cfg.classes = a.classes;
     cfg.validate()?;
     let image = a.image_size.unwrap_or(cfg.resolution);

@@ -24,7 +24,7 @@ pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
 pub struct PredictArgs {
     /// Architecture: a timm name (efficientnet_b0..efficientnet_b7, efficientnet_b0_gn,
     /// efficientnet_b0_g8_gn; hub prefixes and tags such as `.ra_in1k` are ignored) or an
-    /// effnet preset (b0..b7, b0-g16..b7-g16).
+    /// effnet preset (b0..b7, b0-g16..b7-g16); see `effnet train --help` for the mapping.
     #[arg(long)]
     pub arch: String,
     /// Weights: a timm state dict as safetensors, a file from `effnet export`, or an
@@ -92,23 +92,13 @@ fn imagenet_stats(c: usize) -> (Vec<f32>, Vec<f32>) {
     }
 }
 
-/// The base configuration of `--arch`: a timm name or an effnet preset.
+/// The base configuration of `--arch`: a timm name or an effnet preset (see
+/// [`interop::names`]: unbuildable timm names are refused naming the missing piece).
 fn arch_config(name: &str) -> Result<(ModelConfig, bool)> {
-    if arch::find_arch(name).is_some() {
-        return Ok((interop::config_from_timm(name)?, true));
-    }
-    match ModelConfig::preset(name) {
-        Ok(c) => Ok((c, false)),
-        Err(_) => Err(Error::Config(format!(
-            "unknown --arch '{name}': use a timm name ({}) or an effnet preset (b0..b7, \
-             b0-g16..b7-g16)",
-            arch::TIMM_ARCHS
-                .iter()
-                .map(|a| a.name)
-                .collect::<Vec<_>>()
-                .join(", ")
-        ))),
-    }
+    let n: interop::ModelName = name
+        .parse()
+        .map_err(|e: Error| Error::Config(format!("--arch: {e}")))?;
+    Ok((n.config(), n.is_timm()))
 }
 
 /// True when two configurations are of one family: the spatial convolutions' groups and
@@ -238,7 +228,7 @@ fn check_arch(
 
 /// Check that every tensor of a built model has the shape the weights file gives it
 /// (`shapes`, by effnet name), as `effnet eval` does for training checkpoints.
-fn check_shapes(
+pub fn check_shapes(
     path: &Path,
     model: &EfficientNet,
     shapes: &std::collections::BTreeMap<String, Vec<usize>>,
@@ -327,9 +317,29 @@ pub fn resolve(arch_name: &str, weights: &Path, raw: bool) -> Result<Resolved> {
         }
         None => {
             let mut base = base;
+            // A plain timm file may state its BatchNorm momentum (PyTorch's convention).
+            if let Some(m) = st.metadata.get(arch::META_BN_MOMENTUM_PYTORCH) {
+                let v = m
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|v| *v > 0.0 && *v <= 1.0);
+                let v = v.ok_or_else(|| {
+                    Error::file(
+                        &path,
+                        format!(
+                            "bad {} metadata '{m}': want PyTorch's BatchNorm momentum in (0, 1]",
+                            arch::META_BN_MOMENTUM_PYTORCH
+                        ),
+                    )
+                })?;
+                base.bn_momentum = arch::bn_momentum_from_pytorch(v);
+            }
             if !timm {
                 base.norm_eps = arch::TIMM_NORM_EPS;
-                base.bn_momentum = arch::TIMM_BN_MOMENTUM;
+                if !st.metadata.contains_key(arch::META_BN_MOMENTUM_PYTORCH) {
+                    base.bn_momentum = arch::TIMM_BN_MOMENTUM;
+                }
                 if st.tensors.contains_key("bn1.running_mean") {
                     base.norm = NormChoice::Bn;
                 } else {
@@ -420,14 +430,27 @@ pub fn preprocess(
 
 /// The inputs as NHWC images: (names, data, count, size).
 fn read_inputs(a: &PredictArgs, r: &Resolved) -> Result<(Vec<String>, Vec<f32>, usize, ImageSize)> {
+    read_input_files(&a.input, a.image_size, a.crop_pct, r)
+}
+
+/// `--input` files as NHWC images `(names, data, count, size)`: PNG/JPEG images
+/// preprocessed as timm's evaluation transform at `image_size` (default: the
+/// architecture's resolution; square), or one safetensors file whose `input` tensor
+/// [N, C, H, W] is used as is (checked: shape, channels, finite values).
+pub fn read_input_files(
+    input: &[PathBuf],
+    image_size: Option<ImageSize>,
+    crop_pct: f64,
+    r: &Resolved,
+) -> Result<(Vec<String>, Vec<f32>, usize, ImageSize)> {
     let c = r.cfg.in_channels;
     let is_st = |p: &Path| {
         p.extension()
             .and_then(|e| e.to_str())
             .is_some_and(|e| e.eq_ignore_ascii_case("safetensors"))
     };
-    if a.input.len() == 1 && is_st(&a.input[0]) {
-        let path = &a.input[0];
+    if input.len() == 1 && is_st(&input[0]) {
+        let path = &input[0];
         let st = SafeTensors::load(path)?;
         let t = st
             .get("input")
@@ -443,7 +466,7 @@ fn read_inputs(a: &PredictArgs, r: &Resolved) -> Result<(Vec<String>, Vec<f32>, 
             ));
         }
         let size = ImageSize::new(s[2], s[3]);
-        if let Some(want) = a.image_size.filter(|&v| v != size) {
+        if let Some(want) = image_size.filter(|&v| v != size) {
             return Err(Error::file(
                 path,
                 format!("input is {size}px but --image-size is {want}"),
@@ -475,13 +498,13 @@ fn read_inputs(a: &PredictArgs, r: &Resolved) -> Result<(Vec<String>, Vec<f32>, 
         let names = (0..n).map(|i| format!("input[{i}]")).collect();
         return Ok((names, out, n, size));
     }
-    if let Some(p) = a.input.iter().find(|p| is_st(p)) {
+    if let Some(p) = input.iter().find(|p| is_st(p)) {
         return Err(Error::file(
             p,
             "a safetensors input must be the only --input",
         ));
     }
-    let size = match a.image_size {
+    let size = match image_size {
         None => r.cfg.resolution,
         Some(s) if s.is_square() => s.h,
         Some(s) => {
@@ -491,18 +514,18 @@ fn read_inputs(a: &PredictArgs, r: &Resolved) -> Result<(Vec<String>, Vec<f32>, 
             )))
         }
     };
-    if a.crop_pct.is_nan() || a.crop_pct <= 0.0 || a.crop_pct > 1.0 {
+    if crop_pct.is_nan() || crop_pct <= 0.0 || crop_pct > 1.0 {
         return Err(Error::Config(format!(
             "--crop-pct must be in (0, 1], got {}",
-            a.crop_pct
+            crop_pct
         )));
     }
-    let mut data = Vec::with_capacity(a.input.len() * size * size * c);
-    for p in &a.input {
-        data.extend(preprocess(p, size, a.crop_pct, &r.mean, &r.std)?);
+    let mut data = Vec::with_capacity(input.len() * size * size * c);
+    for p in input {
+        data.extend(preprocess(p, size, crop_pct, &r.mean, &r.std)?);
     }
-    let names = a.input.iter().map(|p| p.display().to_string()).collect();
-    Ok((names, data, a.input.len(), ImageSize::square(size)))
+    let names = input.iter().map(|p| p.display().to_string()).collect();
+    Ok((names, data, input.len(), ImageSize::square(size)))
 }
 
 /// Evaluation-mode logits `[n, classes]` of NHWC inputs `[n, h, w, c]` (`size`: a side

@@ -9,8 +9,9 @@ use clap::Args;
 
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
+use crate::interop::ModelName;
 use crate::models::efficientnet::EfficientNet;
-use crate::models::{ModelConfig, NormChoice, Preset};
+use crate::models::{ModelConfig, NormChoice};
 use crate::nn::model::Trainable;
 use crate::train::checkpoint;
 use crate::train::optim::Optimizer;
@@ -78,15 +79,25 @@ impl ScheduleArg {
 
 /// Options of `effnet train`.
 #[derive(Args, Debug, Clone)]
-#[command(after_long_help = FIXRES_HELP)]
+#[command(after_long_help = train_help())]
 pub struct TrainArgs {
-    /// Model preset: b0..b7 (depthwise, expansion 6) or b0-g16..b7-g16 (16 channels per
-    /// group, expansion 4).
-    #[arg(long, default_value_t = Preset { scale: 0, g16: true })]
-    pub model: Preset,
-    /// Normalization.
-    #[arg(long, value_enum, default_value = "ln-pn")]
-    pub norm: NormChoice,
+    /// Model: an effnet preset, b0..b7 (depthwise, expansion 6) or b0-g16..b7-g16 (16
+    /// channels per group, expansion 4), or a timm name (efficientnet_b0..b7,
+    /// efficientnet_b0_gn, efficientnet_b0_g8_gn; see the mapping below).
+    #[arg(long, default_value = "b0-g16")]
+    pub model: ModelName,
+    /// Normalization (default: ln-pn for effnet presets, the named model's for timm
+    /// names).
+    #[arg(long, value_enum)]
+    pub norm: Option<NormChoice>,
+    /// GroupNorm (gn, gn-pn): channels per group (timm's `group_size` convention), so a
+    /// layer of C channels gets C / N groups; every layer width must be a multiple of N.
+    #[arg(long, conflicts_with = "gn_groups")]
+    pub gn_group_size: Option<usize>,
+    /// GroupNorm (gn, gn-pn): groups per layer (the largest divisor of the layer's
+    /// channels not above N; effnet's default is 4).
+    #[arg(long)]
+    pub gn_groups: Option<usize>,
     /// Width multiplier override (e.g. 0.25 for a tiny model).
     #[arg(long)]
     pub width: Option<f64>,
@@ -199,6 +210,30 @@ pub struct TrainArgs {
     /// instead of stopping at the first.
     #[arg(long)]
     pub skip_bad_images: bool,
+    /// Start from these weights instead of the seed: a timm state dict (safetensors, e.g.
+    /// from `effnet export` or timm's `save_file(model.state_dict())`) or an effnet training
+    /// checkpoint (file or run folder; its weight average). Every tensor with the model's
+    /// shape is loaded; the classifier is re-initialized when the class count differs and
+    /// a 3-channel stem is summed for 1-channel images; what was loaded, re-initialized or
+    /// left out is printed. The file is read at step 0 only (--resume continues from the
+    /// run's checkpoint).
+    #[arg(long)]
+    pub init: Option<PathBuf>,
+    /// Freeze the stem and stages 1..=N (0..7; 0: nothing): no gradient and no update for
+    /// their parameters. Their norms still run in training mode (BatchNorm on batch
+    /// statistics, updating the running statistics).
+    #[arg(long, default_value_t = 0)]
+    pub freeze_stages: usize,
+    /// BatchNorm in eval mode while training (timm's frozen BN for fine-tuning): the
+    /// running statistics stay as loaded and normalize the batch; gradients flow through
+    /// them as constants; `num_batches_tracked` does not advance. BatchNorm models only.
+    #[arg(long)]
+    pub freeze_bn: bool,
+}
+
+/// The long help of `effnet train`: FixRes, then the model-name mapping.
+fn train_help() -> String {
+    format!("{FIXRES_HELP}\n\n{}", crate::interop::names::mapping_help())
 }
 
 const FIXRES_HELP: &str = "\
@@ -232,7 +267,50 @@ pub fn model_config(a: &TrainArgs, classes: usize, in_channels: usize) -> Result
         return Err(Error::Config(bad.join("; ")));
     }
     let mut cfg = a.model.config();
-    cfg.norm = a.norm;
+    match (a.model, a.norm) {
+        (ModelName::Timm(t), Some(n)) if n != cfg.norm => {
+            return Err(Error::Config(format!(
+                "--norm {}: {} is the timm model with {} norm; for another norm use the \
+                 preset {} (effnet's conventions) with --norm {}",
+                n.name(),
+                t.name,
+                cfg.norm.name(),
+                t.preset,
+                n.name()
+            )))
+        }
+        (ModelName::Preset(_), n) => cfg.norm = n.unwrap_or(NormChoice::LnPn),
+        _ => {}
+    }
+    if a.gn_group_size.is_some() || a.gn_groups.is_some() {
+        if !matches!(cfg.norm, NormChoice::Gn | NormChoice::GnPn) {
+            return Err(Error::Config(format!(
+                "--gn-group-size / --gn-groups set GroupNorm's groups; the model's norm is {} \
+                 (use --norm gn or gn-pn)",
+                cfg.norm.name()
+            )));
+        }
+        if let Some(g) = a.gn_group_size {
+            if g == 0 {
+                return Err(Error::Config("--gn-group-size 0: must be >= 1".into()));
+            }
+            cfg.gn_group_size = Some(g);
+        }
+        if let Some(g) = a.gn_groups {
+            if g == 0 {
+                return Err(Error::Config("--gn-groups 0: must be >= 1".into()));
+            }
+            cfg.gn_groups = g;
+            cfg.gn_group_size = None;
+        }
+    }
+    if a.freeze_bn && cfg.norm != NormChoice::Bn {
+        return Err(Error::Config(format!(
+            "--freeze-bn: the model's norm is {}; only BatchNorm has running statistics to \
+             freeze",
+            cfg.norm.name()
+        )));
+    }
     if let Some(w) = a.width {
         cfg.width = w;
         cfg.name = format!("{}-w{w}", cfg.name);
@@ -300,7 +378,22 @@ pub fn train_config(a: &TrainArgs) -> Result<TrainConfig> {
         eval_preprocessing: false,
         workers: a.workers.unwrap_or(0),
         skip_bad_images: a.skip_bad_images,
+        init: a.init.clone(),
+        freeze_stages: a.freeze_stages,
+        freeze_bn: a.freeze_bn,
     };
+    if a.freeze_stages > 7 {
+        return Err(Error::Config(format!(
+            "--freeze-stages {}: EfficientNet has 7 stages (0..7 may be frozen)",
+            a.freeze_stages
+        )));
+    }
+    if let Some(s) = a.finetune_stages.iter().find(|&&s| s <= a.freeze_stages) {
+        return Err(Error::Config(format!(
+            "--finetune-stages {s} is frozen by --freeze-stages {}",
+            a.freeze_stages
+        )));
+    }
     cfg.validate()?;
     Ok(cfg)
 }
@@ -422,6 +515,12 @@ pub fn run(gpu: &Gpu, a: &TrainArgs) -> Result<Vec<(String, TrainSummary)>> {
         Start::Resume {
             allow_schedule_change: a.allow_schedule_change,
         }
+    } else if let Some(init) = &a.init {
+        // The seed's initialization first: what the file does not hold keeps it.
+        trainer::initialize_fresh(gpu, &mut model, &cfg)?;
+        let r = crate::interop::init::init_from_file(gpu, &mut model, init)?;
+        println!("{}", r.summary());
+        Start::Keep
     } else {
         Start::Fresh
     };

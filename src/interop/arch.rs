@@ -25,6 +25,30 @@ pub const TIMM_NORM_EPS: f64 = 1e-5;
 /// (`run = m * run + (1 - m) * batch`).
 pub const TIMM_BN_MOMENTUM: f64 = 0.9;
 
+/// Metadata key of exports and timm files: the BatchNorm momentum in PyTorch's convention
+/// (`run = (1 - m) * run + m * batch`).
+pub const META_BN_MOMENTUM_PYTORCH: &str = "bn_momentum_pytorch";
+
+/// A BatchNorm momentum from effnet's (TensorFlow's) convention to PyTorch's: `1 - m`,
+/// rounded to 12 digits so 0.99 gives 0.01, not 0.010000000000000009.
+pub fn bn_momentum_to_pytorch(tf: f64) -> f64 {
+    ((1.0 - tf) * 1e12).round() / 1e12
+}
+
+/// A BatchNorm momentum from PyTorch's convention to effnet's (TensorFlow's).
+pub fn bn_momentum_from_pytorch(pt: f64) -> f64 {
+    ((1.0 - pt) * 1e12).round() / 1e12
+}
+
+/// The sentence checkpoints and exports carry about a model's BatchNorm momentum.
+pub fn bn_momentum_statement(tf: f64) -> String {
+    format!(
+        "effnet keeps TensorFlow's convention, running = m * running + (1 - m) * batch, with \
+         m = {tf}; PyTorch's nn.BatchNorm2d(momentum={}) is the same update",
+        bn_momentum_to_pytorch(tf)
+    )
+}
+
 /// One timm EfficientNet effnet can build.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TimmArch {
@@ -36,6 +60,11 @@ pub struct TimmArch {
     pub group_size: usize,
     /// GroupNorm channels per group, or `None` for BatchNorm.
     pub gn_group_size: Option<usize>,
+    /// Channel counts round to multiples of this (`channel_divisor`).
+    pub channel_divisor: usize,
+    /// TensorFlow-ported weights (`tf_efficientnet_*`): "SAME" padding and BatchNorm eps
+    /// 1e-3 ([`ModelConfig::with_tf_padding`]).
+    pub tf: bool,
 }
 
 const fn bn(name: &'static str, preset: &'static str) -> TimmArch {
@@ -44,13 +73,36 @@ const fn bn(name: &'static str, preset: &'static str) -> TimmArch {
         preset,
         group_size: 1,
         gn_group_size: None,
+        channel_divisor: 8,
+        tf: false,
+    }
+}
+
+const fn tf(name: &'static str, preset: &'static str) -> TimmArch {
+    TimmArch {
+        tf: true,
+        ..bn(name, preset)
+    }
+}
+
+const fn gn(name: &'static str, preset: &'static str, group_size: usize, gs: usize) -> TimmArch {
+    TimmArch {
+        name,
+        preset,
+        group_size,
+        gn_group_size: Some(gs),
+        channel_divisor: gs,
+        tf: false,
     }
 }
 
 /// The timm architectures effnet maps: `efficientnet_b0`..`efficientnet_b7` (BatchNorm),
-/// `efficientnet_b0_gn` (GroupNorm, 8 channels per group) and `efficientnet_b0_g8_gn`
-/// (8-channels-per-group convolutions and GroupNorm).
-pub const TIMM_ARCHS: [TimmArch; 10] = [
+/// `efficientnet_b0_gn` (GroupNorm, 8 channels per group), `efficientnet_b0_g8_gn`
+/// (8-channels-per-group convolutions and GroupNorm), and `efficientnet_b3_gn` /
+/// `efficientnet_b3_g8_gn` (the same at B3 scale with channels rounded to multiples of 16
+/// and 16 channels per norm group), and `tf_efficientnet_b0`..`tf_efficientnet_b7` (the
+/// TensorFlow ports: "SAME" padding, BatchNorm eps 1e-3).
+pub const TIMM_ARCHS: [TimmArch; 20] = [
     bn("efficientnet_b0", "b0"),
     bn("efficientnet_b1", "b1"),
     bn("efficientnet_b2", "b2"),
@@ -59,18 +111,18 @@ pub const TIMM_ARCHS: [TimmArch; 10] = [
     bn("efficientnet_b5", "b5"),
     bn("efficientnet_b6", "b6"),
     bn("efficientnet_b7", "b7"),
-    TimmArch {
-        name: "efficientnet_b0_gn",
-        preset: "b0",
-        group_size: 1,
-        gn_group_size: Some(8),
-    },
-    TimmArch {
-        name: "efficientnet_b0_g8_gn",
-        preset: "b0",
-        group_size: 8,
-        gn_group_size: Some(8),
-    },
+    gn("efficientnet_b0_gn", "b0", 1, 8),
+    gn("efficientnet_b0_g8_gn", "b0", 8, 8),
+    gn("efficientnet_b3_gn", "b3", 1, 16),
+    gn("efficientnet_b3_g8_gn", "b3", 8, 16),
+    tf("tf_efficientnet_b0", "b0"),
+    tf("tf_efficientnet_b1", "b1"),
+    tf("tf_efficientnet_b2", "b2"),
+    tf("tf_efficientnet_b3", "b3"),
+    tf("tf_efficientnet_b4", "b4"),
+    tf("tf_efficientnet_b5", "b5"),
+    tf("tf_efficientnet_b6", "b6"),
+    tf("tf_efficientnet_b7", "b7"),
 ];
 
 /// The architecture part of a timm model reference: `timm/efficientnet_b0.ra_in1k` and
@@ -118,8 +170,12 @@ pub fn config_from_timm(name: &str) -> Result<ModelConfig> {
         NormChoice::Bn
     };
     cfg.gn_group_size = arch.gn_group_size;
+    cfg.channel_divisor = arch.channel_divisor;
     cfg.norm_eps = TIMM_NORM_EPS;
     cfg.bn_momentum = TIMM_BN_MOMENTUM;
+    if arch.tf {
+        cfg = cfg.with_tf_padding();
+    }
     cfg.validate()?;
     Ok(cfg)
 }
@@ -303,6 +359,14 @@ pub struct TimmEquivalent {
     pub batch_norm: bool,
     /// Channels per group of the spatial convolutions.
     pub group_size: usize,
+    /// GroupNorm channels per group (GroupNorm models).
+    pub gn_group_size: usize,
+    /// Channel rounding (`channel_divisor`).
+    pub channel_divisor: usize,
+    /// BatchNorm momentum in PyTorch's convention (timm's default 0.1).
+    pub bn_momentum_pytorch: f64,
+    /// TensorFlow "SAME" padding (`pad_type="same"`, the `tf_efficientnet_*` models).
+    pub tf_padding: bool,
 }
 
 impl TimmEquivalent {
@@ -320,8 +384,17 @@ impl TimmEquivalent {
             extra += &format!(", in_chans={}", self.in_chans);
         }
         let eps_default = (self.norm_eps - TIMM_NORM_EPS).abs() <= 1e-12;
+        if self.batch_norm && (self.bn_momentum_pytorch - 0.1).abs() > 1e-12 {
+            extra += &format!(", bn_momentum={}", self.bn_momentum_pytorch);
+        }
+        // The registered tf_ functions default to eps 1e-3 (and "SAME" padding).
+        let registered_eps_default = if self.tf_padding {
+            (self.norm_eps - 1e-3).abs() <= 1e-12
+        } else {
+            eps_default
+        };
         if self.registered && (self.batch_norm || eps_default) {
-            if self.batch_norm && !eps_default {
+            if self.batch_norm && !registered_eps_default {
                 extra += &format!(", bn_eps={:e}", self.norm_eps);
             }
             return format!("timm.create_model(\"{}\"{extra})", self.name);
@@ -335,6 +408,12 @@ impl TimmEquivalent {
         if self.group_size != 1 {
             args += &format!(", group_size={}", self.group_size);
         }
+        if self.channel_divisor != 8 {
+            args += &format!(", channel_divisor={}", self.channel_divisor);
+        }
+        if self.tf_padding {
+            args += ", pad_type=\"same\"";
+        }
         if self.batch_norm {
             if !eps_default {
                 extra += &format!(", bn_eps={:e}", self.norm_eps);
@@ -346,7 +425,8 @@ impl TimmEquivalent {
                 format!(", eps={:e}", self.norm_eps)
             };
             args += &format!(
-                ", norm_layer=functools.partial(timm.layers.GroupNormAct, group_size=8{eps})"
+                ", norm_layer=functools.partial(timm.layers.GroupNormAct, group_size={}{eps})",
+                self.gn_group_size
             );
         }
         format!("timm.models.efficientnet._gen_efficientnet({args}{extra})")
@@ -385,17 +465,38 @@ pub fn timm_equivalent(cfg: &ModelConfig) -> Result<TimmEquivalent> {
             cfg.head
         ));
     }
+    let divisor = match (cfg.norm, cfg.gn_group_size) {
+        (NormChoice::Gn, Some(16)) => 16,
+        _ => 8,
+    };
+    if cfg.channel_divisor != divisor {
+        why.push(format!(
+            "channels rounded to multiples of {} (timm: {divisor} for this norm)",
+            cfg.channel_divisor
+        ));
+    }
+    let tf_padding = cfg.padding == crate::ops::conv::Padding::TfSame;
+    if tf_padding && !(cfg.norm == NormChoice::Bn && cfg.group_size == 1) {
+        why.push(
+            "TensorFlow SAME padding without BatchNorm and depthwise convs (timm's \
+             tf_efficientnet_* are BatchNorm models)"
+                .into(),
+        );
+    }
     let arch = match (cfg.norm, cfg.gn_group_size, cfg.group_size) {
+        (NormChoice::Bn, _, 1) if tf_padding => Some(&TIMM_ARCHS[12]),
         (NormChoice::Bn, _, 1) => Some(&TIMM_ARCHS[0]),
         (NormChoice::Gn, Some(8), 1) => Some(&TIMM_ARCHS[8]),
         (NormChoice::Gn, Some(8), 8) => Some(&TIMM_ARCHS[9]),
+        (NormChoice::Gn, Some(16), 1) => Some(&TIMM_ARCHS[10]),
+        (NormChoice::Gn, Some(16), 8) => Some(&TIMM_ARCHS[11]),
         (NormChoice::Bn, _, g) => {
             why.push(format!(
                 "BatchNorm with {g}-channel groups (timm has no such EfficientNet)"
             ));
             None
         }
-        (NormChoice::Gn, Some(8), g) => {
+        (NormChoice::Gn, Some(8 | 16), g) => {
             why.push(format!(
                 "{g} channels per conv group with GroupNorm (timm: 1 or 8)"
             ));
@@ -403,7 +504,7 @@ pub fn timm_equivalent(cfg: &ModelConfig) -> Result<TimmEquivalent> {
         }
         (NormChoice::Gn, gs, _) => {
             why.push(match gs {
-                Some(gs) => format!("GroupNorm with {gs} channels per group (timm: 8)"),
+                Some(gs) => format!("GroupNorm with {gs} channels per group (timm: 8 or 16)"),
                 None => format!(
                     "GroupNorm with {} groups per layer (timm's _gn models use 8 channels per \
                      group: set gn_group_size 8)",
@@ -434,7 +535,11 @@ pub fn timm_equivalent(cfg: &ModelConfig) -> Result<TimmEquivalent> {
             .unwrap_or(false)
     };
     let registered = TIMM_ARCHS.iter().find(|a| {
-        a.group_size == arch.group_size && a.gn_group_size == arch.gn_group_size && same(a)
+        a.group_size == arch.group_size
+            && a.gn_group_size == arch.gn_group_size
+            && a.channel_divisor == arch.channel_divisor
+            && a.tf == arch.tf
+            && same(a)
     });
     let name = registered.map_or(arch.name, |a| a.name);
     Ok(TimmEquivalent {
@@ -445,7 +550,11 @@ pub fn timm_equivalent(cfg: &ModelConfig) -> Result<TimmEquivalent> {
         num_classes: cfg.classes,
         in_chans: cfg.in_channels,
         norm_eps: cfg.norm_eps,
+        bn_momentum_pytorch: bn_momentum_to_pytorch(cfg.bn_momentum),
         batch_norm: cfg.norm == NormChoice::Bn,
         group_size: cfg.group_size,
+        gn_group_size: cfg.gn_group_size.unwrap_or(8),
+        channel_divisor: cfg.channel_divisor,
+        tf_padding,
     })
 }

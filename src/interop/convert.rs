@@ -9,7 +9,7 @@ use crate::gpu::Gpu;
 use crate::interop::arch::{timm_equivalent, TimmEquivalent};
 use crate::interop::layout::tensor_maps;
 use crate::models::efficientnet::EfficientNet;
-use crate::models::ModelConfig;
+use crate::models::{ModelConfig, NormChoice};
 use crate::nn::model::Trainable;
 use crate::nn::ParamId;
 use crate::util::safetensors::{SafeTensors, StTensor};
@@ -128,6 +128,16 @@ pub fn to_timm(cfg: &ModelConfig, w: &Weights) -> Result<(SafeTensors, TimmEquiv
         META_CONFIG.into(),
         serde_json::to_string(cfg).expect("config serializes"),
     );
+    if cfg.norm == NormChoice::Bn {
+        st.metadata.insert(
+            crate::interop::arch::META_BN_MOMENTUM_PYTORCH.into(),
+            eq.bn_momentum_pytorch.to_string(),
+        );
+        st.metadata.insert(
+            "bn_momentum".into(),
+            crate::interop::arch::bn_momentum_statement(cfg.bn_momentum),
+        );
+    }
     st.metadata.insert("format".into(), "pt".into());
     Ok((st, eq))
 }

@@ -144,12 +144,27 @@ const SCALING: [(f64, f64, usize, f64); 8] = [
 /// `round_filters`: scale by the width multiplier, round to a multiple of 8 (at least 8),
 /// and never go more than 10% below the scaled value.
 pub fn round_filters(c: usize, width: f64) -> usize {
+    round_channels(c, width, 8)
+}
+
+/// [`round_filters`] to multiples of `divisor` (timm's `round_channels(...,
+/// divisor=...)`; its `efficientnet_b3_gn` variants use 16).
+pub fn round_channels(c: usize, width: f64, divisor: usize) -> usize {
+    let d = divisor.max(1);
     let v = c as f64 * width;
-    let mut n = (((v + 4.0) / 8.0).floor() as usize * 8).max(8);
+    let mut n = (((v + d as f64 / 2.0) / d as f64).floor() as usize * d).max(d);
     if (n as f64) < 0.9 * v {
-        n += 8;
+        n += d;
     }
     n
+}
+
+fn default_channel_divisor() -> usize {
+    8
+}
+
+fn is_default_divisor(d: &usize) -> bool {
+    *d == 8
 }
 
 /// `round_repeats`: ceil(depth * repeats).
@@ -233,6 +248,13 @@ pub struct ModelConfig {
     /// (`run = m * run + (1 - m) * batch`; PyTorch's momentum 0.1 is 0.9 here).
     #[serde(default = "default_bn_momentum")]
     pub bn_momentum: f64,
+    /// Channel counts are rounded to multiples of this (8; timm's b3 GroupNorm variants
+    /// use 16).
+    #[serde(
+        default = "default_channel_divisor",
+        skip_serializing_if = "is_default_divisor"
+    )]
+    pub channel_divisor: usize,
     /// Output classes.
     pub classes: usize,
     /// Input channels.
@@ -283,6 +305,7 @@ impl ModelConfig {
             gn_group_size: None,
             norm_eps: 1e-3,
             bn_momentum: default_bn_momentum(),
+            channel_divisor: default_channel_divisor(),
             classes: 1000,
             in_channels: 3,
             drop_connect: 0.2,
@@ -303,7 +326,7 @@ impl ModelConfig {
 
     /// The concrete layer plan of this configuration.
     pub fn blocks(&self) -> Vec<BlockDef> {
-        let stem = round_filters(32, self.width);
+        let stem = self.stem_width();
         let mut cin = stem;
         let total: usize = B0_STAGES
             .iter()
@@ -312,7 +335,7 @@ impl ModelConfig {
         let mut out = Vec::new();
         let mut idx = 0;
         for (si, st) in B0_STAGES.iter().enumerate() {
-            let cout = round_filters(st.cout, self.width);
+            let cout = round_channels(st.cout, self.width, self.channel_divisor);
             let expand = if st.expand == 1 { 1 } else { self.expand };
             for r in 0..round_repeats(st.repeats, self.depth) {
                 let stride = if r == 0 { st.stride } else { 1 };
@@ -344,12 +367,12 @@ impl ModelConfig {
 
     /// Stem width.
     pub fn stem_width(&self) -> usize {
-        round_filters(32, self.width)
+        round_channels(32, self.width, self.channel_divisor)
     }
 
     /// Head width.
     pub fn head_width(&self) -> usize {
-        round_filters(self.head, self.width)
+        round_channels(self.head, self.width, self.channel_divisor)
     }
 
     /// Groups of a GroupNorm over `c` channels: `c / gn_group_size` when that is set,
@@ -398,6 +421,7 @@ impl ModelConfig {
         int("expand", self.expand, 1, l.max_expand);
         int("group_size", self.group_size, 1, l.max_group_size);
         int("gn_groups", self.gn_groups, 1, l.max_group_size);
+        int("channel_divisor", self.channel_divisor, 1, 256);
         int("resolution", self.resolution, 8, l.max_resolution);
         if let Some(gs) = self.gn_group_size {
             int("gn_group_size", gs, 1, l.max_group_size);

@@ -99,6 +99,8 @@ pub struct EfficientNet {
     stage_start: [usize; 8],
     /// Stages trained besides the head when fine-tuning.
     finetune_stages: Vec<usize>,
+    /// Stem and stages 1..=frozen_stages get no gradient ([`Trainable::set_frozen_stages`]).
+    frozen_stages: usize,
     /// Training-mode forward passes so far (BatchNorm's `num_batches_tracked`).
     batches_tracked: u64,
 }
@@ -380,6 +382,7 @@ impl EfficientNet {
             head_start,
             stage_start,
             finetune_stages: Vec::new(),
+            frozen_stages: 0,
             batches_tracked: 0,
         })
     }
@@ -775,7 +778,13 @@ impl Trainable for EfficientNet {
         } else {
             0
         };
-        self.backward(rec, stop)
+        // Frozen stem and stages: backward stops at the first trained node.
+        let frozen = match self.frozen_stages {
+            0 => 0,
+            n if n >= 7 => self.head_start,
+            n => self.stage_start[n + 1],
+        };
+        self.backward(rec, stop.max(frozen))
     }
 
     fn record_eval(&mut self, rec: &mut Recorder) -> Result<()> {
@@ -809,5 +818,29 @@ impl Trainable for EfficientNet {
         }
         self.finetune_stages = stages.to_vec();
         Ok(())
+    }
+
+    fn set_frozen_stages(&mut self, n: usize) -> Result<()> {
+        if n > 7 {
+            return Err(Error::Config(format!(
+                "--freeze-stages {n}: EfficientNet has 7 stages (0..7 may be frozen)"
+            )));
+        }
+        self.frozen_stages = n;
+        Ok(())
+    }
+
+    fn freeze_bn(&mut self, frozen: bool) -> Result<()> {
+        if !frozen && self.cfg.norm != NormChoice::Bn {
+            return Ok(());
+        }
+        self.set_bn_frozen(frozen)
+    }
+
+    fn is_frozen_param(&self, name: &str) -> bool {
+        self.frozen_stages > 0
+            && (name.starts_with("conv_stem.")
+                || name.starts_with("bn1.")
+                || (0..self.frozen_stages).any(|s| name.starts_with(&format!("blocks.{s}."))))
     }
 }

@@ -62,4 +62,16 @@ pub trait Trainable {
     /// Also train these stages (1-based) when fine-tuning; the backward pass then stops at
     /// the first of them.
     fn set_finetune_stages(&mut self, stages: &[usize]) -> Result<()>;
+    /// Freeze the stem and stages 1..=`n` (0: nothing): the backward pass stops at the
+    /// first trained node, so they get no gradient, and the trainer leaves their
+    /// parameters out of the update. Their norms still run as in training (BatchNorm on
+    /// batch statistics, updating its running statistics) unless BatchNorm is frozen.
+    fn set_frozen_stages(&mut self, n: usize) -> Result<()>;
+    /// Whether a parameter belongs to the frozen stem or stages
+    /// ([`Trainable::set_frozen_stages`]).
+    fn is_frozen_param(&self, name: &str) -> bool;
+    /// Put every BatchNorm in eval mode while training (`true`: running statistics fixed,
+    /// gradients through them as constants, `num_batches_tracked` unchanged) or back in
+    /// training mode. `true` is refused for models without BatchNorm.
+    fn freeze_bn(&mut self, frozen: bool) -> Result<()>;
 }

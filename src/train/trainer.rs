@@ -93,6 +93,24 @@ pub struct TrainConfig {
     /// instead of stopping at the first one.
     #[serde(default)]
     pub skip_bad_images: bool,
+    /// The file the weights were initialized from (`--init`; read at step 0 only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init: Option<PathBuf>,
+    /// Stem and stages 1..=N get no gradient and no update (`--freeze-stages`; 0: none).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub freeze_stages: usize,
+    /// Every BatchNorm in eval mode while training (`--freeze-bn`): running statistics
+    /// fixed, gradients flowing through them.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub freeze_bn: bool,
+}
+
+fn is_false(v: &bool) -> bool {
+    !*v
+}
+
+fn is_zero(v: &usize) -> bool {
+    *v == 0
 }
 
 /// Numbers the kernels take as f32 must fit it.
@@ -440,6 +458,24 @@ pub enum Start {
     Keep,
 }
 
+/// Initialize the parameters from `cfg.seed` (what [`Start::Fresh`] does): weights,
+/// optimizer state, the state's weight average at the state's initial values, no
+/// batches tracked. `train --init` calls it before loading a file over it.
+pub fn initialize_fresh(gpu: &Gpu, model: &mut dyn Trainable, cfg: &TrainConfig) -> Result<()> {
+    let mut init = Rng::new(cfg.seed);
+    model
+        .store()
+        .initialize(gpu, &mut init, cfg.optimizer.s2_init())?;
+    // The weight average of the state starts at the state's initial values.
+    let mut rec = Recorder::new(gpu);
+    for ((_, t), (_, a)) in model.state_tensors().iter().zip(&model.state_average()) {
+        rec.copy(t, a)?;
+    }
+    rec.submit()?.wait(gpu)?;
+    model.set_batches_tracked(0);
+    Ok(())
+}
+
 /// Checkpoint metadata key of the class names (a JSON array, index = label).
 pub const CLASS_NAMES_KEY: &str = "class_names";
 
@@ -457,7 +493,8 @@ pub fn checkpoint_path(run_dir: &Path) -> PathBuf {
 
 /// Settings that may change on resume without asking: they do not change what is trained.
 /// `skip_bad_images` is among them: a run stopped by an unreadable image continues with it.
-const FREE_KEYS: [&str; 7] = [
+const FREE_KEYS: [&str; 8] = [
+    "init",
     "log_every",
     "workers",
     "skip_bad_images",
@@ -772,8 +809,12 @@ pub fn train(
     let t_start = Instant::now();
     cfg.validate()?;
     check_norm_stats(norm_stats.0, norm_stats.1)?;
-    let segments: Vec<Segment> = if cfg.head_only {
-        model.store().segments_for(|d| model.is_head_param(&d.name))
+    model.set_frozen_stages(cfg.freeze_stages)?;
+    model.freeze_bn(cfg.freeze_bn)?;
+    let segments: Vec<Segment> = if cfg.head_only || cfg.freeze_stages > 0 {
+        model.store().segments_for(|d| {
+            (!cfg.head_only || model.is_head_param(&d.name)) && !model.is_frozen_param(&d.name)
+        })
     } else {
         model.store().segments.clone()
     };
@@ -819,6 +860,18 @@ pub fn train(
         ),
     ]
     .into_iter()
+    .chain(
+        // The BatchNorm momentum's convention, stated (the model configuration holds m).
+        serde_json::from_str::<serde_json::Value>(model_meta)
+            .ok()
+            .and_then(|v| v.get("bn_momentum")?.as_f64())
+            .map(|m| {
+                (
+                    "bn_momentum",
+                    crate::interop::arch::bn_momentum_statement(m),
+                )
+            }),
+    )
     .map(|(k, v)| (k.to_string(), v))
     .collect();
     let mut rng = Rng::new(cfg.seed ^ 0xD80F);
@@ -876,19 +929,7 @@ pub fn train(
                 gpu.write_f32(s2, &vec![cfg.optimizer.s2_init(); s2.len()])?;
             }
         }
-        Start::Fresh => {
-            let mut init = Rng::new(cfg.seed);
-            model
-                .store()
-                .initialize(gpu, &mut init, cfg.optimizer.s2_init())?;
-            // The weight average of the state starts at the state's initial values.
-            let mut rec = Recorder::new(gpu);
-            for ((_, t), (_, a)) in model.state_tensors().iter().zip(&model.state_average()) {
-                rec.copy(t, a)?;
-            }
-            rec.submit()?.wait(gpu)?;
-            model.set_batches_tracked(0);
-        }
+        Start::Fresh => initialize_fresh(gpu, model, cfg)?,
     }
     let history = history_with(history.as_ref(), step, cfg);
     model.rebuild_derived(gpu)?;
