@@ -77,3 +77,14 @@ fn input_normalize_refuses_what_it_cannot_do() {
     assert!(NormalizeParams::new(24, &[0.5; 5], &[0.25; 5]).is_err());
     assert!(NormalizeParams::new(24, &[f32::NAN; 3], &[0.25; 3]).is_err());
 }
+
+/// The f16-storage variants (activations, residual add, row and channel scales, sums and
+/// their broadcast) against the f64 reference forward and backward, at the f16
+/// tolerances of `Tolerance::f16_storage` (skipped on an adapter without SHADER_F16).
+#[test]
+fn f16_storage_variants() {
+    if !common::gpu().features.shader_f16 {
+        return;
+    }
+    common::assert_cases_pass("/f16");
+}
