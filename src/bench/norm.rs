@@ -10,8 +10,8 @@ use super::cases::{time_case, CaseTiming};
 use super::{BenchRow, Peak};
 use crate::error::Result;
 use crate::gpu::{Dtype, Gpu, Precision};
-use crate::ops::harness::dtype_suffix;
 use crate::ops::act::Act;
+use crate::ops::harness::dtype_suffix;
 use crate::ops::norm::{NormCase, NormKind, NormSpec};
 
 /// EfficientNet-B0 activation shapes (H*W, C) the norm benchmarks run at.

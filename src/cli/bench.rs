@@ -83,7 +83,9 @@ pub fn run(opts: &GpuOptions, a: &BenchArgs) -> Result<()> {
             "--precision mixed: `effnet bench {}` runs f32 only so far (the model's f16 \
              wiring is not done); `effnet bench norm --precision mixed` times the f16 \
              normalization kernels",
-            a.what.to_possible_value().map_or("?".into(), |v| v.get_name().to_string())
+            a.what
+                .to_possible_value()
+                .map_or("?".into(), |v| v.get_name().to_string())
         )));
     }
     match a.what {
