@@ -113,6 +113,33 @@ impl Tensor {
         })
     }
 
+    /// The `len` elements from element `start` on, as a view for copies only: its byte
+    /// offset need not meet the storage-binding alignment, so it must never be bound.
+    pub(crate) fn copy_view(&self, start: usize, len: usize) -> Result<Tensor> {
+        // Copies move whole 4-byte words: a view into an f16 tensor could start or end
+        // inside one, so only f32 tensors (running statistics) take views.
+        if self.dtype != Dtype::F32 {
+            return Err(Error::Shape(format!(
+                "a copy view into an {} tensor (only f32 tensors take them)",
+                self.dtype.name()
+            )));
+        }
+        if start.checked_add(len).is_none_or(|end| end > self.len) {
+            return Err(Error::Shape(format!(
+                "elements {start}..{} of a tensor of {} elements",
+                start.saturating_add(len),
+                self.len
+            )));
+        }
+        Ok(Tensor {
+            buffer: self.buffer.clone(),
+            offset: self.offset + 4 * start as u64,
+            len,
+            shape: vec![len],
+            dtype: Dtype::F32,
+        })
+    }
+
     pub(crate) fn binding(&self) -> wgpu::BindingResource<'_> {
         wgpu::BindingResource::Buffer(wgpu::BufferBinding {
             buffer: &self.buffer,
