@@ -4,7 +4,7 @@
 # On this machine:   ../shared/device/prepare && cargo build --release && cp target/release/effnet .device/
 #   (for the fmnist part also: cp -r /usr/share/datasets/fashion-mnist .device/; ~30 MB of the 64 MB that travel)
 # Then run (device tool):   . .device/gpu-env && bash bench/gpu_session.sh "info selftest peak conv norm profile train"
-# Parts: info selftest peak conv norm profile train fmnist moments repro-moments repro-norms
+# Parts: info selftest peak conv norm norm-mixed profile train fmnist moments repro-moments repro-norms
 #   repro-fixres (default: info selftest peak conv norm profile train). The repro-* parts (issue 16, docs/papers.md) need
 #   the Fashion-MNIST copy too; they are unmeasured on a GPU, so time them on their first run
 #   and shrink --sims / --epochs to fit what is left of the device budget.
@@ -29,6 +29,11 @@ for p in $parts; do
           run conv-torch python3 bench/pytorch_conv.py ;;
     norm) run norm-effnet "$E" bench norm --batch 128 --iters 10
           run norm-torch python3 bench/pytorch_norm.py ;;
+    # Issue 12: the norm kernels' f16-storage variants (x, y, dy, dx in f16; statistics f32),
+    # the same rows as `norm` with /f16 (GB/s against the copy peak; PyTorch bf16 rows come
+    # from pytorch_norm.py when it grows a dtype flag, not yet). Also their selftest rows.
+    norm-mixed) run norm-effnet-mixed "$E" bench norm --precision mixed --batch 128 --iters 10
+          run selftest-f16 "$E" selftest --op /f16 ;;
     train) run train-compare bash bench/h100_compare.sh "$OUTDIR" ;;
     fmnist) run fmnist "$E" train --data-dir "${FMNIST_DIR:-.device/fashion-mnist}" --run-dir "$OUTDIR/fmnist" ;;
     moments) run moments "$E" moments --net bn-ff --depth 200 --width 512 --batch 64 --sims 100 --out "$OUTDIR/moments-bn-ff" ;;

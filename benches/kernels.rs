@@ -19,6 +19,7 @@ fn bench(c: &mut Criterion) {
         cases.push(Box::new(ActCase {
             act,
             shape: shape.clone(),
+            dtype: effnet::gpu::Dtype::F32,
         }));
     }
     // Global average pooling over H, W.
@@ -27,6 +28,7 @@ fn bench(c: &mut Criterion) {
         from: 1,
         to: 3,
         mean: true,
+        dtype: effnet::gpu::Dtype::F32,
     }));
     let mut g = c.benchmark_group("elementwise");
     g.sample_size(10);

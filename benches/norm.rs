@@ -20,7 +20,7 @@ fn bench(c: &mut Criterion) {
         let mut g = c.benchmark_group(format!("norm[{batch},{side},{side},{ch}]"));
         g.sample_size(10);
         for spec in bench_specs(batch, hw, ch) {
-            let case = case(spec);
+            let case = case(spec, effnet::gpu::Dtype::F32);
             let mut rng = Rng::new(1);
             let inputs: Vec<HostTensor> = case
                 .inputs(&mut rng)

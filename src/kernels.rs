@@ -10,6 +10,7 @@ use crate::gpu::KernelDef;
 pub fn all() -> Vec<&'static KernelDef> {
     let mut v = crate::ops::kernels();
     v.extend_from_slice(crate::train::optim::KERNELS);
+    v.extend_from_slice(crate::train::loss_scale::KERNELS);
     v.extend_from_slice(crate::moments::kernels::KERNELS);
     v.extend_from_slice(crate::bench::peak::KERNELS);
     v

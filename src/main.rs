@@ -65,6 +65,7 @@ fn run(cli: Cli) -> effnet::Result<bool> {
         backend: cli.backend,
         // Without the flag, `Gpu::new` reads EFFNET_SHADER_CHECKS.
         shader_checks: cli.shader_checks.then_some(true),
+        masked_features: wgpu::Features::empty(),
     };
     let gpu = || Gpu::new(&opts);
     // Commands that return values (summaries, predictions) print them themselves; the

@@ -67,6 +67,7 @@ fn silu() -> ActCase {
     ActCase {
         act: Act::Silu,
         shape: vec![2, 4, 4, 3],
+        dtype: effnet::gpu::Dtype::F32,
     }
 }
 

@@ -4,9 +4,13 @@
 //! the storage bindings the entry point uses, and their read/write access, against the
 //! launcher's binding list; at most 8 storage buffers per stage (WebGPU's default limit);
 //! and the override constants the module declares against the values the kernel declares
-//! for them.
+//! for them; and for a kernel with an f16 variant, that the variant's f16 storage bindings
+//! are exactly those its definition lists (`KernelDef::f16_bindings`, from which the
+//! recorder picks the variant and refuses misplaced f16 tensors).
 
-use effnet::gpu::{shader_source, Access, KernelDef, Scalar, UniformField, UniformLayout};
+use effnet::gpu::{
+    shader_source, variant_source, Access, Dtype, KernelDef, Scalar, UniformField, UniformLayout,
+};
 use naga::valid::{Capabilities, ValidationFlags, Validator};
 use naga::{AddressSpace, ScalarKind, StorageAccess, TypeInner};
 
@@ -183,7 +187,57 @@ fn contract_errors(def: &KernelDef) -> Vec<String> {
             ));
         }
     }
+    errs.extend(f16_binding_errors(def, &name, &src));
     errs
+}
+
+/// The storage bindings of `def`'s f16 variant whose array elements are f16 against
+/// `def.f16_bindings`; a shader naming `act_t` must declare its f16 bindings.
+fn f16_binding_errors(def: &KernelDef, name: &str, f32_src: &str) -> Vec<String> {
+    let has_alias = f32_src
+        .lines()
+        .any(|l| l.trim() == effnet::gpu::kernel::ACT_ALIAS_F32);
+    if def.f16_bindings.is_empty() {
+        return if has_alias {
+            vec![format!(
+                "{name}: the shader names act_t but the kernel declares no f16 bindings \
+                 (Kernel::with_f16)"
+            )]
+        } else {
+            Vec::new()
+        };
+    }
+    let src = match variant_source(def.shader, Dtype::F16) {
+        Ok(s) => s,
+        Err(e) => return vec![format!("{name}: {e}")],
+    };
+    let module = match naga::front::wgsl::parse_str(&src) {
+        Ok(m) => m,
+        Err(e) => return vec![format!("{name} [f16]: {}", e.emit_to_string(&src))],
+    };
+    let mut half = Vec::new();
+    for (_, g) in module.global_variables.iter() {
+        let (Some(rb), AddressSpace::Storage { .. }) = (&g.binding, g.space) else {
+            continue;
+        };
+        if let TypeInner::Array { base, .. } = module.types[g.ty].inner {
+            if let TypeInner::Scalar(s) = module.types[base].inner {
+                if s.kind == ScalarKind::Float && s.width == 2 {
+                    half.push(rb.binding);
+                }
+            }
+        }
+    }
+    half.sort();
+    let mut want = def.f16_bindings.to_vec();
+    want.sort();
+    if half != want {
+        vec![format!(
+            "{name}: the f16 variant stores f16 at bindings {half:?}, the kernel declares {want:?}"
+        )]
+    } else {
+        Vec::new()
+    }
 }
 
 /// The WGSL struct at `ty` against the Rust layout.
@@ -318,6 +372,7 @@ fn altered(
         bindings: Box::leak(parts.1.into_boxed_slice()),
         overrides: Box::leak(parts.2.into_boxed_slice()),
         params,
+        f16_bindings: real.f16_bindings,
     };
     contract_errors(&def)
 }
@@ -402,4 +457,32 @@ fn every_kernel_states_its_bounds() {
         .map(|d| format!("{}::{}", d.shader, d.entry))
         .collect();
     assert!(missing.is_empty(), "no \"// Bounds\" comment: {missing:?}");
+}
+
+/// A misdeclared f16 binding list is caught, and so is a shader naming act_t whose kernel
+/// declares no f16 variant.
+#[test]
+fn the_check_catches_wrong_f16_bindings() {
+    let real = effnet::kernels::all()
+        .into_iter()
+        .find(|k| k.shader == "act/backward.wgsl")
+        .expect("kernel registered");
+    assert!(contract_errors(real).is_empty());
+    let with = |f16_bindings: &'static [u32]| KernelDef {
+        f16_bindings,
+        bindings: real.bindings,
+        overrides: real.overrides,
+        ..*real
+    };
+    let e = contract_errors(&with(&[1, 3]));
+    assert!(
+        e.iter()
+            .any(|m| m.contains("stores f16 at bindings [1, 2, 3], the kernel declares [1, 3]")),
+        "{e:?}"
+    );
+    let e = contract_errors(&with(&[]));
+    assert!(
+        e.iter().any(|m| m.contains("declares no f16 bindings")),
+        "{e:?}"
+    );
 }

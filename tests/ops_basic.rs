@@ -77,3 +77,54 @@ fn input_normalize_refuses_what_it_cannot_do() {
     assert!(NormalizeParams::new(24, &[0.5; 5], &[0.25; 5]).is_err());
     assert!(NormalizeParams::new(24, &[f32::NAN; 3], &[0.25; 3]).is_err());
 }
+
+/// The f16-storage variants (activations, residual add, row and channel scales, sums and
+/// their broadcast, the fused normalizations) against the f64 reference forward and backward, at the f16
+/// tolerances of `Tolerance::f16_storage` (skipped on an adapter without SHADER_F16).
+#[test]
+fn f16_storage_variants() {
+    if !common::gpu().features.shader_f16 {
+        return;
+    }
+    common::assert_cases_pass("/f16");
+}
+
+/// The loss-scaled cross-entropy: dlogits is exactly the unscaled one times the scale the
+/// scaler state holds (a power of two), the loss itself unchanged; an empty state is
+/// refused.
+#[test]
+fn softmax_xent_scaled_by_the_loss_scale() {
+    use effnet::ops::loss::{softmax_xent, softmax_xent_scaled};
+    use effnet::train::loss_scale::{ScalerConfig, ScalerState};
+    let gpu = common::gpu();
+    let (n, k) = (5, 11);
+    let mut rng = effnet::util::Rng::new(9);
+    let z: Vec<f32> = rng
+        .normals_f32(n * k, 2.0)
+        .iter()
+        .map(|&v| v as f32)
+        .collect();
+    let logits = gpu.upload(&z, &[n, k]).unwrap();
+    let labels = gpu.upload_u32(&[0, 3, 10, 7, 7], &[n]).unwrap();
+    let dloss = gpu.upload(&[1.0 / n as f32; 5], &[n]).unwrap();
+    let out = || (gpu.zeros(&[n]).unwrap(), gpu.zeros(&[n, k]).unwrap());
+    let ((l0, d0), (l1, d1)) = (out(), out());
+    let state = ScalerState {
+        scale: 4096.0,
+        ..ScalerState::initial(&ScalerConfig::default())
+    };
+    let scaler = gpu.upload_u32(&state.to_words(), &[8]).unwrap();
+    let mut rec = effnet::Recorder::new(gpu);
+    softmax_xent(&mut rec, &logits, &labels, &dloss, &l0, &d0, 0.1).unwrap();
+    softmax_xent_scaled(&mut rec, &logits, &labels, &dloss, &l1, &d1, 0.1, &scaler).unwrap();
+    rec.submit().unwrap().wait(gpu).unwrap();
+    assert_eq!(gpu.read(&l0).unwrap(), gpu.read(&l1).unwrap());
+    let want: Vec<f32> = gpu.read(&d0).unwrap().iter().map(|v| v * 4096.0).collect();
+    assert_eq!(gpu.read(&d1).unwrap(), want);
+    let empty = gpu.zeros(&[0]).unwrap();
+    let mut rec = effnet::Recorder::new(gpu);
+    let e = softmax_xent_scaled(&mut rec, &logits, &labels, &dloss, &l1, &d1, 0.1, &empty)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("loss scaler state is empty"), "{e}");
+}

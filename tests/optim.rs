@@ -143,3 +143,160 @@ fn ema_warm_up_rule() {
     let init_share: f64 = (1..=500).map(|t| ema_decay_at(0.998, t)).product();
     assert!(init_share < 1e-3, "{init_share}");
 }
+
+/// Dynamic loss scaling on the GPU, step by step against the host rule
+/// (`ScalerState::step_ref`, GradScaler's): growth after `interval` finite steps, halving
+/// on an inf or NaN gradient down to the minimum, the skip counter, the count of overflows
+/// at the minimum and the stop it leads to; the scaled SGD update skips the weights and
+/// the weight average on overflow and otherwise divides the gradient by the scale.
+#[test]
+fn loss_scaler_follows_grad_scaler() {
+    use effnet::train::loss_scale::{LossScaler, ScalerConfig, ScalerState};
+    let gpu = common::gpu();
+    let cfg = ScalerConfig {
+        init: 8.0,
+        interval: 3,
+        min_scale: 1.0,
+        max_scale: 32.0,
+        ..ScalerConfig::default()
+    };
+    let scaler = LossScaler::new(gpu, cfg, &ScalerState::initial(&cfg)).unwrap();
+    let n = 300;
+    let shapes = vec![vec![n]];
+    let arena = || Arena::new(gpu, &shapes).unwrap();
+    let (w, g, s1, s2, avg) = (arena(), arena(), arena(), arena(), arena());
+    let mut rng = Rng::new(5);
+    let mut hw: Vec<f64> = rng.normals_f32(n, 1.0);
+    let mut hm = vec![0.0; n];
+    let mut havg = vec![0.0; n];
+    gpu.write_f32(
+        &w.tensors[0],
+        &hw.iter().map(|&v| v as f32).collect::<Vec<_>>(),
+    )
+    .unwrap();
+    let opt = Optimizer::parse("sgd").unwrap();
+    let segs = [Segment {
+        chunk: 0,
+        start: 0,
+        end: n,
+        decay: false,
+    }];
+    let lr = 0.1f32;
+    // 3 finite steps grow 8 -> 16; then overflows down to the minimum and two at it
+    // (inf and NaN alternate), a finite step, growth capped at max_scale.
+    let bad = [
+        false, false, false, true, false, true, true, true, true, true, false, false, false, false,
+        false, false, false, false, false,
+    ];
+    let mut host = ScalerState::initial(&cfg);
+    for (t, &is_bad) in bad.iter().enumerate() {
+        let raw: Vec<f64> = rng.normals_f32(n, 1.0);
+        // The scaled gradient the backward would produce (exact: powers of two).
+        let mut scaled: Vec<f32> = raw.iter().map(|&v| v as f32 * host.scale).collect();
+        if is_bad {
+            scaled[17] = if t % 2 == 0 { f32::INFINITY } else { f32::NAN };
+        }
+        gpu.write_f32(&g.tensors[0], &scaled).unwrap();
+        let mut rec = Recorder::new(gpu);
+        scaler.record_check(&mut rec, &g.chunks).unwrap();
+        optim::update_scaled(
+            &mut rec,
+            &opt,
+            &segs,
+            &w.chunks,
+            &g.chunks,
+            &s1.chunks,
+            &s2.chunks,
+            lr,
+            0.0,
+            t as u64 + 1,
+            1.0,
+            &scaler,
+        )
+        .unwrap();
+        optim::ema_scaled(&mut rec, &w.chunks, &avg.chunks, 0.5, &scaler).unwrap();
+        scaler.record_update(&mut rec).unwrap();
+        rec.submit().unwrap().wait(gpu).unwrap();
+        if !is_bad {
+            for i in 0..n {
+                let (a, b, _) = opt.step_ref(hw[i], raw[i], hm[i], 0.0, lr as f64, 0.0, 1);
+                hw[i] = a;
+                hm[i] = b;
+                havg[i] = 0.5 * havg[i] + 0.5 * hw[i];
+            }
+        }
+        host = host.step_ref(u32::from(is_bad), &cfg);
+        let dev = scaler.read(gpu).unwrap();
+        assert_eq!(dev, host, "step {t}");
+        let got: Vec<f64> = gpu
+            .read(&w.tensors[0])
+            .unwrap()
+            .iter()
+            .map(|&v| v as f64)
+            .collect();
+        let err = effnet::ops::harness::normalized_error(&got, &hw);
+        assert!(err < 1e-6, "step {t}: weights off by {err}");
+        let got: Vec<f64> = gpu
+            .read(&avg.tensors[0])
+            .unwrap()
+            .iter()
+            .map(|&v| v as f64)
+            .collect();
+        let err = effnet::ops::harness::normalized_error(&got, &havg);
+        assert!(err < 1e-6, "step {t}: weight average off by {err}");
+        if t == 2 {
+            assert_eq!(dev.scale, 16.0, "grew after 3 finite steps");
+        }
+        if t == 9 {
+            // 16 -> 8 -> (finite) -> 4 -> 2 -> 1 -> 1 -> 1: two overflows at the minimum.
+            assert_eq!((dev.scale, dev.at_min, dev.skipped), (1.0, 2, 6));
+            let e = dev.stuck(&cfg, 2).unwrap_err().to_string();
+            assert!(e.contains("even at the smallest loss scale (1)"), "{e}");
+            assert!(dev.stuck(&cfg, 3).is_ok());
+        }
+    }
+    assert_eq!(host.scale, 8.0, "1 -> 2 -> 4 -> 8 over 9 finite steps");
+    assert_eq!(host.at_min, 0);
+}
+
+/// Scaler states that cannot be used are refused with the reason: a checkpoint's words of
+/// the wrong count or a scale that is not positive and finite, and rule constants out of
+/// range.
+#[test]
+fn loss_scaler_refuses_bad_state_and_config() {
+    use effnet::train::loss_scale::{ScalerConfig, ScalerState, STATE_WORDS};
+    let cfg = ScalerConfig::default();
+    assert_eq!((cfg.init, cfg.interval), (65536.0, 2000));
+    let s = ScalerState::initial(&cfg);
+    assert_eq!(ScalerState::from_words(&s.to_words()).unwrap(), s);
+    let e = ScalerState::from_words(&[0; 3]).unwrap_err().to_string();
+    assert!(e.contains("has 3 words, expected 8"), "{e}");
+    for bad in [0.0f32, -1.0, f32::INFINITY, f32::NAN] {
+        let mut w = [0u32; STATE_WORDS];
+        w[0] = bad.to_bits();
+        let e = ScalerState::from_words(&w).unwrap_err().to_string();
+        assert!(e.contains("not a positive finite number"), "{e}");
+    }
+    for (c, why) in [
+        (
+            ScalerConfig {
+                backoff: 1.0,
+                ..cfg
+            },
+            "backoff",
+        ),
+        (ScalerConfig { growth: 1.0, ..cfg }, "growth"),
+        (ScalerConfig { interval: 0, ..cfg }, "interval"),
+        (ScalerConfig { init: 0.5, ..cfg }, "init"),
+        (
+            ScalerConfig {
+                min_scale: f32::NAN,
+                ..cfg
+            },
+            "min_scale",
+        ),
+    ] {
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains(why), "{why}: {e}");
+    }
+}

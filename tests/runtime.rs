@@ -140,3 +140,118 @@ fn user_errors_are_clear() {
     .unwrap_err();
     assert!(e.to_string().contains("unknown backend"), "{e}");
 }
+
+/// f16 tensors: uploads round to nearest and read back widened exactly, odd lengths
+/// (a padding half) survive upload, copy, clear and readback, and the tensor's size and
+/// cost count two bytes an element.
+#[test]
+fn f16_tensors_roundtrip() {
+    use effnet::gpu::Dtype;
+    let gpu = common::gpu();
+    if !gpu.features.shader_f16 {
+        return;
+    }
+    let v = [1.0f32, -2.5, 65504.0, 1.0 / 3.0, 1e-8, 7e4, 0.0];
+    let t = gpu.upload_as(&v, &[7], Dtype::F16).unwrap();
+    assert_eq!((t.dtype(), t.bytes()), (Dtype::F16, 14));
+    let back = gpu.read(&t).unwrap();
+    let want: Vec<f32> = v.iter().map(|&x| half::f16::from_f32(x).to_f32()).collect();
+    assert_eq!(back, want);
+    assert_eq!(back[2], 65504.0);
+    assert!(
+        back[5].is_infinite(),
+        "past f16's range: inf, as a kernel store makes it"
+    );
+    let u = gpu.zeros_of(&[7], Dtype::F16).unwrap();
+    let mut rec = Recorder::new(gpu);
+    rec.copy(&t, &u).unwrap();
+    rec.submit().unwrap().wait(gpu).unwrap();
+    assert_eq!(gpu.read(&u).unwrap(), want);
+    let mut rec = Recorder::new(gpu);
+    rec.clear(&u);
+    rec.submit().unwrap().wait(gpu).unwrap();
+    assert_eq!(gpu.read(&u).unwrap(), vec![0.0; 7]);
+    // A copy across element types is refused, and so is reading f16 as u32.
+    let f = gpu.zeros(&[7]).unwrap();
+    let mut rec = Recorder::new(gpu);
+    let e = rec.copy(&t, &f).unwrap_err().to_string();
+    assert!(e.contains("7 f16 elements into 7 f32"), "{e}");
+    assert!(gpu.read_u32(&t).is_err());
+}
+
+/// The recorder picks a kernel's variant from the tensors bound to its activation
+/// bindings and refuses mixtures: f16 and f32 activations in one dispatch, or an f16
+/// tensor where the kernel reads 4-byte words.
+#[test]
+fn kernel_variant_follows_the_tensors() {
+    use effnet::gpu::Dtype;
+    use effnet::ops::reduce::{self, Axes};
+    let gpu = common::gpu();
+    if !gpu.features.shader_f16 {
+        return;
+    }
+    let x = gpu.upload_as(&[-1.0, 0.5, 2.0], &[3], Dtype::F16).unwrap();
+    let y = gpu.zeros_of(&[3], Dtype::F16).unwrap();
+    let y32 = gpu.zeros(&[3]).unwrap();
+    let mut rec = Recorder::new(gpu);
+    act::forward(&mut rec, Act::Relu, &x, &y).unwrap();
+    rec.submit().unwrap().wait(gpu).unwrap();
+    assert_eq!(gpu.read(&y).unwrap(), vec![0.0, 0.5, 2.0]);
+    let mut rec = Recorder::new(gpu);
+    let e = act::forward(&mut rec, Act::Relu, &x, &y32)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("binding 1 holds an f16 tensor and binding 2 an f32 one"),
+        "{e}"
+    );
+    // The sum's output is f32 by contract: an f16 one is refused.
+    let ax = Axes { o: 1, m: 3, i: 1 };
+    let out16 = gpu.zeros_of(&[1], Dtype::F16).unwrap();
+    let e = reduce::sum_axis(&mut rec, &x, None, &out16, ax, 1.0, None)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("binding 3 takes 4-byte words"), "{e}");
+    let out = gpu.zeros(&[1]).unwrap();
+    reduce::sum_axis(&mut rec, &x, None, &out, ax, 1.0, None).unwrap();
+    rec.submit().unwrap().wait(gpu).unwrap();
+    assert_eq!(gpu.read(&out).unwrap(), vec![1.5]);
+}
+
+/// A device opened without SHADER_F16 (the feature masked, as on an adapter without
+/// it): `--precision mixed` is refused with the reason and the fix, an f16 variant does
+/// not build, and the f16 harness cases are skipped rather than failed.
+#[test]
+fn mixed_precision_needs_shader_f16() {
+    use effnet::gpu::{Dtype, Precision};
+    let gpu = Gpu::new(&GpuOptions {
+        masked_features: wgpu::Features::SHADER_F16,
+        ..GpuOptions::from_env()
+    })
+    .unwrap();
+    assert!(!gpu.features.shader_f16);
+    assert!(Precision::F32.check_supported(&gpu).is_ok());
+    let e = Precision::Mixed
+        .check_supported(&gpu)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("--precision mixed needs f16 in shaders (wgpu feature SHADER_F16)")
+            && e.contains("use --precision f32"),
+        "{e}"
+    );
+    let x = gpu.zeros_of(&[4], Dtype::F16).unwrap();
+    let y = gpu.zeros_of(&[4], Dtype::F16).unwrap();
+    let mut rec = Recorder::new(&gpu);
+    let e = act::forward(&mut rec, Act::Silu, &x, &y)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("needs SHADER_F16"), "{e}");
+    let f16_case = effnet::ops::cases()
+        .into_iter()
+        .find(|c| c.activations() == Dtype::F16)
+        .expect("an f16 case");
+    assert!(effnet::ops::check(&gpu, f16_case.as_ref(), 1)
+        .unwrap()
+        .is_empty());
+}

@@ -1,21 +1,28 @@
 //! Every WGSL file is parsed and validated by naga (no GPU needed), and every kernel, with
-//! every combination of override constants effnet uses, is translated by naga's SPIR-V
+//! every combination of override constants effnet uses and in each storage variant it has
+//! (f32, and f16 for the mixed-precision kernels), is translated by naga's SPIR-V
 //! (Vulkan), MSL (Metal) and HLSL (DX12) back ends. A failure names the shader, entry
-//! point, constants and back end.
+//! point, variant, constants and back end.
 
-use effnet::gpu::{shader_source, KernelDef, SHADER_FILES};
+use effnet::gpu::{shader_source, variant_source, Dtype, KernelDef, SHADER_FILES};
 
 fn validate(path: &str) -> (naga::Module, naga::valid::ModuleInfo) {
-    let src = shader_source(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    validate_variant(path, Dtype::F32)
+}
+
+fn validate_variant(path: &str, act: Dtype) -> (naga::Module, naga::valid::ModuleInfo) {
+    let src = variant_source(path, act).unwrap_or_else(|e| panic!("{path}: {e}"));
     let module = naga::front::wgsl::parse_str(&src)
         .unwrap_or_else(|e| panic!("{path}: WGSL parse error:\n{}", e.emit_to_string(&src)));
-    // Validate with no optional capabilities: effnet's base path must not need any.
-    let info = naga::valid::Validator::new(
-        naga::valid::ValidationFlags::all(),
-        naga::valid::Capabilities::empty(),
-    )
-    .validate(&module)
-    .unwrap_or_else(|e| panic!("{path}: naga validation error:\n{}", e.emit_to_string(&src)));
+    // Validate the f32 variant with no optional capabilities: effnet's base path must not
+    // need any. The f16 variant needs exactly f16 (wgpu's SHADER_F16).
+    let caps = match act {
+        Dtype::F32 => naga::valid::Capabilities::empty(),
+        Dtype::F16 => naga::valid::Capabilities::SHADER_FLOAT16,
+    };
+    let info = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), caps)
+        .validate(&module)
+        .unwrap_or_else(|e| panic!("{path}: naga validation error:\n{}", e.emit_to_string(&src)));
     (module, info)
 }
 
@@ -93,8 +100,8 @@ fn every_kernel_file_is_dispatched_somewhere() {
     }
 }
 
-fn translate(def: &KernelDef, consts: &[(&str, f64)]) -> Result<(), String> {
-    let (module, info) = validate(def.shader);
+fn translate(def: &KernelDef, act: Dtype, consts: &[(&str, f64)]) -> Result<(), String> {
+    let (module, info) = validate_variant(def.shader, act);
     let mut pc = naga::back::PipelineConstants::default();
     for (k, v) in consts {
         pc.insert(k.to_string(), *v);
@@ -126,7 +133,12 @@ fn translate(def: &KernelDef, consts: &[(&str, f64)]) -> Result<(), String> {
 
     // HLSL (DX12)
     let hlsl_opts = naga::back::hlsl::Options {
-        shader_model: naga::back::hlsl::ShaderModel::V6_0,
+        // 16-bit types need shader model 6.2, which wgpu's DX12 backend requires for
+        // SHADER_F16; the f32 variants keep 6.0.
+        shader_model: match act {
+            Dtype::F32 => naga::back::hlsl::ShaderModel::V6_0,
+            Dtype::F16 => naga::back::hlsl::ShaderModel::V6_2,
+        },
         fake_missing_bindings: true,
         ..Default::default()
     };
@@ -144,18 +156,53 @@ fn translate(def: &KernelDef, consts: &[(&str, f64)]) -> Result<(), String> {
 fn every_kernel_translates_to_spirv_msl_hlsl() {
     let mut failures = Vec::new();
     let mut n = 0;
+    let mut n_f16 = 0;
     for def in effnet::kernels::all() {
-        for combo in def.override_combinations() {
-            n += 1;
-            if let Err(e) = translate(def, &combo) {
-                failures.push(format!("{}::{} {:?}: {e}", def.shader, def.entry, combo));
+        for &act in def.variants() {
+            for combo in def.override_combinations() {
+                n += 1;
+                n_f16 += usize::from(act == Dtype::F16);
+                if let Err(e) = translate(def, act, &combo) {
+                    failures.push(format!(
+                        "{}::{} [{}] {:?}: {e}",
+                        def.shader,
+                        def.entry,
+                        act.name(),
+                        combo
+                    ));
+                }
             }
         }
     }
     assert!(n > 0);
+    assert!(n_f16 > 0, "no kernel has an f16 variant");
     assert!(
         failures.is_empty(),
         "translation failures:\n{}",
         failures.join("\n")
+    );
+}
+
+/// The f16 variant of a kernel is its f32 text with `enable f16;` first and the
+/// `act_t` alias rewritten, nothing else; a shader without the alias has no f16 variant.
+#[test]
+fn f16_variant_rewrites_only_the_alias() {
+    let f32_src = shader_source("act/forward.wgsl").unwrap();
+    let f16_src = variant_source("act/forward.wgsl", Dtype::F16).unwrap();
+    assert_eq!(f16_src.lines().next(), Some("enable f16;"));
+    let changed: Vec<(&str, &str)> = f32_src
+        .lines()
+        .zip(f16_src.lines().skip(1))
+        .filter(|(a, b)| a != b)
+        .collect();
+    assert_eq!(
+        changed,
+        vec![("alias act_t = f32;", "alias act_t = f16;")],
+        "only the alias line differs"
+    );
+    let e = variant_source("optim/ema.wgsl", Dtype::F16).unwrap_err();
+    assert!(
+        e.to_string().contains("exactly one `alias act_t = f32;`"),
+        "{e}"
     );
 }

@@ -2,6 +2,10 @@
 // (the squeeze-excitation gate). Also its data gradient: dx = dy * s.
 //!include common/grid.wgsl
 
+// Activation storage type: f32, or f16 in the kernel's f16 variant (the shader loader
+// rewrites this line, see src/gpu/precision.rs); arithmetic stays f32.
+alias act_t = f32;
+
 struct Params {
     n: u32,     // total elements N*P*C
     hw: u32,    // P = H*W
@@ -12,9 +16,9 @@ struct Params {
 // (the launcher checks both lengths); s by n * C + c with n = i / (P*C) < N and c < C,
 // so below N*C = s.len() (checked). P*C >= 1 whenever p.n > 0. No loops.
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read> x: array<act_t>;
 @group(0) @binding(2) var<storage, read> s: array<f32>;
-@group(0) @binding(3) var<storage, read_write> y: array<f32>;
+@group(0) @binding(3) var<storage, read_write> y: array<act_t>;
 
 @compute @workgroup_size(256)
 fn channel_scale(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -23,6 +27,6 @@ fn channel_scale(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
     if (i < p.n) {
         let c = i % p.c;
         let n = i / (p.hw * p.c);
-        y[i] = x[i] * s[n * p.c + c];
+        y[i] = act_t(f32(x[i]) * s[n * p.c + c]);
     }
 }

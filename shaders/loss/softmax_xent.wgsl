@@ -2,7 +2,13 @@
 // One workgroup per row of logits [N, K]; target q = (1 - eps) * onehot(label) + eps / K.
 //   loss[n]      = logsumexp(z) - sum_k q_k z_k
 //   dlogits[n,k] = dloss[n] * (softmax(z)_k - q_k)
+// SCALED = 1 (mixed precision): dlogits is also multiplied by the dynamic loss scale,
+// word 0 of the loss scaler's state (f32 bits, src/train/loss_scale.rs), so the backward
+// carries scaled gradients; the loss itself is not scaled. SCALED = 0 never reads
+// `scaler` (the launcher binds a placeholder).
 //!include common/grid.wgsl
+
+override SCALED: u32 = 0u;
 
 struct Params {
     rows: u32,
@@ -15,6 +21,7 @@ struct Params {
 // logits/dlogits index is row*k + j with j < k; labels, loss, dloss are read at row. A
 // label >= k (the caller validates labels) is never equal to a class index, so it only
 // drops the one-hot term, it indexes nothing. red[t], red[t + s] with t < s <= 128.
+// scaler[0] only with SCALED = 1 (the launcher checks the state is non-empty).
 // Divisions: floats only. Loops: j += 256 up to k, s halves from 128.
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> logits: array<f32>;
@@ -22,6 +29,7 @@ struct Params {
 @group(0) @binding(3) var<storage, read> dloss: array<f32>;
 @group(0) @binding(4) var<storage, read_write> loss: array<f32>;
 @group(0) @binding(5) var<storage, read_write> dlogits: array<f32>;
+@group(0) @binding(6) var<storage, read> scaler: array<u32>;
 
 var<workgroup> red: array<f32, 256>;
 
@@ -82,7 +90,10 @@ fn softmax_xent(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
     if (t == 0u) {
         loss[row] = lse - qz;
     }
-    let g = dloss[row];
+    var g = dloss[row];
+    if (SCALED == 1u) {
+        g = g * bitcast<f32>(scaler[0]);
+    }
     for (var k = t; k < p.k; k += 256u) {
         let z = logits[base + k] - mx;
         let q = off + select(0.0, 1.0 - p.eps, k == label);

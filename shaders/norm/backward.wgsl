@@ -39,15 +39,20 @@ struct Params {
 // gamma, beta, s~ whenever their flag is set. Indices: x, dy, dx at (o*M + m)*C + c with
 // m < M, c < C; saved at s and S + s; scratch at seg_off + s and seg_off + S + s,
 // s = o*G + c/cg < S. Divisors: cblocks, rblocks, ti, cg >= 1. Loops: m += 256 / ti.
+// Activation storage type: f32, or f16 in the kernel's f16 variant (the shader loader
+// rewrites this line, see src/gpu/precision.rs); statistics, parameters and every sum
+// stay f32.
+alias act_t = f32;
+
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read> dy: array<f32>;
+@group(0) @binding(1) var<storage, read> x: array<act_t>;
+@group(0) @binding(2) var<storage, read> dy: array<act_t>;
 @group(0) @binding(3) var<storage, read> saved: array<f32>;
 @group(0) @binding(4) var<storage, read> gamma: array<f32>;
 @group(0) @binding(5) var<storage, read> beta: array<f32>;
 @group(0) @binding(6) var<storage, read> ps: array<f32>;
 @group(0) @binding(7) var<storage, read> scratch: array<f32>;
-@group(0) @binding(8) var<storage, read_write> dx: array<f32>;
+@group(0) @binding(8) var<storage, read_write> dx: array<act_t>;
 
 @compute @workgroup_size(256)
 fn norm_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -96,7 +101,7 @@ fn norm_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
     let end = min((rb + 1u) * p.rows, p.m);
     for (var m = rb * p.rows + t / p.ti; m < end; m += lanes) {
         let i = (o * p.m + m) * p.c + c;
-        let xh = (x[i] - mu) * r;
-        dx[i] = gr * dy[i] * act_df(ACT, gm * xh + bt) - rm1 - xh * rm2;
+        let xh = (f32(x[i]) - mu) * r;
+        dx[i] = act_t(gr * f32(dy[i]) * act_df(ACT, gm * xh + bt) - rm1 - xh * rm2);
     }
 }

@@ -38,9 +38,14 @@ struct Params {
 // norm/stats.wgsl: x, dy at (o*M + m)*C + c for c < C, m < M; saved at s and S + s,
 // s = o*G + c/cg < S; part at ((o*chunks + chunk)*C + c)*4 + 3. acc[t + stride*ti] < 256.
 // Divisors: cblocks, chunks, ti, cg >= 1. Loops: m += 256 / ti, stride halves.
+// Activation storage type: f32, or f16 in the kernel's f16 variant (the shader loader
+// rewrites this line, see src/gpu/precision.rs); statistics, parameters and every sum
+// stay f32.
+alias act_t = f32;
+
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read> dy: array<f32>;
+@group(0) @binding(1) var<storage, read> x: array<act_t>;
+@group(0) @binding(2) var<storage, read> dy: array<act_t>;
 @group(0) @binding(3) var<storage, read> saved: array<f32>;
 @group(0) @binding(4) var<storage, read> gamma: array<f32>;
 @group(0) @binding(5) var<storage, read> beta: array<f32>;
@@ -93,9 +98,9 @@ fn norm_backward_reduce(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_work
         }
         for (var m = m0 + mm; m < m1; m += lanes) {
             let idx = (o * p.m + m) * p.c + c;
-            let xh = (x[idx] - mu) * r;
+            let xh = (f32(x[idx]) - mu) * r;
             let z = gm * xh + bt;
-            let d = dy[idx];
+            let d = f32(dy[idx]);
             let dz = d * sc * act_df(ACT, z);
             sum.x += dz;
             sum.y += dz * xh;

@@ -43,15 +43,20 @@ struct Params {
 // s~ are C-element tensors whenever their flag is set (NormSpec-driven `need` checks);
 // otherwise a placeholder is bound and never read. x[i], y[i] with i = (o*M + m)*C + c,
 // m < M, c < C. Divisors: cblocks, rblocks, ti, cg >= 1. Loops: m += 256 / ti.
+// Activation storage type: f32, or f16 in the kernel's f16 variant (the shader loader
+// rewrites this line, see src/gpu/precision.rs); statistics, parameters and every sum
+// stay f32.
+alias act_t = f32;
+
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read> x: array<act_t>;
 @group(0) @binding(2) var<storage, read> mean: array<f32>;
 @group(0) @binding(3) var<storage, read> rstd: array<f32>;
 @group(0) @binding(4) var<storage, read> gamma: array<f32>;
 @group(0) @binding(5) var<storage, read> beta: array<f32>;
 @group(0) @binding(6) var<storage, read> pmu: array<f32>;
 @group(0) @binding(7) var<storage, read> ps: array<f32>;
-@group(0) @binding(8) var<storage, read_write> y: array<f32>;
+@group(0) @binding(8) var<storage, read_write> y: array<act_t>;
 
 @compute @workgroup_size(256)
 fn norm_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -96,6 +101,6 @@ fn norm_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
     let m1 = min((rb + 1u) * p.rows, p.m);
     for (var m = rb * p.rows + t / p.ti; m < m1; m += lanes) {
         let i = (o * p.m + m) * p.c + c;
-        y[i] = (act_f(ACT, (x[i] - mn) * k + bt) - mu) * sc;
+        y[i] = act_t((act_f(ACT, (f32(x[i]) - mn) * k + bt) - mu) * sc);
     }
 }

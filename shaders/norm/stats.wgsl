@@ -26,8 +26,13 @@ struct Params {
 // m < min(m0 + chunk_rows, M); part[((o*chunks + chunk)*C + c)*3 + 2] for c < C.
 // acc[t + stride*ti] with mm < stride <= lanes/2 stays below 256. Divisors: cblocks,
 // chunks >= 1, ti a power of two <= 32. Loops: m += 256 / ti up to M, stride halves.
+// Activation storage type: f32, or f16 in the kernel's f16 variant (the shader loader
+// rewrites this line, see src/gpu/precision.rs); statistics, parameters and every sum
+// stay f32.
+alias act_t = f32;
+
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read> x: array<act_t>;
 @group(0) @binding(2) var<storage, read_write> part: array<f32>;
 
 // (count, mean, M2) per lane.
@@ -69,9 +74,9 @@ fn norm_stats_partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgr
     var s2 = 0.0;
     var k = 0.0;
     if (c < p.c && m0 + mm < m1) {
-        k = x[(o * p.m + m0 + mm) * p.c + c];
+        k = f32(x[(o * p.m + m0 + mm) * p.c + c]);
         for (var m = m0 + mm; m < m1; m += lanes) {
-            let d = x[(o * p.m + m) * p.c + c] - k;
+            let d = f32(x[(o * p.m + m) * p.c + c]) - k;
             s1 += d;
             s2 += d * d;
             cnt += 1.0;

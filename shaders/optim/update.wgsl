@@ -2,9 +2,14 @@
 // ALGO: 0 SGD with momentum, 1 SGD with Nesterov momentum, 2 RMSProp (TensorFlow style:
 // eps inside the square root, momentum on the scaled step), 3 AdamW (decoupled decay).
 // For 0-2, weight decay is L2 added to the gradient.
+// SCALED = 1 (mixed precision, src/train/loss_scale.rs): the gradients carry the dynamic
+// loss scale; the step is skipped when the scaler's non-finite count is non-zero, else
+// the gradient is divided by the scale. SCALED = 0 never reads `scaler` (the launcher
+// binds a placeholder there).
 //!include common/grid.wgsl
 
 override ALGO: u32 = 0u;
+override SCALED: u32 = 0u;
 
 struct Params {
     start: u32,
@@ -20,13 +25,15 @@ struct Params {
 }
 
 // Bounds (runtime checks off, see src/gpu/kernel.rs): w, g, s1, s2 indexed by i in
-// [p.start, p.end); the launcher checks p.end <= the length of all four chunks. No
-// loops, no integer division.
+// [p.start, p.end); the launcher checks p.end <= the length of all four chunks; with
+// SCALED = 1, scaler[0] and scaler[3] of the scaler state (8 words, checked by the
+// launcher). No loops, no integer division.
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read_write> w: array<f32>;
 @group(0) @binding(2) var<storage, read> g: array<f32>;
 @group(0) @binding(3) var<storage, read_write> s1: array<f32>;
 @group(0) @binding(4) var<storage, read_write> s2: array<f32>;
+@group(0) @binding(5) var<storage, read> scaler: array<u32>;
 
 @compute @workgroup_size(256)
 fn optim_update(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -35,8 +42,16 @@ fn optim_update(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
     if (i >= p.end) {
         return;
     }
+    var gscale = p.gscale;
+    if (SCALED == 1u) {
+        // Uniform across the grid: every invocation skips, or none does.
+        if (scaler[3] != 0u) {
+            return;
+        }
+        gscale = gscale / bitcast<f32>(scaler[0]);
+    }
     var wi = w[i];
-    var gi = g[i] * p.gscale;
+    var gi = g[i] * gscale;
     switch ALGO {
         case 0u, 1u: {
             gi += p.wd * wi;

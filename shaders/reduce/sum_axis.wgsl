@@ -6,6 +6,10 @@
 // partials) keeps the grid busy when O * I is small.
 //!include common/grid.wgsl
 
+// Activation storage type: f32, or f16 in the kernel's f16 variant (the shader loader
+// rewrites this line, see src/gpu/precision.rs); arithmetic stays f32.
+alias act_t = f32;
+
 override TI: u32 = 32u;
 override PRODUCT: u32 = 0u;
 
@@ -27,8 +31,8 @@ struct Params {
 // Divisors: iblocks, s >= 1 whenever a workgroup runs (O*s*iblocks > 0), TI in 1..32.
 // Loops: m += 256 / TI (>= 8) up to M, stride halves.
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read> y: array<f32>;
+@group(0) @binding(1) var<storage, read> x: array<act_t>;
+@group(0) @binding(2) var<storage, read> y: array<act_t>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 
 var<workgroup> part: array<f32, 256>;
@@ -56,9 +60,9 @@ fn sum_axis(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
         for (var m = m0 + mm; m < m1; m += lanes_m) {
             let idx = (o * p.m + m) * p.i + i;
             if (PRODUCT == 1u) {
-                acc += x[idx] * y[idx];
+                acc += f32(x[idx]) * f32(y[idx]);
             } else {
-                acc += x[idx];
+                acc += f32(x[idx]);
             }
         }
     }

@@ -2,13 +2,16 @@
 //! LN+PN(SiLU), forward and backward) at EfficientNet-B0 activation shapes: the selftest's
 //! [`NormCase`] prepared at these shapes and timed kernel by kernel. The PN rows include
 //! the per-step proxy statistics and their backward (the case composes them, as training
-//! does). `bench/pytorch_norm.py` times the same list in PyTorch.
+//! does). `bench/pytorch_norm.py` times the same list in PyTorch. With
+//! `--precision mixed` the activations (x, y, dy, dx) are f16 through the kernels' f16
+//! variants and the rows carry `/f16`; statistics and parameters stay f32.
 
 use super::cases::{time_case, CaseTiming};
 use super::{BenchRow, Peak};
 use crate::error::Result;
-use crate::gpu::Gpu;
+use crate::gpu::{Dtype, Gpu, Precision};
 use crate::ops::act::Act;
+use crate::ops::harness::dtype_suffix;
 use crate::ops::norm::{NormCase, NormKind, NormSpec};
 
 /// EfficientNet-B0 activation shapes (H*W, C) the norm benchmarks run at.
@@ -44,17 +47,30 @@ pub fn label(spec: &NormSpec) -> String {
     )
 }
 
-/// The case timed for `spec` (inputs as the selftest draws them, mean 0.5).
-pub fn case(spec: NormSpec) -> NormCase {
-    NormCase { spec, offset: 0.5 }
+/// The case timed for `spec` (inputs as the selftest draws them, mean 0.5), with
+/// activations stored as `dtype`.
+pub fn case(spec: NormSpec, dtype: Dtype) -> NormCase {
+    NormCase {
+        spec,
+        offset: 0.5,
+        dtype,
+    }
 }
 
-/// Time every variant at every shape for batch `batch`.
-pub fn measure(gpu: &Gpu, batch: usize, iters: usize) -> Result<Vec<CaseTiming>> {
+/// Time every variant at every shape for batch `batch` in `precision`.
+pub fn measure(
+    gpu: &Gpu,
+    batch: usize,
+    iters: usize,
+    precision: Precision,
+) -> Result<Vec<CaseTiming>> {
+    precision.check_supported(gpu)?;
+    let dtype = precision.activations();
     let mut out = Vec::new();
     for &(hw, c) in &BENCH_SHAPES {
         for spec in bench_specs(batch, hw, c) {
-            out.push(time_case(gpu, &case(spec), Some(label(&spec)), 1, iters)?);
+            let name = format!("{}{}", label(&spec), dtype_suffix(dtype));
+            out.push(time_case(gpu, &case(spec, dtype), Some(name), 1, iters)?);
         }
     }
     Ok(out)
@@ -67,11 +83,14 @@ pub fn run(
     iters: usize,
     json: bool,
     peak: &Peak,
+    precision: Precision,
 ) -> Result<Vec<BenchRow>> {
     let title = format!(
-        "norm bench on {} ({:?}), batch {batch}, median of {iters}",
-        gpu.info.name, gpu.info.backend
+        "norm bench on {} ({:?}), batch {batch}, median of {iters}, precision {}",
+        gpu.info.name,
+        gpu.info.backend,
+        precision.name()
     );
-    let timings = measure(gpu, batch, iters)?;
+    let timings = measure(gpu, batch, iters, precision)?;
     Ok(super::report(gpu, "norm", &title, timings, json, peak))
 }

@@ -8,8 +8,8 @@ use clap::{Args, ValueEnum};
 
 use super::{bench_data, bench_train};
 use crate::bench::{self, peak};
-use crate::error::Result;
-use crate::gpu::{Gpu, GpuOptions};
+use crate::error::{Error, Result};
+use crate::gpu::{Gpu, GpuOptions, Precision};
 use crate::models::{NormChoice, Preset};
 
 /// What `effnet bench` measures.
@@ -64,6 +64,11 @@ pub struct BenchArgs {
     /// `train/` sub-folder when there is one); see `examples/gen_jpegs.rs`.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// `bench norm`: storage precision of the activations: f32, or mixed (f16 activations
+    /// and gradients through the kernels' f16 variants; needs SHADER_F16). The other
+    /// benchmarks run f32 only so far and refuse mixed.
+    #[arg(long, value_enum, default_value_t = Precision::F32)]
+    pub precision: Precision,
     /// `bench data`: loader worker counts to measure, e.g. `1,2,4` (default: cores - 1).
     #[arg(long, value_delimiter = ',')]
     pub workers: Vec<usize>,
@@ -73,6 +78,16 @@ pub struct BenchArgs {
 pub fn run(opts: &GpuOptions, a: &BenchArgs) -> Result<()> {
     let gpu = || Gpu::new(opts);
     let (batch, iters) = (a.batch.max(1), a.iters.max(1));
+    if a.precision == Precision::Mixed && !matches!(a.what, BenchWhat::Norm) {
+        return Err(Error::Config(format!(
+            "--precision mixed: `effnet bench {}` runs f32 only so far (the model's f16 \
+             wiring is not done); `effnet bench norm --precision mixed` times the f16 \
+             normalization kernels",
+            a.what
+                .to_possible_value()
+                .map_or("?".into(), |v| v.get_name().to_string())
+        )));
+    }
     match a.what {
         BenchWhat::Data => {
             let d = a.data_dir.clone();
@@ -87,7 +102,7 @@ pub fn run(opts: &GpuOptions, a: &BenchArgs) -> Result<()> {
         BenchWhat::Norm => {
             let gpu = &gpu()?;
             let p = peak::get(gpu, a.refresh)?;
-            bench::norm::run(gpu, batch, iters, a.json, &p)?;
+            bench::norm::run(gpu, batch, iters, a.json, &p, a.precision)?;
         }
         BenchWhat::Ops => {
             let gpu = &gpu()?;

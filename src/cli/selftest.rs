@@ -28,6 +28,9 @@ pub fn run(gpu: &Gpu, a: &SelftestArgs) -> Result<bool> {
             if gpu.shader_checks { "on" } else { "off" }
         );
     }
+    if !a.json && !gpu.features.shader_f16 {
+        println!("f16-storage cases (/f16) skipped: this adapter has no SHADER_F16");
+    }
     let results = selftest::run(gpu, a.op.as_deref(), |r| {
         if a.json {
             println!("{}", serde_json::to_string(r).expect("serializable"));
@@ -37,7 +40,15 @@ pub fn run(gpu: &Gpu, a: &SelftestArgs) -> Result<bool> {
     })?;
     let failed = results.iter().filter(|r| !r.pass).count();
     if results.is_empty() {
-        eprintln!("no op matches {:?}", a.op.as_deref().unwrap_or_default());
+        let why = if gpu.features.shader_f16 {
+            ""
+        } else {
+            " that this adapter can run (the f16 cases need SHADER_F16)"
+        };
+        eprintln!(
+            "no op matches {:?}{why}",
+            a.op.as_deref().unwrap_or_default()
+        );
         return Ok(false);
     }
     if !a.json {

@@ -23,6 +23,9 @@ pub struct GpuOptions {
     /// construction and run faster without them. `None` reads `EFFNET_SHADER_CHECKS`
     /// (`0`, `false`, `no`, `off`, `f`, `n` or empty: off; anything else: on).
     pub shader_checks: Option<bool>,
+    /// Optional features not to enable even where the adapter has them: tests open a
+    /// device as one without `SHADER_F16` would be (`--precision mixed` must then refuse).
+    pub masked_features: wgpu::Features,
 }
 
 impl GpuOptions {
@@ -272,17 +275,23 @@ impl Gpu {
                 })
                 .expect("non-empty"),
         };
-        Self::from_adapter(instance, adapter, opts.shader_checks.unwrap_or(false))
+        Self::from_adapter(
+            instance,
+            adapter,
+            opts.shader_checks.unwrap_or(false),
+            opts.masked_features,
+        )
     }
 
     fn from_adapter(
         instance: wgpu::Instance,
         adapter: wgpu::Adapter,
         shader_checks: bool,
+        masked: wgpu::Features,
     ) -> Result<Self> {
         let info = adapter.get_info();
         let limits = adapter.limits();
-        let available = adapter.features();
+        let available = adapter.features() - masked;
         let mut wanted = wgpu::Features::empty();
         for f in [
             wgpu::Features::TIMESTAMP_QUERY,

@@ -24,6 +24,7 @@ use std::marker::PhantomData;
 use std::sync::Mutex;
 
 use super::context::Gpu;
+use super::tensor::{Dtype, Tensor};
 use super::uniform::{Uniform, UniformLayout};
 use crate::error::{Error, Result};
 
@@ -43,6 +44,42 @@ pub fn shader_source(path: &str) -> Result<String> {
     let mut out = String::new();
     expand(path, &mut seen, &mut out)?;
     Ok(out)
+}
+
+/// The line an f32 shader names its activation storage type with; the f16 variant of the
+/// module has `alias act_t = f16;` there, under `enable f16;`.
+pub const ACT_ALIAS_F32: &str = "alias act_t = f32;";
+
+/// Source of the variant of a shader that stores activations as `act` (see
+/// [`super::precision`]): the f32 source unchanged, or for f16 the same text with `enable
+/// f16;` first and its [`ACT_ALIAS_F32`] line (exactly one) rewritten to `alias act_t =
+/// f16;`.
+pub fn variant_source(path: &str, act: Dtype) -> Result<String> {
+    let src = shader_source(path)?;
+    match act {
+        Dtype::F32 => Ok(src),
+        Dtype::F16 => {
+            let n = src.lines().filter(|l| l.trim() == ACT_ALIAS_F32).count();
+            if n != 1 {
+                return Err(Error::Shader {
+                    shader: path.into(),
+                    msg: format!(
+                        "an f16 variant needs exactly one `{ACT_ALIAS_F32}` line, found {n}"
+                    ),
+                });
+            }
+            let mut out = String::from("enable f16;\n");
+            for line in src.lines() {
+                if line.trim() == ACT_ALIAS_F32 {
+                    out.push_str("alias act_t = f16;");
+                } else {
+                    out.push_str(line);
+                }
+                out.push('\n');
+            }
+            Ok(out)
+        }
+    }
 }
 
 fn expand(path: &str, seen: &mut Vec<String>, out: &mut String) -> Result<()> {
@@ -91,6 +128,13 @@ pub struct KernelDef {
     pub overrides: &'static [(&'static str, &'static [f64])],
     /// Layout of the uniform block at binding 0 (the Rust struct's).
     pub params: &'static UniformLayout,
+    /// The storage bindings (numbered as in WGSL: 1, 2, ...) whose element type is the
+    /// shader's `act_t`: activations and activation gradients, f16 in the kernel's f16
+    /// variant. Empty: the kernel has only its f32 form. The recorder picks the variant
+    /// from the tensors bound there (all f32 or all f16) and refuses an f16 tensor
+    /// anywhere else; `tests/kernel_contract.rs` reflects the f16 variant and requires
+    /// exactly these bindings to hold f16.
+    pub f16_bindings: &'static [u32],
 }
 
 /// A kernel whose uniform block is the Rust struct `P`: [`crate::gpu::Recorder::dispatch`]
@@ -118,9 +162,17 @@ impl<P: Uniform> Kernel<P> {
                 bindings,
                 overrides,
                 params: P::LAYOUT,
+                f16_bindings: &[],
             },
             _params: PhantomData,
         }
+    }
+
+    /// The same kernel with an f16 variant whose `act_t` bindings are `bindings` (see
+    /// [`KernelDef::f16_bindings`]).
+    pub const fn with_f16(mut self, bindings: &'static [u32]) -> Self {
+        self.def.f16_bindings = bindings;
+        self
     }
 
     /// The untyped definition (what registries and tests list).
@@ -130,6 +182,53 @@ impl<P: Uniform> Kernel<P> {
 }
 
 impl KernelDef {
+    /// The storage precisions this kernel is built in: f32, and f16 when it has an f16
+    /// variant.
+    pub fn variants(&self) -> &'static [Dtype] {
+        if self.f16_bindings.is_empty() {
+            &[Dtype::F32]
+        } else {
+            &[Dtype::F32, Dtype::F16]
+        }
+    }
+
+    /// The variant the tensors `bindings` select: f16 when the [`Self::f16_bindings`] hold
+    /// f16 tensors, f32 when they hold f32 ones. An error names the binding when they
+    /// disagree, or when an f16 tensor is bound where the kernel reads f32 or u32 words
+    /// (it would read two halves as one word).
+    pub fn variant_for(&self, bindings: &[&Tensor]) -> Result<Dtype> {
+        let mut act: Option<(u32, Dtype)> = None;
+        for (i, t) in bindings.iter().enumerate() {
+            let b = i as u32 + 1;
+            if self.f16_bindings.contains(&b) {
+                match act {
+                    None => act = Some((b, t.dtype())),
+                    Some((b0, d)) if d != t.dtype() => {
+                        return Err(self.error(format!(
+                            "binding {b0} holds an {} tensor and binding {b} an {} one: a                              kernel's activations are all f32 or all f16",
+                            d.name(),
+                            t.dtype().name()
+                        )))
+                    }
+                    Some(_) => {}
+                }
+            } else if t.dtype() == Dtype::F16 {
+                return Err(self.error(format!(
+                    "binding {b} takes 4-byte words (f32 or u32) but holds an f16 tensor of                      shape {:?}",
+                    t.shape()
+                )));
+            }
+        }
+        Ok(act.map_or(Dtype::F32, |(_, d)| d))
+    }
+
+    fn error(&self, msg: String) -> Error {
+        Error::Shader {
+            shader: format!("{}::{}", self.shader, self.entry),
+            msg,
+        }
+    }
+
     /// Every combination of override values this kernel is built with.
     pub fn override_combinations(&self) -> Vec<Vec<(&'static str, f64)>> {
         let mut combos: Vec<Vec<(&'static str, f64)>> = vec![Vec::new()];
@@ -176,32 +275,56 @@ pub struct Pipeline {
     pub(crate) label: &'static str,
 }
 
-type Key = (&'static str, &'static str, Vec<(String, u64)>);
+type Key = (&'static str, &'static str, Dtype, Vec<(String, u64)>);
 
-/// Lazily built pipelines keyed by shader, entry and override constants.
+/// Lazily built pipelines keyed by shader, entry, storage variant and override constants.
 #[derive(Default)]
 pub(crate) struct PipelineCache {
     map: Mutex<HashMap<Key, Pipeline>>,
-    modules: Mutex<HashMap<&'static str, wgpu::ShaderModule>>,
+    modules: Mutex<HashMap<(&'static str, Dtype), wgpu::ShaderModule>>,
 }
 
 /// Size of the uniform block bound at binding 0 of every kernel, bytes.
 pub const PARAMS_BYTES: u64 = 256;
 
 impl Gpu {
-    /// The pipeline for `def` with the given override constants, built on first use.
+    /// The f32 pipeline for `def` with the given override constants, built on first use.
     pub fn pipeline(&self, def: &'static KernelDef, constants: &[(&str, f64)]) -> Result<Pipeline> {
+        self.pipeline_variant(def, constants, Dtype::F32)
+    }
+
+    /// The pipeline of `def`'s variant storing activations as `act` (see
+    /// [`KernelDef::variants`]), built on first use. An f16 variant needs the kernel to
+    /// have one and the device to have `SHADER_F16`.
+    pub fn pipeline_variant(
+        &self,
+        def: &'static KernelDef,
+        constants: &[(&str, f64)],
+        act: Dtype,
+    ) -> Result<Pipeline> {
         def.check_constants(constants)?;
+        if !def.variants().contains(&act) {
+            return Err(def.error(format!(
+                "has no {} variant (declare its activation bindings with Kernel::with_f16)",
+                act.name()
+            )));
+        }
+        if act == Dtype::F16 && !self.features.shader_f16 {
+            return Err(def.error(format!(
+                "its f16 variant needs SHADER_F16, which adapter '{}' does not offer; use                  --precision f32",
+                self.info.name
+            )));
+        }
         let mut key_consts: Vec<(String, u64)> = constants
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_bits()))
             .collect();
         key_consts.sort();
-        let key = (def.shader, def.entry, key_consts);
+        let key = (def.shader, def.entry, act, key_consts);
         if let Some(p) = self.pipelines.map.lock().unwrap().get(&key) {
             return Ok(p.clone());
         }
-        let module = self.module(def.shader)?;
+        let module = self.module(def.shader, act)?;
         let mut entries = vec![wgpu::BindGroupLayoutEntry {
             binding: 0,
             visibility: wgpu::ShaderStages::COMPUTE,
@@ -268,11 +391,11 @@ impl Gpu {
         Ok(p)
     }
 
-    fn module(&self, shader: &'static str) -> Result<wgpu::ShaderModule> {
-        if let Some(m) = self.pipelines.modules.lock().unwrap().get(shader) {
+    fn module(&self, shader: &'static str, act: Dtype) -> Result<wgpu::ShaderModule> {
+        if let Some(m) = self.pipelines.modules.lock().unwrap().get(&(shader, act)) {
             return Ok(m.clone());
         }
-        let src = shader_source(shader)?;
+        let src = variant_source(shader, act)?;
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let desc = wgpu::ShaderModuleDescriptor {
             label: Some(shader),
@@ -302,7 +425,7 @@ impl Gpu {
             .modules
             .lock()
             .unwrap()
-            .insert(shader, m.clone());
+            .insert((shader, act), m.clone());
         Ok(m)
     }
 }

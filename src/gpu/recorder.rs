@@ -35,6 +35,15 @@ impl Cost {
         }
     }
 
+    /// `flops` operations reading each of `read` once and writing each of `written` once,
+    /// at the tensors' own element sizes (f16 activations move half the bytes).
+    pub fn tensors(flops: f64, read: &[&Tensor], written: &[&Tensor]) -> Self {
+        Self {
+            flops,
+            bytes: read.iter().chain(written).map(|t| t.bytes() as f64).sum(),
+        }
+    }
+
     /// The sum of two costs.
     pub fn plus(self, o: Cost) -> Cost {
         Cost {
@@ -206,7 +215,6 @@ impl<'g> Recorder<'g> {
         cost: Cost,
     ) -> Result<()> {
         let def = kernel.def();
-        let p = self.gpu.pipeline(def, constants)?;
         if bindings.len() != def.bindings.len() {
             return Err(Error::Config(format!(
                 "kernel {} takes {} buffers, got {}",
@@ -215,6 +223,8 @@ impl<'g> Recorder<'g> {
                 bindings.len()
             )));
         }
+        let act = def.variant_for(bindings)?;
+        let p = self.gpu.pipeline_variant(def, constants, act)?;
         let cap = self.gpu.grid_dim_cap();
         let dims = grid.dims(cap);
         let max = self.gpu.limits.max_compute_workgroups_per_dimension;
@@ -262,13 +272,15 @@ impl<'g> Recorder<'g> {
         Ok(())
     }
 
-    /// Record a copy of `src` into `dst` (same element count).
+    /// Record a copy of `src` into `dst` (same element count and type).
     pub fn copy(&mut self, src: &Tensor, dst: &Tensor) -> Result<()> {
-        if src.len() != dst.len() {
+        if src.len() != dst.len() || src.dtype() != dst.dtype() {
             return Err(Error::Shape(format!(
-                "copy of {} elements into {}",
+                "copy of {} {} elements into {} {}",
                 src.len(),
-                dst.len()
+                src.dtype().name(),
+                dst.len(),
+                dst.dtype().name()
             )));
         }
         self.ops.push(Op::Copy {
@@ -378,14 +390,14 @@ impl<'g> Recorder<'g> {
                             src.offset,
                             &dst.buffer,
                             dst.offset,
-                            src.bytes(),
+                            src.transfer_bytes(),
                         );
                     }
                 }
                 Op::Clear(t) => {
                     drop(pass.take());
                     if t.bytes() > 0 {
-                        enc.clear_buffer(&t.buffer, t.offset, Some(t.bytes().div_ceil(4) * 4));
+                        enc.clear_buffer(&t.buffer, t.offset, Some(t.transfer_bytes()));
                     }
                 }
             }

@@ -1,5 +1,6 @@
-//! GPU tensors (f32 or u32 data, NHWC by convention), arenas that pack many tensors into
-//! few buffers without crossing the adapter's binding limit, and readback.
+//! GPU tensors (f32 or u32 data, or f16 activations in mixed precision; NHWC by
+//! convention), arenas that pack many tensors into few buffers without crossing the
+//! adapter's binding limit, and readback.
 
 use std::sync::{Arc, Mutex};
 
@@ -14,7 +15,37 @@ pub fn numel(shape: &[usize]) -> usize {
     shape.iter().product()
 }
 
-/// A view of `len` 4-byte elements at `offset` bytes into a storage buffer.
+/// How a tensor stores its elements.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Dtype {
+    /// 4-byte elements: f32 values, or u32 labels and indices (the kernels say which).
+    F32,
+    /// 2-byte IEEE half-precision values: activations and activation gradients in mixed
+    /// precision (`--precision mixed`), bound to the f16 variant of a kernel (see
+    /// [`KernelDef::f16_bindings`](super::KernelDef::f16_bindings)).
+    F16,
+}
+
+impl Dtype {
+    /// Bytes per element.
+    pub fn size(self) -> u64 {
+        match self {
+            Dtype::F32 => 4,
+            Dtype::F16 => 2,
+        }
+    }
+
+    /// Lower-case name (`f32`, `f16`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Dtype::F32 => "f32",
+            Dtype::F16 => "f16",
+        }
+    }
+}
+
+/// A view of `len` elements of type `dtype` at `offset` bytes into a storage buffer.
 ///
 /// Cloning is cheap (the buffer is reference counted); clones alias the same memory.
 #[derive(Clone, Debug)]
@@ -23,15 +54,16 @@ pub struct Tensor {
     pub(crate) offset: u64,
     len: usize,
     shape: Shape,
+    dtype: Dtype,
 }
 
 const USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
     .union(wgpu::BufferUsages::COPY_SRC)
     .union(wgpu::BufferUsages::COPY_DST);
 
-fn padded_bytes(len: usize) -> u64 {
+fn padded_bytes(len: usize, dtype: Dtype) -> u64 {
     // Bindings must be non-empty and a multiple of 4 bytes; keep 16-byte granularity.
-    ((len.max(1) * 4) as u64).div_ceil(16) * 16
+    (len.max(1) as u64 * dtype.size()).div_ceil(16) * 16
 }
 
 impl Tensor {
@@ -50,9 +82,21 @@ impl Tensor {
         &self.shape
     }
 
+    /// Element type.
+    pub fn dtype(&self) -> Dtype {
+        self.dtype
+    }
+
     /// Size in bytes.
     pub fn bytes(&self) -> u64 {
-        self.len as u64 * 4
+        self.len as u64 * self.dtype.size()
+    }
+
+    /// The bytes a copy, clear or readback of this tensor moves: its size rounded up to
+    /// the 4 bytes wgpu requires (an f16 tensor of odd length carries one padding half,
+    /// which lies inside its allocation: every tensor's allocation is padded to 16 bytes).
+    pub(crate) fn transfer_bytes(&self) -> u64 {
+        self.bytes().div_ceil(4) * 4
     }
 
     /// The same memory under another shape with the same element count.
@@ -72,6 +116,14 @@ impl Tensor {
     /// The `len` elements from element `start` on, as a view for copies only: its byte
     /// offset need not meet the storage-binding alignment, so it must never be bound.
     pub(crate) fn copy_view(&self, start: usize, len: usize) -> Result<Tensor> {
+        // Copies move whole 4-byte words: a view into an f16 tensor could start or end
+        // inside one, so only f32 tensors (running statistics) take views.
+        if self.dtype != Dtype::F32 {
+            return Err(Error::Shape(format!(
+                "a copy view into an {} tensor (only f32 tensors take them)",
+                self.dtype.name()
+            )));
+        }
         if start.checked_add(len).is_none_or(|end| end > self.len) {
             return Err(Error::Shape(format!(
                 "elements {start}..{} of a tensor of {} elements",
@@ -84,6 +136,7 @@ impl Tensor {
             offset: self.offset + 4 * start as u64,
             len,
             shape: vec![len],
+            dtype: Dtype::F32,
         })
     }
 
@@ -92,7 +145,7 @@ impl Tensor {
             buffer: &self.buffer,
             offset: self.offset,
             size: std::num::NonZeroU64::new(
-                padded_bytes(self.len).min(self.buffer.size() - self.offset),
+                padded_bytes(self.len, self.dtype).min(self.buffer.size() - self.offset),
             ),
         })
     }
@@ -141,21 +194,47 @@ impl Gpu {
         Ok(buffer)
     }
 
-    /// A zero-filled tensor of the given shape in its own buffer.
+    /// A zero-filled f32 tensor of the given shape in its own buffer.
     pub fn zeros(&self, shape: &[usize]) -> Result<Tensor> {
+        self.zeros_of(shape, Dtype::F32)
+    }
+
+    /// A zero-filled tensor of the given shape and element type in its own buffer.
+    pub fn zeros_of(&self, shape: &[usize], dtype: Dtype) -> Result<Tensor> {
         let len = numel(shape);
-        let buffer = self.raw_buffer(padded_bytes(len), "tensor")?;
+        let buffer = self.raw_buffer(padded_bytes(len, dtype), "tensor")?;
         Ok(Tensor {
             buffer,
             offset: 0,
             len,
             shape: shape.to_vec(),
+            dtype,
         })
     }
 
     /// Upload f32 data as a new tensor.
     pub fn upload(&self, data: &[f32], shape: &[usize]) -> Result<Tensor> {
         self.upload_bytes(bytemuck::cast_slice(data), data.len(), shape)
+    }
+
+    /// Upload f32 data as a new tensor of element type `dtype` (rounded to nearest for
+    /// f16; values past f16's range become infinities, as a kernel's store would make
+    /// them).
+    pub fn upload_as(&self, data: &[f32], shape: &[usize], dtype: Dtype) -> Result<Tensor> {
+        match dtype {
+            Dtype::F32 => self.upload(data, shape),
+            Dtype::F16 => {
+                if numel(shape) != data.len() {
+                    return Err(Error::Shape(format!(
+                        "{} values do not fill shape {shape:?}",
+                        data.len()
+                    )));
+                }
+                let t = self.zeros_of(shape, Dtype::F16)?;
+                self.write_f32(&t, data)?;
+                Ok(t)
+            }
+        }
     }
 
     /// Upload u32 data (labels, indices) as a new tensor.
@@ -174,9 +253,28 @@ impl Gpu {
         Ok(t)
     }
 
-    /// Overwrite a tensor's contents with f32 data (queued before the next submission).
+    /// Overwrite a tensor's contents with f32 data (queued before the next submission);
+    /// an f16 tensor receives the values rounded to nearest.
     pub fn write_f32(&self, t: &Tensor, data: &[f32]) -> Result<()> {
-        self.write(t, bytemuck::cast_slice(data))
+        match t.dtype {
+            Dtype::F32 => self.write(t, bytemuck::cast_slice(data)),
+            Dtype::F16 => {
+                if data.len() != t.len {
+                    return Err(Error::Shape(format!(
+                        "writing {} values into an f16 tensor of {}",
+                        data.len(),
+                        t.len
+                    )));
+                }
+                // Padded to whole 4-byte words (wgpu writes words); the pad half stays 0.
+                let mut halves: Vec<u16> = data
+                    .iter()
+                    .map(|&v| half::f16::from_f32(v).to_bits())
+                    .collect();
+                halves.resize(data.len().div_ceil(2) * 2, 0);
+                self.write_padded(t, bytemuck::cast_slice(&halves))
+            }
+        }
     }
 
     /// Overwrite a tensor's contents with u32 data.
@@ -191,7 +289,18 @@ impl Gpu {
     }
 
     fn write(&self, t: &Tensor, bytes: &[u8]) -> Result<()> {
-        if bytes.len() as u64 != t.bytes() {
+        if t.dtype != Dtype::F32 {
+            return Err(Error::Shape(format!(
+                "writing raw 4-byte words into an {} tensor",
+                t.dtype.name()
+            )));
+        }
+        self.write_padded(t, bytes)
+    }
+
+    /// Write `bytes` (the tensor's transfer size) at the tensor's offset.
+    fn write_padded(&self, t: &Tensor, bytes: &[u8]) -> Result<()> {
+        if bytes.len() as u64 != t.transfer_bytes() {
             return Err(Error::Shape(format!(
                 "writing {} bytes into a tensor of {} bytes",
                 bytes.len(),
@@ -207,10 +316,10 @@ impl Gpu {
     /// Start an asynchronous readback of `t`: the copy is submitted now; poll the handle
     /// (or `wait` on it) later. The GPU never waits for the host.
     pub fn read_async(&self, t: &Tensor) -> Result<Readback> {
-        let bytes = t.bytes().max(4);
+        let bytes = t.transfer_bytes().max(4);
         let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("readback"),
-            size: bytes.div_ceil(4) * 4,
+            size: bytes,
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
@@ -220,7 +329,7 @@ impl Gpu {
                 label: Some("read"),
             });
         if t.bytes() > 0 {
-            enc.copy_buffer_to_buffer(&t.buffer, t.offset, &staging, 0, t.bytes());
+            enc.copy_buffer_to_buffer(&t.buffer, t.offset, &staging, 0, t.transfer_bytes());
         }
         self.queue.submit([enc.finish()]);
         let state: Arc<Mutex<Option<Result<(), String>>>> = Arc::default();
@@ -231,17 +340,25 @@ impl Gpu {
         Ok(Readback {
             staging,
             len: t.len(),
+            dtype: t.dtype,
             state,
         })
     }
 
-    /// Read a tensor back as f32 (blocks until the GPU is done with it).
+    /// Read a tensor back as f32 (blocks until the GPU is done with it); f16 values are
+    /// widened exactly.
     pub fn read(&self, t: &Tensor) -> Result<Vec<f32>> {
         self.read_async(t)?.wait(self)
     }
 
     /// Read a tensor back as u32.
     pub fn read_u32(&self, t: &Tensor) -> Result<Vec<u32>> {
+        if t.dtype != Dtype::F32 {
+            return Err(Error::Shape(format!(
+                "reading an {} tensor as u32",
+                t.dtype.name()
+            )));
+        }
         Ok(self.read(t)?.into_iter().map(f32::to_bits).collect())
     }
 }
@@ -250,6 +367,7 @@ impl Gpu {
 pub struct Readback {
     staging: wgpu::Buffer,
     len: usize,
+    dtype: Dtype,
     state: Arc<Mutex<Option<Result<(), String>>>>,
 }
 
@@ -269,7 +387,13 @@ impl Readback {
                     .staging
                     .get_mapped_range(..)
                     .map_err(|e| Error::Device(format!("readback map failed: {e}")))?;
-                let v: Vec<f32> = bytemuck::cast_slice::<u8, f32>(&view)[..self.len].to_vec();
+                let v: Vec<f32> = match self.dtype {
+                    Dtype::F32 => bytemuck::cast_slice::<u8, f32>(&view)[..self.len].to_vec(),
+                    Dtype::F16 => bytemuck::cast_slice::<u8, u16>(&view)[..self.len]
+                        .iter()
+                        .map(|&h| half::f16::from_bits(h).to_f32())
+                        .collect(),
+                };
                 drop(view);
                 self.staging.unmap();
                 Ok(Some(v))
@@ -286,7 +410,7 @@ impl Readback {
     }
 }
 
-/// Packs many tensors into as few buffers as the adapter's binding limit allows, each at an
+/// Packs many f32 tensors into as few buffers as the adapter's binding limit allows, each at an
 /// offset aligned for storage binding. Parameters, gradients and optimizer state each live
 /// in one arena so an update is one dispatch per chunk.
 #[derive(Debug)]
@@ -314,7 +438,7 @@ impl Arena {
         let mut plan = Vec::with_capacity(shapes.len());
         let mut sizes = vec![0u64];
         for s in shapes {
-            let bytes = padded_bytes(numel(s)).div_ceil(align) * align;
+            let bytes = padded_bytes(numel(s), Dtype::F32).div_ceil(align) * align;
             if bytes > max {
                 return Err(Error::TooLarge(format!(
                     "one tensor of shape {s:?} ({:.1} MiB) exceeds this adapter's binding \
@@ -339,6 +463,7 @@ impl Arena {
                 offset: 0,
                 len: (bytes / 4) as usize,
                 shape: vec![(bytes / 4) as usize],
+                dtype: Dtype::F32,
             });
             buffers.push(b);
         }
@@ -350,6 +475,7 @@ impl Arena {
                 offset: off,
                 len: numel(s),
                 shape: s.clone(),
+                dtype: Dtype::F32,
             })
             .collect();
         Ok(Arena { tensors, chunks })

@@ -11,7 +11,7 @@
 use serde::Serialize;
 
 use crate::error::Result;
-use crate::gpu::{Gpu, Recorder, Tensor};
+use crate::gpu::{Dtype, Gpu, Recorder, Tensor};
 use crate::util::Rng;
 
 /// A host tensor in f64 (values are f32-representable where they feed a GPU kernel).
@@ -58,6 +58,11 @@ impl HostTensor {
         gpu.upload(&self.to_f32(), &self.shape)
     }
 
+    /// Upload to the GPU as `dtype` (f16: rounded to nearest).
+    pub fn upload_as(&self, gpu: &Gpu, dtype: Dtype) -> Result<Tensor> {
+        gpu.upload_as(&self.to_f32(), &self.shape, dtype)
+    }
+
     /// Upload to the GPU as u32 (labels, indices).
     pub fn upload_u32(&self, gpu: &Gpu) -> Result<Tensor> {
         let v: Vec<u32> = self.data.iter().map(|&v| v as u32).collect();
@@ -101,6 +106,29 @@ pub struct Tolerance {
     pub backward: f64,
     /// CPU reference backward vs central finite differences.
     pub gradcheck: f64,
+}
+
+impl Tolerance {
+    /// The tolerances of an op's f16-storage variant: f16's unit roundoff is
+    /// u = 2^-11 = 4.9e-4, and each value an f16 kernel reads or writes is rounded once
+    /// (inputs on upload, outputs on store) while every sum runs in f32; 6u = 3e-3 covers
+    /// an input and an output rounding with room for the op's conditioning. The
+    /// finite-difference check is of the f64 reference, so it keeps `gradcheck`.
+    pub fn f16_storage(gradcheck: f64) -> Self {
+        Self {
+            forward: 3e-3,
+            backward: 3e-3,
+            gradcheck,
+        }
+    }
+
+    /// These tolerances, or [`Tolerance::f16_storage`] for an f16 case.
+    pub fn for_dtype(self, dtype: Dtype) -> Self {
+        match dtype {
+            Dtype::F32 => self,
+            Dtype::F16 => Self::f16_storage(self.gradcheck),
+        }
+    }
 }
 
 impl Default for Tolerance {
@@ -179,6 +207,11 @@ pub trait OpCase: Send + Sync {
     /// Tolerances.
     fn tolerance(&self) -> Tolerance {
         Tolerance::default()
+    }
+    /// The element type the case stores activations in (its kernels' f16 variants run for
+    /// [`Dtype::F16`]; [`check`] skips such a case on an adapter without `SHADER_F16`).
+    fn activations(&self) -> Dtype {
+        Dtype::F32
     }
     /// Which outputs the loss used for backward depends on (default: all).
     fn differentiable_outputs(&self) -> Vec<bool> {
@@ -298,8 +331,12 @@ pub fn gpu_results(gpu: &Gpu, case: &dyn OpCase, seed: u64) -> Result<GpuResults
     ))
 }
 
-/// Run the forward, backward and gradient checks of one case with a given seed.
+/// Run the forward, backward and gradient checks of one case with a given seed (none for
+/// an f16 case on an adapter without `SHADER_F16`: see [`runs_on`]).
 pub fn check(gpu: &Gpu, case: &dyn OpCase, seed: u64) -> Result<Vec<CheckResult>> {
+    if !runs_on(gpu, case) {
+        return Ok(Vec::new());
+    }
     let d = draw(case, seed);
     let inputs = d.values();
     let Draw {
@@ -391,6 +428,19 @@ pub fn check(gpu: &Gpu, case: &dyn OpCase, seed: u64) -> Result<Vec<CheckResult>
     Ok(out)
 }
 
+/// Whether `case` can run on `gpu`: an f16 case needs `SHADER_F16`.
+pub fn runs_on(gpu: &Gpu, case: &dyn OpCase) -> bool {
+    case.activations() == Dtype::F32 || gpu.features.shader_f16
+}
+
+/// The suffix an f16 case's name carries (`/f16`), empty for f32.
+pub fn dtype_suffix(dtype: Dtype) -> &'static str {
+    match dtype {
+        Dtype::F32 => "",
+        Dtype::F16 => "/f16",
+    }
+}
+
 /// Run one-shot GPU work: upload, record with `f`, submit, wait.
 pub fn run_gpu(gpu: &Gpu, f: impl FnOnce(&mut Recorder) -> Result<()>) -> Result<()> {
     let mut rec = Recorder::new(gpu);
@@ -405,8 +455,19 @@ pub fn upload_dy(
     k: usize,
     shape: &[usize],
 ) -> Result<Tensor> {
+    upload_dy_as(gpu, dy, k, shape, Dtype::F32)
+}
+
+/// [`upload_dy`] stored as `dtype`.
+pub fn upload_dy_as(
+    gpu: &Gpu,
+    dy: Option<&[HostTensor]>,
+    k: usize,
+    shape: &[usize],
+    dtype: Dtype,
+) -> Result<Tensor> {
     match dy.and_then(|d| d.get(k)) {
-        Some(t) => t.upload(gpu),
-        None => gpu.zeros(shape),
+        Some(t) => t.upload_as(gpu, dtype),
+        None => gpu.zeros_of(shape, dtype),
     }
 }

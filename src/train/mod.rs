@@ -3,6 +3,7 @@
 
 pub mod checkpoint;
 pub mod input_stage;
+pub mod loss_scale;
 pub mod metrics;
 /// The trait the trainer drives (defined in [`crate::nn::model`], below the models that
 /// implement it).

@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::loss_scale::{LossScaler, STATE_WORDS};
 use crate::error::{Error, Result};
 use crate::gpu::{
     groups_for, uniform_block, Access, Cost, Grid, Kernel, KernelDef, Recorder, Tensor,
@@ -47,14 +48,15 @@ static UPDATE: Kernel<UpdateParams> = Kernel::new(
         Access::Read,
         Access::ReadWrite,
         Access::ReadWrite,
+        Access::Read,
     ],
-    &[("ALGO", &[0.0, 1.0, 2.0, 3.0])],
+    &[("ALGO", &[0.0, 1.0, 2.0, 3.0]), ("SCALED", &[0.0, 1.0])],
 );
 static EMA: Kernel<EmaParams> = Kernel::new(
     "optim/ema.wgsl",
     "ema_update",
-    &[Access::Read, Access::ReadWrite],
-    &[],
+    &[Access::Read, Access::ReadWrite, Access::Read],
+    &[("SCALED", &[0.0, 1.0])],
 );
 
 /// The kernels of this module (for the portability test).
@@ -227,6 +229,74 @@ pub fn update(
     step: u64,
     gscale: f32,
 ) -> Result<()> {
+    update_with(rec, opt, segments, w, g, s1, s2, lr, wd, step, gscale, None)
+}
+
+/// [`update`] for gradients that carry the dynamic loss scale of `scaler` (mixed
+/// precision): the whole step is skipped when the scaler's check found a non-finite
+/// gradient, else each gradient is multiplied by `gscale / scale`. Decided on the GPU.
+#[allow(clippy::too_many_arguments)]
+pub fn update_scaled(
+    rec: &mut Recorder,
+    opt: &Optimizer,
+    segments: &[Segment],
+    w: &[Tensor],
+    g: &[Tensor],
+    s1: &[Tensor],
+    s2: &[Tensor],
+    lr: f32,
+    wd: f32,
+    step: u64,
+    gscale: f32,
+    scaler: &LossScaler,
+) -> Result<()> {
+    update_with(
+        rec,
+        opt,
+        segments,
+        w,
+        g,
+        s1,
+        s2,
+        lr,
+        wd,
+        step,
+        gscale,
+        Some(&scaler.state),
+    )
+}
+
+/// The scaler state as a kernel binds it: checked to hold its 8 words (the kernels read
+/// words 0 and 3), or a placeholder (`fallback`, never read with SCALED = 0).
+fn scaler_binding<'a>(
+    scaler: Option<&'a Tensor>,
+    fallback: &'a Tensor,
+) -> Result<(&'a Tensor, f64)> {
+    match scaler {
+        None => Ok((fallback, 0.0)),
+        Some(s) if s.len() == STATE_WORDS && s.dtype() == crate::gpu::Dtype::F32 => Ok((s, 1.0)),
+        Some(s) => Err(Error::Shape(format!(
+            "loss scaler state of shape {:?}, expected {STATE_WORDS} words",
+            s.shape()
+        ))),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn update_with(
+    rec: &mut Recorder,
+    opt: &Optimizer,
+    segments: &[Segment],
+    w: &[Tensor],
+    g: &[Tensor],
+    s1: &[Tensor],
+    s2: &[Tensor],
+    lr: f32,
+    wd: f32,
+    step: u64,
+    gscale: f32,
+    scaler: Option<&Tensor>,
+) -> Result<()> {
     let [b1, b2, eps, c1, c2] = opt.consts(step.max(1));
     for s in segments {
         let c = s.chunk;
@@ -242,9 +312,10 @@ pub fn update(
             continue;
         }
         let wdv = if s.decay { wd } else { 0.0 };
+        let (sc, scaled) = scaler_binding(scaler, &g[c])?;
         rec.dispatch(
             &UPDATE,
-            &[("ALGO", opt.algo())],
+            &[("ALGO", opt.algo()), ("SCALED", scaled)],
             &UpdateParams {
                 start: s.start as u32,
                 end: s.end as u32,
@@ -257,7 +328,7 @@ pub fn update(
                 c2,
                 gscale,
             },
-            &[&w[c], &g[c], &s1[c], &s2[c]],
+            &[&w[c], &g[c], &s1[c], &s2[c], sc],
             Grid::Linear(groups_for(n, 256)),
             // w, g and both state slots read, w and the state slots written.
             Cost::f32s(opt.flops_per_param() * n as f64, 4 * n, 3 * n),
@@ -278,6 +349,28 @@ pub fn ema_decay_at(decay: f64, updates: u64) -> f64 {
 
 /// Record avg = decay * avg + (1 - decay) * w over whole chunks.
 pub fn ema(rec: &mut Recorder, w: &[Tensor], avg: &[Tensor], decay: f32) -> Result<()> {
+    ema_with(rec, w, avg, decay, None)
+}
+
+/// [`ema`] of a mixed-precision step: skipped on the GPU when `scaler` found a non-finite
+/// gradient (the weights did not move, so neither does their average).
+pub fn ema_scaled(
+    rec: &mut Recorder,
+    w: &[Tensor],
+    avg: &[Tensor],
+    decay: f32,
+    scaler: &LossScaler,
+) -> Result<()> {
+    ema_with(rec, w, avg, decay, Some(&scaler.state))
+}
+
+fn ema_with(
+    rec: &mut Recorder,
+    w: &[Tensor],
+    avg: &[Tensor],
+    decay: f32,
+    scaler: Option<&Tensor>,
+) -> Result<()> {
     if w.len() != avg.len() || w.iter().zip(avg).any(|(a, b)| a.len() != b.len()) {
         return Err(Error::Shape(
             "weight average: the average arena's chunks differ from the weights'".into(),
@@ -285,11 +378,12 @@ pub fn ema(rec: &mut Recorder, w: &[Tensor], avg: &[Tensor], decay: f32) -> Resu
     }
     for (wc, ac) in w.iter().zip(avg) {
         let n = wc.len();
+        let (sc, scaled) = scaler_binding(scaler, wc)?;
         rec.dispatch(
             &EMA,
-            &[],
+            &[("SCALED", scaled)],
             &EmaParams { n: n as u32, decay },
-            &[wc, ac],
+            &[wc, ac, sc],
             Grid::Linear(groups_for(n, 256)),
             Cost::f32s(3.0 * n as f64, 2 * n, n),
         )?;

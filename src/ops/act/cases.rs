@@ -2,8 +2,10 @@
 
 use super::{backward, forward, Act};
 use crate::error::Result;
-use crate::gpu::{Gpu, Recorder, Tensor};
-use crate::ops::harness::{upload_dy, HostTensor, Input, OpCase, Prepared};
+use crate::gpu::{Dtype, Gpu, Recorder, Tensor};
+use crate::ops::harness::{
+    dtype_suffix, upload_dy_as, HostTensor, Input, OpCase, Prepared, Tolerance,
+};
 use crate::util::Rng;
 
 /// Harness case for one activation on one shape.
@@ -12,11 +14,18 @@ pub struct ActCase {
     pub act: Act,
     /// Shape.
     pub shape: Vec<usize>,
+    /// Storage type of x, y, dy, dx (f16: the kernels' f16 variants).
+    pub dtype: Dtype,
 }
 
 impl OpCase for ActCase {
     fn name(&self) -> String {
-        format!("{}{:?}", self.act.name(), self.shape)
+        format!(
+            "{}{:?}{}",
+            self.act.name(),
+            self.shape,
+            dtype_suffix(self.dtype)
+        )
     }
     fn inputs(&self, rng: &mut Rng) -> Vec<Input> {
         vec![Input::diff(HostTensor::randn(&self.shape, 2.0, rng))]
@@ -39,6 +48,12 @@ impl OpCase for ActCase {
     fn output_shapes(&self, _: &[HostTensor]) -> Vec<Vec<usize>> {
         vec![self.shape.clone()]
     }
+    fn activations(&self) -> Dtype {
+        self.dtype
+    }
+    fn tolerance(&self) -> Tolerance {
+        Tolerance::default().for_dtype(self.dtype)
+    }
     fn prepare(
         &self,
         gpu: &Gpu,
@@ -47,10 +62,10 @@ impl OpCase for ActCase {
     ) -> Result<Box<dyn Prepared + '_>> {
         Ok(Box::new(ActRun {
             act: self.act,
-            x: i[0].upload(gpu)?,
-            y: gpu.zeros(&self.shape)?,
-            dy: upload_dy(gpu, dy, 0, &self.shape)?,
-            dx: gpu.zeros(&self.shape)?,
+            x: i[0].upload_as(gpu, self.dtype)?,
+            y: gpu.zeros_of(&self.shape, self.dtype)?,
+            dy: upload_dy_as(gpu, dy, 0, &self.shape, self.dtype)?,
+            dx: gpu.zeros_of(&self.shape, self.dtype)?,
         }))
     }
 }
@@ -82,11 +97,14 @@ impl Prepared for ActRun {
 /// Harness cases for this module.
 pub fn cases() -> Vec<Box<dyn OpCase>> {
     let mut v: Vec<Box<dyn OpCase>> = Vec::new();
-    for act in [Act::Relu, Act::Silu, Act::Sigmoid] {
-        v.push(Box::new(ActCase {
-            act,
-            shape: vec![2, 7, 5, 3],
-        }));
+    for dtype in [Dtype::F32, Dtype::F16] {
+        for act in [Act::Relu, Act::Silu, Act::Sigmoid] {
+            v.push(Box::new(ActCase {
+                act,
+                shape: vec![2, 7, 5, 3],
+                dtype,
+            }));
+        }
     }
     v
 }

@@ -84,13 +84,15 @@ static FWD: Kernel<ActParams> = Kernel::new(
     "act_forward",
     &[Access::Read, Access::ReadWrite],
     &[("ACT", &ACT_CODES)],
-);
+)
+.with_f16(&[1, 2]);
 static BWD: Kernel<ActParams> = Kernel::new(
     "act/backward.wgsl",
     "act_backward",
     &[Access::Read, Access::Read, Access::ReadWrite],
     &[("ACT", &ACT_CODES)],
-);
+)
+.with_f16(&[1, 2, 3]);
 
 /// All tensors of an elementwise activation have the same length (what makes the
 /// shaders' indices in bounds).
@@ -104,7 +106,8 @@ fn same_len(what: &str, ts: &[&Tensor]) -> Result<()> {
     Ok(())
 }
 
-/// Record y = act(x).
+/// Record y = act(x) (x and y both f32, or both f16: mixed precision stores activations
+/// in f16 and computes in f32).
 pub fn forward(rec: &mut Recorder, act: Act, x: &Tensor, y: &Tensor) -> Result<()> {
     same_len("forward", &[x, y])?;
     let n = x.len();
@@ -114,11 +117,11 @@ pub fn forward(rec: &mut Recorder, act: Act, x: &Tensor, y: &Tensor) -> Result<(
         &ActParams { n: n as u32 },
         &[x, y],
         Grid::Linear(groups_for(n, 256)),
-        Cost::f32s(act.flops() * n as f64, n, n),
+        Cost::tensors(act.flops() * n as f64, &[x], &[y]),
     )
 }
 
-/// Record dx = dy * act'(x).
+/// Record dx = dy * act'(x) (all f32, or all f16).
 pub fn backward(rec: &mut Recorder, act: Act, x: &Tensor, dy: &Tensor, dx: &Tensor) -> Result<()> {
     same_len("backward", &[x, dy, dx])?;
     let n = x.len();
@@ -128,7 +131,7 @@ pub fn backward(rec: &mut Recorder, act: Act, x: &Tensor, dy: &Tensor, dx: &Tens
         &ActParams { n: n as u32 },
         &[x, dy, dx],
         Grid::Linear(groups_for(n, 256)),
-        Cost::f32s((act.grad_flops() + 1.0) * n as f64, 2 * n, n),
+        Cost::tensors((act.grad_flops() + 1.0) * n as f64, &[x, dy], &[dx]),
     )
 }
 

@@ -6,8 +6,10 @@ use super::{
     residual_add, residual_add_backward_ref, residual_add_ref, scale_rows,
 };
 use crate::error::Result;
-use crate::gpu::{Gpu, Recorder, Tensor};
-use crate::ops::harness::{upload_dy, HostTensor, Input, OpCase, Prepared};
+use crate::gpu::{Dtype, Gpu, Recorder, Tensor};
+use crate::ops::harness::{
+    dtype_suffix, upload_dy_as, HostTensor, Input, OpCase, Prepared, Tolerance,
+};
 use crate::ops::reduce::Axes;
 use crate::util::Rng;
 
@@ -15,11 +17,13 @@ use crate::util::Rng;
 pub struct ResidualCase {
     /// Shape [N, H, W, C].
     pub shape: Vec<usize>,
+    /// Storage type of a, b, y and the gradients (the scales stay f32).
+    pub dtype: Dtype,
 }
 
 impl OpCase for ResidualCase {
     fn name(&self) -> String {
-        format!("residual_add{:?}", self.shape)
+        format!("residual_add{:?}{}", self.shape, dtype_suffix(self.dtype))
     }
     fn inputs(&self, rng: &mut Rng) -> Vec<Input> {
         let n = self.shape[0];
@@ -53,14 +57,21 @@ impl OpCase for ResidualCase {
         i: &[HostTensor],
         dy: Option<&[HostTensor]>,
     ) -> Result<Box<dyn Prepared + '_>> {
+        let d = self.dtype;
         Ok(Box::new(ResidualRun {
-            a: i[0].upload(gpu)?,
-            b: i[1].upload(gpu)?,
+            a: i[0].upload_as(gpu, d)?,
+            b: i[1].upload_as(gpu, d)?,
             s: i[2].upload(gpu)?,
-            y: gpu.zeros(&self.shape)?,
-            dy: upload_dy(gpu, dy, 0, &self.shape)?,
-            db: gpu.zeros(&self.shape)?,
+            y: gpu.zeros_of(&self.shape, d)?,
+            dy: upload_dy_as(gpu, dy, 0, &self.shape, d)?,
+            db: gpu.zeros_of(&self.shape, d)?,
         }))
+    }
+    fn activations(&self) -> Dtype {
+        self.dtype
+    }
+    fn tolerance(&self) -> Tolerance {
+        Tolerance::default().for_dtype(self.dtype)
     }
 }
 
@@ -98,11 +109,13 @@ impl Prepared for ResidualRun {
 pub struct ChannelScaleCase {
     /// Shape [N, H, W, C].
     pub shape: Vec<usize>,
+    /// Storage type of x, y, dy, dx (the gate s and its gradient stay f32).
+    pub dtype: Dtype,
 }
 
 impl OpCase for ChannelScaleCase {
     fn name(&self) -> String {
-        format!("channel_scale{:?}", self.shape)
+        format!("channel_scale{:?}{}", self.shape, dtype_suffix(self.dtype))
     }
     fn inputs(&self, rng: &mut Rng) -> Vec<Input> {
         let sh = &self.shape;
@@ -125,6 +138,12 @@ impl OpCase for ChannelScaleCase {
             Some(HostTensor::new(&i[1].shape, ds)),
         ]
     }
+    fn activations(&self) -> Dtype {
+        self.dtype
+    }
+    fn tolerance(&self) -> Tolerance {
+        Tolerance::default().for_dtype(self.dtype)
+    }
     fn prepare(
         &self,
         gpu: &Gpu,
@@ -137,12 +156,13 @@ impl OpCase for ChannelScaleCase {
             m: sh[1] * sh[2],
             i: sh[3],
         };
+        let d = self.dtype;
         Ok(Box::new(ChannelScaleRun {
-            x: i[0].upload(gpu)?,
+            x: i[0].upload_as(gpu, d)?,
             s: i[1].upload(gpu)?,
-            y: gpu.zeros(sh)?,
-            dy: upload_dy(gpu, dy, 0, sh)?,
-            dx: gpu.zeros(sh)?,
+            y: gpu.zeros_of(sh, d)?,
+            dy: upload_dy_as(gpu, dy, 0, sh, d)?,
+            dx: gpu.zeros_of(sh, d)?,
             ds: gpu.zeros(&i[1].shape)?,
             scratch: gpu.zeros(&[ax.scratch_len().max(1)])?,
         }))
@@ -185,12 +205,16 @@ impl Prepared for ChannelScaleRun {
 
 /// Harness cases for this module.
 pub fn cases() -> Vec<Box<dyn OpCase>> {
-    vec![
-        Box::new(ResidualCase {
+    let mut v: Vec<Box<dyn OpCase>> = Vec::new();
+    for dtype in [Dtype::F32, Dtype::F16] {
+        v.push(Box::new(ResidualCase {
             shape: vec![4, 3, 5, 6],
-        }),
-        Box::new(ChannelScaleCase {
+            dtype,
+        }));
+        v.push(Box::new(ChannelScaleCase {
             shape: vec![2, 5, 3, 7],
-        }),
-    ]
+            dtype,
+        }));
+    }
+    v
 }

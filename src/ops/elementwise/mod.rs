@@ -48,19 +48,27 @@ static RESIDUAL: Kernel<ResidualAddParams> = Kernel::new(
     "residual_add",
     &[Access::Read, Access::Read, Access::Read, Access::ReadWrite],
     &[],
-);
+)
+// a, b, y are activations; the per-sample drop-connect scale s stays f32 (N values, and
+// 0 or 1/keep must be exact).
+.with_f16(&[1, 2, 4]);
 static SCALE_ROWS: Kernel<ScaleRowsParams> = Kernel::new(
     "elementwise/scale_rows.wgsl",
     "scale_rows",
     &[Access::Read, Access::Read, Access::ReadWrite],
     &[],
-);
+)
+// x, y are activations (gradients); the row scale s is f32 like residual_add's.
+.with_f16(&[1, 3]);
 static CHANNEL_SCALE: Kernel<ChannelScaleParams> = Kernel::new(
     "elementwise/channel_scale.wgsl",
     "channel_scale",
     &[Access::Read, Access::Read, Access::ReadWrite],
     &[],
-);
+)
+// x, y are activations; the gate s (N*C values, the output of the SE excitation's
+// sigmoid) stays f32: it is tiny, and it is the f32 output of the excitation GEMMs.
+.with_f16(&[1, 3]);
 
 fn batch_of(t: &Tensor) -> usize {
     t.shape().first().copied().unwrap_or(1)
@@ -93,7 +101,7 @@ pub fn residual_add(
         },
         &[a, b, s, y],
         Grid::Linear(groups_for(n, 256)),
-        Cost::f32s(2.0 * n as f64, 2 * n + batch, n),
+        Cost::tensors(2.0 * n as f64, &[a, b, s], &[y]),
     )
 }
 
@@ -118,7 +126,7 @@ pub fn scale_rows(rec: &mut Recorder, x: &Tensor, s: &Tensor, y: &Tensor) -> Res
         },
         &[x, s, y],
         Grid::Linear(groups_for(n, 256)),
-        Cost::f32s(n as f64, n + rows, n),
+        Cost::tensors(n as f64, &[x, s], &[y]),
     )
 }
 
@@ -143,7 +151,7 @@ pub fn channel_scale(rec: &mut Recorder, x: &Tensor, s: &Tensor, y: &Tensor) -> 
         },
         &[x, s, y],
         Grid::Linear(groups_for(n, 256)),
-        Cost::f32s(n as f64, n + s.len(), n),
+        Cost::tensors(n as f64, &[x, s], &[y]),
     )
 }
 

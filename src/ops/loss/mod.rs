@@ -27,8 +27,9 @@ static XENT: Kernel<XentParams> = Kernel::new(
         Access::Read,
         Access::ReadWrite,
         Access::ReadWrite,
+        Access::Read,
     ],
-    &[],
+    &[("SCALED", &[0.0, 1.0])],
 );
 
 /// Record per-row losses and logit gradients. `logits` [N, K], `labels` [N] (u32, each
@@ -43,6 +44,42 @@ pub fn softmax_xent(
     dlogits: &Tensor,
     eps: f32,
 ) -> Result<()> {
+    xent(rec, logits, labels, dloss, loss, dlogits, eps, None)
+}
+
+/// [`softmax_xent`] with `dlogits` multiplied by the dynamic loss scale: word 0 of the
+/// loss scaler's state `scaler` (f32 bits; `train::loss_scale`), read on the GPU so the
+/// step needs no host sync. `loss` is not scaled.
+#[allow(clippy::too_many_arguments)]
+pub fn softmax_xent_scaled(
+    rec: &mut Recorder,
+    logits: &Tensor,
+    labels: &Tensor,
+    dloss: &Tensor,
+    loss: &Tensor,
+    dlogits: &Tensor,
+    eps: f32,
+    scaler: &Tensor,
+) -> Result<()> {
+    if scaler.is_empty() {
+        return Err(Error::Shape(
+            "softmax cross-entropy: the loss scaler state is empty".into(),
+        ));
+    }
+    xent(rec, logits, labels, dloss, loss, dlogits, eps, Some(scaler))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn xent(
+    rec: &mut Recorder,
+    logits: &Tensor,
+    labels: &Tensor,
+    dloss: &Tensor,
+    loss: &Tensor,
+    dlogits: &Tensor,
+    eps: f32,
+    scaler: Option<&Tensor>,
+) -> Result<()> {
     let sh = logits.shape();
     if sh.len() != 2
         || labels.len() != sh[0]
@@ -56,15 +93,20 @@ pub fn softmax_xent(
             labels.shape()
         )));
     }
+    // Unscaled: a read-only placeholder the kernel never reads.
+    let (sc, scaled) = match scaler {
+        Some(s) => (s, 1.0),
+        None => (labels, 0.0),
+    };
     rec.dispatch(
         &XENT,
-        &[],
+        &[("SCALED", scaled)],
         &XentParams {
             rows: sh[0] as u32,
             k: sh[1] as u32,
             eps,
         },
-        &[logits, labels, dloss, loss, dlogits],
+        &[logits, labels, dloss, loss, dlogits, sc],
         Grid::Linear(sh[0] as u32),
         // Max, exponentials, their sum, the smoothed loss and the gradient: ~8 per logit.
         Cost::f32s(

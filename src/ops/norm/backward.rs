@@ -84,7 +84,9 @@ pub(super) static BWD_REDUCE: Kernel<BackwardReduceParams> = Kernel::new(
         Access::ReadWrite,
     ],
     &[("ACT", &ACT_CODES)],
-);
+)
+// x and dy are activations (and their gradient); the partial sums are f32.
+.with_f16(&[1, 2]);
 pub(super) static BWD_FINAL: Kernel<BackwardFinalizeParams> = Kernel::new(
     "norm/backward_finalize.wgsl",
     "norm_backward_finalize",
@@ -113,7 +115,9 @@ pub(super) static BWD: Kernel<NormBackwardParams> = Kernel::new(
         Access::ReadWrite,
     ],
     &[("ACT", &ACT_CODES)],
-);
+)
+// x, dy and dx are activations (gradients); statistics and segment sums stay f32.
+.with_f16(&[1, 2, 8]);
 
 /// Record the fused backward of [`forward`] in training mode (batch statistics for
 /// BatchNorm, so gradients flow through them): `dx` (overwritten) and the per-channel
@@ -151,7 +155,7 @@ pub fn backward(
     }
     check_len(saved, spec.saved_len(), "normalization saved statistics")?;
     check_len(scratch, spec.scratch_len(), "normalization scratch")?;
-    let ch = channels(spec, params, x)?;
+    let ch = channels(spec, params, saved)?;
     let g = spec.geom();
     let flags = spec.flags();
     let act = [("ACT", spec.act.code())];
@@ -187,9 +191,10 @@ pub fn backward(
         // once, four partial sums per chunk and channel written.
         Cost::f32s(
             (12.0 + spec.act.grad_flops()) * n as f64,
-            2 * n + 2 * g.segs + 4 * g.c,
+            2 * g.segs + 4 * g.c,
             4 * g.o * g.chunks * g.c,
-        ),
+        )
+        .plus(Cost::tensors(0.0, &[x, dy], &[])),
     )?;
 
     // Pass 2: per-channel gradients and per-segment sums.
@@ -275,8 +280,9 @@ pub fn backward(
         // dx written once.
         Cost::f32s(
             (10.0 + spec.act.grad_flops()) * n as f64,
-            2 * n + 4 * g.segs + 3 * g.c,
-            n,
-        ),
+            4 * g.segs + 3 * g.c,
+            0,
+        )
+        .plus(Cost::tensors(0.0, &[x, dy], &[dx])),
     )
 }

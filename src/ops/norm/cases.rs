@@ -7,9 +7,12 @@ use super::{
     RefParams,
 };
 use crate::error::Result;
+use crate::gpu::Dtype;
 use crate::gpu::{Gpu, Recorder, Tensor};
 use crate::ops::act::Act;
-use crate::ops::harness::{upload_dy, HostTensor, Input, OpCase, Prepared, Tolerance};
+use crate::ops::harness::{
+    dtype_suffix, upload_dy_as, HostTensor, Input, OpCase, Prepared, Tolerance,
+};
 use crate::ops::proxy_norm::{self, ProxyGrads, ProxyParams, ProxyRef, PROXY_EPS};
 use crate::util::Rng;
 
@@ -23,6 +26,8 @@ pub struct NormCase {
     pub spec: NormSpec,
     /// Offset added to x (tests robustness to a large mean).
     pub offset: f64,
+    /// Storage type of x, y, dy, dx (statistics and parameters stay f32).
+    pub dtype: Dtype,
 }
 
 /// Indices of the optional inputs of a [`NormCase`].
@@ -125,7 +130,7 @@ impl<'a> NormRun<'a> {
             .expect("six tensors");
         Ok(Self {
             case,
-            x: i[0].upload(gpu)?,
+            x: i[0].upload_as(gpu, case.dtype)?,
             gamma: up(sl.gamma)?,
             beta: up(sl.beta)?,
             pshift: up(sl.pshift)?,
@@ -134,11 +139,11 @@ impl<'a> NormRun<'a> {
             s: gpu.zeros(&[c])?,
             run_mean,
             run_var,
-            y: gpu.zeros(&case.shape())?,
+            y: gpu.zeros_of(&case.shape(), case.dtype)?,
             saved: gpu.zeros(&[case.spec.saved_len()])?,
             scratch: gpu.zeros(&[case.spec.scratch_len()])?,
-            dy: upload_dy(gpu, dy, 0, &case.shape())?,
-            dx: gpu.zeros(&case.shape())?,
+            dy: upload_dy_as(gpu, dy, 0, &case.shape(), case.dtype)?,
+            dx: gpu.zeros_of(&case.shape(), case.dtype)?,
             grads,
         })
     }
@@ -254,13 +259,14 @@ impl OpCase for NormCase {
             (false, false) => "plain",
         };
         format!(
-            "norm:{}/{}/{}[{}x{}x{}]",
+            "norm:{}/{}/{}[{}x{}x{}]{}",
             s.kind_name(),
             s.act.name(),
             affine,
             s.n,
             s.hw,
-            s.c
+            s.c,
+            dtype_suffix(self.dtype)
         )
     }
     fn inputs(&self, rng: &mut Rng) -> Vec<Input> {
@@ -361,7 +367,13 @@ impl OpCase for NormCase {
     ) -> Result<Box<dyn Prepared + '_>> {
         Ok(Box::new(NormRun::new(gpu, self, i, dy)?))
     }
+    fn activations(&self) -> Dtype {
+        self.dtype
+    }
     fn tolerance(&self) -> Tolerance {
+        if self.dtype == Dtype::F16 {
+            return Tolerance::f16_storage(1e-6);
+        }
         // Proxy Norm gradients sum 200-point chains that partly cancel: looser.
         let backward = if self.spec.proxy.is_some() {
             1e-4
@@ -379,7 +391,13 @@ impl OpCase for NormCase {
 /// Harness cases for this module.
 pub fn cases() -> Vec<Box<dyn OpCase>> {
     let mut v: Vec<Box<dyn OpCase>> = Vec::new();
-    let mut add = |spec: NormSpec, offset: f64| v.push(Box::new(NormCase { spec, offset }));
+    let mut add = |spec: NormSpec, offset: f64| {
+        v.push(Box::new(NormCase {
+            spec,
+            offset,
+            dtype: Dtype::F32,
+        }))
+    };
     let acts = [Act::Silu, Act::Relu, Act::Identity];
     // BatchNorm (training): every activation with affine, no affine, scale only; a long
     // shape that takes the split (multi-chunk) statistics path; and BN + PN.
@@ -472,5 +490,23 @@ pub fn cases() -> Vec<Box<dyn OpCase>> {
         add(gn.with_act(act).with_proxy(true), 0.5);
     }
     add(gn.with_act(Act::Silu).with_proxy(false), 0.5);
+    // The f16-storage variants on the G16-B0 norms (BN, GN, LN, LN + PN, GN + PN) and
+    // the split statistics path, at a mean/std of 1/3: f16 keeps 11 bits of x, so a large
+    // mean relative to the spread costs bits of xhat that no f32 statistic can restore
+    // (the f32 cases above cover mean/std ~ 13).
+    for spec in [
+        bn.with_act(Act::Silu),
+        ln.with_act(Act::Silu),
+        gn.with_act(Act::Silu),
+        ln.with_act(Act::Silu).with_proxy(true),
+        gn.with_act(Act::Relu).with_proxy(true),
+        NormSpec::new(4, 1600, 3, NormKind::Batch).with_act(Act::Silu),
+    ] {
+        v.push(Box::new(NormCase {
+            spec,
+            offset: 0.5,
+            dtype: Dtype::F16,
+        }));
+    }
     v
 }

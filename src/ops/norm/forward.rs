@@ -70,7 +70,9 @@ pub(super) static STATS: Kernel<StatsParams> = Kernel::new(
     "norm_stats_partial",
     &[Access::Read, Access::ReadWrite],
     &[],
-);
+)
+// x is an activation; the partial moments are f32 (every statistic is).
+.with_f16(&[1]);
 pub(super) static STATS_FINAL: Kernel<StatsFinalizeParams> = Kernel::new(
     "norm/stats_finalize.wgsl",
     "norm_stats_finalize",
@@ -102,7 +104,9 @@ pub(super) static FWD: Kernel<NormForwardParams> = Kernel::new(
         Access::ReadWrite,
     ],
     &[("ACT", &ACT_CODES)],
-);
+)
+// x and y are activations; the statistics, the affine and proxy parameters stay f32.
+.with_f16(&[1, 8]);
 /// Record the fused forward `y = [PN] act(affine(normalize(x)))` (see the module docs).
 ///
 /// `training` selects BatchNorm's batch statistics (and updates the running statistics
@@ -134,7 +138,7 @@ pub fn forward(
             spec.c
         )));
     }
-    let ch = channels(spec, params, x)?;
+    let ch = channels(spec, params, saved)?;
     let g = spec.geom();
     let mut flags = spec.flags();
     let eval_bn = spec.uses_running_stats(training);
@@ -178,9 +182,10 @@ pub fn forward(
         // and y written once, plus the statistics and the per-channel parameters.
         Cost::f32s(
             (4.0 + spec.act.flops() + if spec.proxy.is_some() { 2.0 } else { 0.0 }) * n as f64,
-            n + 2 * g.segs + 4 * g.c,
-            n,
-        ),
+            2 * g.segs + 4 * g.c,
+            0,
+        )
+        .plus(Cost::tensors(0.0, &[x], &[y])),
     )
 }
 
@@ -211,7 +216,11 @@ fn statistics(
         &[x, scratch],
         Grid::Linear((g.o * g.chunks * g.cblocks) as u32),
         // A Welford update per element; x read once, (count, mean, M2) per chunk and channel.
-        Cost::f32s(4.0 * x.len() as f64, x.len(), 3 * g.o * g.chunks * g.c),
+        Cost::f32s(4.0 * x.len() as f64, 0, 3 * g.o * g.chunks * g.c).plus(Cost::tensors(
+            0.0,
+            &[x],
+            &[],
+        )),
     )?;
     let words = StatsFinalizeParams {
         c: g.c as u32,

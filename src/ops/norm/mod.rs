@@ -476,7 +476,9 @@ fn check_len(t: &Tensor, len: usize, what: &str) -> Result<()> {
     Ok(())
 }
 
-/// The per-channel tensors a kernel reads, with placeholders (`x`) where absent.
+/// The per-channel tensors a kernel reads, with a placeholder where absent: an f32 tensor
+/// the kernel only reads (the saved statistics), never `x`, which is f16 in mixed
+/// precision and would select nothing but an error at an f32 binding.
 struct Channels<'a> {
     gamma: &'a Tensor,
     beta: &'a Tensor,
@@ -484,7 +486,12 @@ struct Channels<'a> {
     ps: &'a Tensor,
 }
 
-fn channels<'a>(spec: &NormSpec, p: &NormParams<'a>, x: &'a Tensor) -> Result<Channels<'a>> {
+fn channels<'a>(
+    spec: &NormSpec,
+    p: &NormParams<'a>,
+    placeholder: &'a Tensor,
+) -> Result<Channels<'a>> {
+    let x = placeholder;
     let gamma = if spec.scale {
         need(p.gamma, "gamma", spec)?
     } else {

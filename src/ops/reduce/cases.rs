@@ -3,8 +3,10 @@
 
 use super::{broadcast, sum_axis, sum_axis_ref, Axes};
 use crate::error::Result;
-use crate::gpu::{Gpu, Recorder, Tensor};
-use crate::ops::harness::{upload_dy, HostTensor, Input, OpCase, Prepared, Tolerance};
+use crate::gpu::{Dtype, Gpu, Recorder, Tensor};
+use crate::ops::harness::{
+    dtype_suffix, upload_dy, HostTensor, Input, OpCase, Prepared, Tolerance,
+};
 use crate::util::Rng;
 
 /// Harness case: sum or mean of a tensor over axes `from..to`.
@@ -17,6 +19,8 @@ pub struct ReduceCase {
     pub to: usize,
     /// Mean instead of sum.
     pub mean: bool,
+    /// Storage type of x and dx (the sums and dy stay f32).
+    pub dtype: Dtype,
 }
 
 impl ReduceCase {
@@ -40,11 +44,12 @@ impl ReduceCase {
 impl OpCase for ReduceCase {
     fn name(&self) -> String {
         format!(
-            "{}{:?}/axes{}..{}",
+            "{}{:?}/axes{}..{}{}",
             if self.mean { "mean" } else { "sum" },
             self.shape,
             self.from,
-            self.to
+            self.to,
+            dtype_suffix(self.dtype)
         )
     }
     fn inputs(&self, rng: &mut Rng) -> Vec<Input> {
@@ -76,12 +81,15 @@ impl OpCase for ReduceCase {
         Ok(Box::new(ReduceRun {
             ax,
             scale: self.scale() as f32,
-            x: i[0].upload(gpu)?,
+            x: i[0].upload_as(gpu, self.dtype)?,
             out: gpu.zeros(&self.out_shape())?,
             scratch: gpu.zeros(&[ax.scratch_len().max(1)])?,
             dy: upload_dy(gpu, dy, 0, &self.out_shape())?,
-            dx: gpu.zeros(&self.shape)?,
+            dx: gpu.zeros_of(&self.shape, self.dtype)?,
         }))
+    }
+    fn activations(&self) -> Dtype {
+        self.dtype
     }
     fn tolerance(&self) -> Tolerance {
         Tolerance {
@@ -89,6 +97,7 @@ impl OpCase for ReduceCase {
             backward: 1e-6,
             gradcheck: 1e-6,
         }
+        .for_dtype(self.dtype)
     }
 }
 
@@ -128,6 +137,26 @@ impl Prepared for ReduceRun {
 
 /// Harness cases for this module.
 pub fn cases() -> Vec<Box<dyn OpCase>> {
+    let mut v: Vec<Box<dyn OpCase>> = f32_cases();
+    // The f16 variants on the pooling and the split two-pass shapes.
+    v.push(Box::new(ReduceCase {
+        shape: vec![3, 5, 7, 19],
+        from: 1,
+        to: 3,
+        mean: true,
+        dtype: Dtype::F16,
+    }));
+    v.push(Box::new(ReduceCase {
+        shape: vec![2, 40, 41, 3],
+        from: 0,
+        to: 3,
+        mean: false,
+        dtype: Dtype::F16,
+    }));
+    v
+}
+
+fn f32_cases() -> Vec<Box<dyn OpCase>> {
     vec![
         // Global average pooling over H, W of NHWC.
         Box::new(ReduceCase {
@@ -135,6 +164,7 @@ pub fn cases() -> Vec<Box<dyn OpCase>> {
             from: 1,
             to: 3,
             mean: true,
+            dtype: Dtype::F32,
         }),
         // Per-channel sum over N, H, W, long enough to take the split two-pass path.
         Box::new(ReduceCase {
@@ -142,6 +172,7 @@ pub fn cases() -> Vec<Box<dyn OpCase>> {
             from: 0,
             to: 3,
             mean: false,
+            dtype: Dtype::F32,
         }),
         // Row sum over the last axis.
         Box::new(ReduceCase {
@@ -149,6 +180,7 @@ pub fn cases() -> Vec<Box<dyn OpCase>> {
             from: 1,
             to: 2,
             mean: false,
+            dtype: Dtype::F32,
         }),
     ]
 }

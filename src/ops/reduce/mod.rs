@@ -49,13 +49,19 @@ static SUM: Kernel<SumAxisParams> = Kernel::new(
         ("TI", &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0]),
         ("PRODUCT", &[0.0, 1.0]),
     ],
-);
+)
+// x and y are activations (or their gradients); the sums stay f32: they are parameter
+// gradients (bias, SE), pooled features feeding the classifier, or split partials, and
+// every accumulation is f32 (the second pass over the partials runs the f32 variant).
+.with_f16(&[1, 2]);
 static BROADCAST: Kernel<BroadcastParams> = Kernel::new(
     "reduce/broadcast.wgsl",
     "broadcast",
     &[Access::Read, Access::ReadWrite],
     &[],
-);
+)
+// dx is an activation gradient; dy is the gradient of an f32 sum (see SUM), so f32.
+.with_f16(&[2]);
 
 /// The [O, M, I] view of a reduction.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -125,7 +131,10 @@ fn pass(
     let groups = ax.o * s * iblocks;
     // One add (a multiply-add with the product) per element read.
     let reads = ax.o * ax.m * ax.i * if product { 2 } else { 1 };
-    let cost = Cost::f32s(reads as f64, reads, ax.o * s * ax.i);
+    let cost = Cost {
+        flops: reads as f64,
+        bytes: (reads as u64 * x.dtype().size() + out.bytes()) as f64,
+    };
     rec.dispatch(
         &SUM,
         &[
@@ -204,7 +213,7 @@ pub fn broadcast(rec: &mut Recorder, dy: &Tensor, dx: &Tensor, ax: Axes, scale: 
         },
         &[dy, dx],
         Grid::Linear(groups_for(n, 256)),
-        Cost::f32s(n as f64, ax.o * ax.i, n),
+        Cost::tensors(n as f64, &[dy], &[dx]),
     )
 }
 
