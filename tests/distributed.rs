@@ -282,3 +282,50 @@ fn a_hung_rank_stops_the_run_within_the_timeout() {
     let _ = Command::new("kill").args(["-KILL", hung]).status();
     let _ = std::fs::remove_dir_all(&d);
 }
+
+/// A SIGTERM to one rank only stops both at the same step boundary, rank 0 checkpoints,
+/// and one process resumes the run (another world size) from that step.
+#[test]
+fn a_signal_on_one_rank_stops_all_and_another_world_resumes() {
+    let Some(mut two) = mpirun(2) else {
+        return;
+    };
+    let d = tmp("sig");
+    let child = two
+        .arg(EXE)
+        .args(flags("gn", &d, 1000))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while std::fs::read_to_string(d.join("metrics.jsonl")).map_or(0, |t| t.lines().count()) < 2 {
+        assert!(t0.elapsed() < Duration::from_secs(120), "no progress");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let pids = Command::new("pgrep")
+        .args(["-P", &child.id().to_string()])
+        .output()
+        .unwrap();
+    let pids: Vec<u32> = String::from_utf8_lossy(&pids.stdout)
+        .split_whitespace()
+        .map(|p| p.parse().unwrap())
+        .collect();
+    assert_eq!(pids.len(), 2, "{pids:?}");
+    let one = pids.iter().max().unwrap().to_string();
+    Command::new("kill").args(["-TERM", &one]).status().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let t = text(&out);
+    assert!(!out.status.success(), "{t}");
+    assert!(t.contains("stopped by SIGTERM: checkpoint at step"), "{t}");
+    let ckpt = SafeTensors::load(&d.join("checkpoint.safetensors")).unwrap();
+    let step: usize = ckpt.metadata["step"].parse().unwrap();
+    assert!(step >= 2, "{t}");
+    let mut f = flags("gn", &d, step + 2);
+    f.extend(["--resume".into(), "--allow-schedule-change".into()]);
+    let o = Command::new(EXE).args(&f).output().unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("resumed from"), "{}", text(&o));
+    assert_eq!(losses(&d).len(), step + 2);
+    let _ = std::fs::remove_dir_all(&d);
+}

@@ -408,7 +408,10 @@ fn ranks_of_a_build_without_mpi_are_refused() {
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains("built without MPI") && err.contains("--features mpi"), "{err}");
+    assert!(
+        err.contains("built without MPI") && err.contains("--features mpi"),
+        "{err}"
+    );
     assert!(!dir.exists(), "the refused run created {}", dir.display());
 }
 
