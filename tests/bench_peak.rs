@@ -6,7 +6,7 @@ mod common;
 use effnet::bench::peak::{self, Peak};
 use effnet::bench::{cases::time_case, BenchRow};
 use effnet::gpu::{Cost, Recorder};
-use effnet::ops::conv::{ConvCase, ConvSpec};
+use effnet::ops::conv::{ConvCase, ConvSpec, Padding};
 
 #[test]
 fn copy_probe_copies() {
@@ -129,6 +129,7 @@ fn a_case_times_each_kernel_with_its_declared_cost() {
         stride: 1,
         groups: 2,
         bias: false,
+        padding: Padding::Symmetric,
     };
     let t = time_case(gpu, &ConvCase { spec }, None, 1, 1).unwrap();
     assert_eq!(t.forward.cost, spec.forward_cost());

@@ -11,7 +11,7 @@ use effnet::cli::predict::{self, ExportArgs, PredictArgs};
 use effnet::gpu::Recorder;
 use effnet::interop::{self, Layout};
 use effnet::models::efficientnet::EfficientNet;
-use effnet::models::ModelConfig;
+use effnet::models::{ImageSize, ModelConfig};
 use effnet::train::model::Trainable;
 use effnet::train::optim::{self, Optimizer};
 use effnet::util::safetensors::SafeTensors;
@@ -414,6 +414,103 @@ fn parity_efficientnet_b0_g8_gn() {
     parity("efficientnet_b0_g8_gn");
 }
 
+/// The reduced `tf_efficientnet_b0` (TensorFlow "SAME" padding, BatchNorm eps 1e-3) on a
+/// non-square 40 x 56 batch in eval mode (`model.eval()` under autograd): eval logits,
+/// then a training step with every BatchNorm frozen gives timm's eval-mode loss, every
+/// parameter gradient and the input gradient, and leaves the running statistics (and
+/// `num_batches_tracked`) as they were.
+#[test]
+fn parity_tf_efficientnet_b0_eval_mode() {
+    let gpu = common::gpu();
+    let arch = "tf_efficientnet_b0";
+    let weights = load(&format!("{arch}.weights.safetensors"));
+    let eval = load(&format!("{arch}.eval.safetensors"));
+    let meta = |k: &str| -> f64 { eval.metadata[k].parse().unwrap() };
+    let base = interop::config_from_timm("efficientnet_b0")
+        .unwrap()
+        .with_tf_padding();
+    let mut cfg = interop::infer_config(&base, &weights).unwrap();
+    assert_eq!(cfg.width, meta("channel_multiplier"));
+    assert_eq!(cfg.depth, meta("depth_multiplier"));
+    assert_eq!(cfg.norm_eps, meta("bn_eps"));
+    cfg.dropout = 0.0;
+    cfg.drop_connect = 0.0;
+    let p = &eval.tensors;
+    let x = &p["input"];
+    let (b, size) = (x.shape[0], ImageSize::new(x.shape[2], x.shape[3]));
+    assert!(!size.is_square());
+    let mut m = EfficientNet::with_size(gpu, &cfg, b, size).unwrap();
+    m.enable_input_grad(gpu).unwrap();
+    let w = interop::from_timm(&cfg, &weights).unwrap();
+    interop::write_model(gpu, &mut m, &w).unwrap();
+    gpu.write_f32(m.input(), &nchw_to_nhwc(&x.data, &x.shape))
+        .unwrap();
+    let labels: Vec<u32> = p["labels"].data.iter().map(|&v| v as u32).collect();
+    gpu.write_u32(m.labels(), &labels).unwrap();
+    gpu.write_f32(m.loss_weights(), &vec![1.0 / b as f32; b])
+        .unwrap();
+
+    let mut rec = Recorder::new(gpu);
+    m.record_eval(&mut rec).unwrap();
+    rec.submit().unwrap().wait(gpu).unwrap();
+    let logits_err = rel_l2(&gpu.read(m.logits()).unwrap(), &p["logits_eval"].data);
+
+    m.set_bn_frozen(true).unwrap();
+    let mut rec = Recorder::new(gpu);
+    m.record_train_step(&mut rec, &mut Rng::new(0), 0.1, false)
+        .unwrap();
+    rec.submit().unwrap().wait(gpu).unwrap();
+    let loss = mean_loss(gpu, &m);
+    let want = p["loss_eval"].data[0] as f64;
+    let loss_err = (loss - want).abs() / want.abs();
+    let store = m.store();
+    let mut worst = (0.0, String::new());
+    let mut bad = Vec::new();
+    for map in param_maps(&cfg) {
+        let id = store
+            .find(&map.name)
+            .unwrap_or_else(|| panic!("{}", map.name));
+        let t = &p[&format!("grad.{}", map.name)];
+        assert_eq!(t.shape, map.timm_shape, "{}", map.name);
+        let e = rel_l2(
+            &gpu.read(store.g(id)).unwrap(),
+            &map.layout.to_effnet(&t.data),
+        );
+        if e > worst.0 {
+            worst = (e, map.name.clone());
+        }
+        if e >= 1e-3 {
+            bad.push(format!("{}: relative L2 error {e:.3e}", map.name));
+        }
+    }
+    let gx = &p["input_grad"];
+    let input_grad = rel_l2(
+        &gpu.read(m.input_grad().unwrap()).unwrap(),
+        &nchw_to_nhwc(&gx.data, &gx.shape),
+    );
+    println!(
+        "{arch} eval mode at {size}: logits rel {logits_err:.2e}, loss rel {loss_err:.2e}, \
+         worst gradient rel L2 {:.2e} ({}), input gradient rel L2 {input_grad:.2e}",
+        worst.0, worst.1
+    );
+    assert!(
+        logits_err < 1e-4,
+        "{arch}: eval logits relative error {logits_err:.3e}"
+    );
+    assert!(loss_err < 1e-4, "{arch}: loss {loss} vs {want}");
+    assert!(bad.is_empty(), "{arch}: gradients off:\n{}", bad.join("\n"));
+    assert!(
+        input_grad < 1e-3,
+        "{arch}: input gradient relative error {input_grad:.3e}"
+    );
+    // Frozen: the weights, running statistics and num_batches_tracked are as loaded.
+    assert_eq!(
+        interop::read_model(gpu, &m).unwrap(),
+        w,
+        "{arch}: a frozen-BN step changed the model state"
+    );
+}
+
 #[test]
 fn layouts_convert_both_ways() {
     let l = Layout::Linear { cin: 2, cout: 3 };
@@ -450,6 +547,66 @@ fn predict_args(arch: &str, weights: &Path, input: &[&Path], extra: &[&str]) -> 
     v.extend(input.iter().map(|p| p.display().to_string()));
     v.extend(extra.iter().map(|s| s.to_string()));
     <Wrap as clap::Parser>::parse_from(v).a
+}
+
+/// `predict` on a non-square safetensors batch [N, 3, H, W] gives the logits of the model
+/// built for H x W on the same NHWC pixels; a wrong --image-size and an H x W size for
+/// image files are refused.
+#[test]
+fn predict_on_a_non_square_tensor() {
+    let gpu = common::gpu();
+    let dir = tmp("predict-hw");
+    let x = load("tf_efficientnet_b0.eval.safetensors").tensors["input"].clone();
+    assert_eq!(x.shape, vec![2, 3, 40, 56]);
+    let path = dir.join("input.safetensors");
+    let mut st = SafeTensors::default();
+    st.insert("input", &x.shape, x.data.clone());
+    st.save(&path).unwrap();
+    let weights = fixture("efficientnet_b0.weights.safetensors");
+    let a = predict_args(
+        "efficientnet_b0",
+        &weights,
+        &[&path],
+        &["--image-size", "40x56"],
+    );
+    let got = predict::run(gpu, &a).unwrap();
+
+    let c = case("efficientnet_b0");
+    let mut m = EfficientNet::with_size(gpu, &c.cfg, 2, ImageSize::new(40, 56)).unwrap();
+    interop::write_model(
+        gpu,
+        &mut m,
+        &interop::from_timm(&c.cfg, &c.weights).unwrap(),
+    )
+    .unwrap();
+    gpu.write_f32(m.input(), &nchw_to_nhwc(&x.data, &x.shape))
+        .unwrap();
+    let mut rec = Recorder::new(gpu);
+    m.record_eval(&mut rec).unwrap();
+    rec.submit().unwrap().wait(gpu).unwrap();
+    assert_eq!(got, gpu.read(m.logits()).unwrap());
+
+    let b = predict_args(
+        "efficientnet_b0",
+        &weights,
+        &[&path],
+        &["--image-size", "40x48"],
+    );
+    let e = predict::run(gpu, &b).unwrap_err().to_string();
+    assert!(
+        e.contains("input is 40x56px but --image-size is 40x48"),
+        "{e}"
+    );
+    let img = fixture("image.png");
+    let d = predict_args(
+        "efficientnet_b0",
+        &weights,
+        &[&img],
+        &["--image-size", "24x40"],
+    );
+    let e = predict::run(gpu, &d).unwrap_err().to_string();
+    assert!(e.contains("cropped square"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

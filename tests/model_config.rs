@@ -1,6 +1,6 @@
 //! Architecture arithmetic: pinned parameter and MAC counts (SPEC §A, §B.1).
 use effnet::models::config::{round_filters, round_repeats};
-use effnet::models::{totals, ModelConfig};
+use effnet::models::{totals, ImageSize, ModelConfig};
 
 fn within(x: usize, want: f64, rel: f64) -> bool {
     ((x as f64 - want) / want).abs() <= rel
@@ -59,4 +59,42 @@ fn rounding_rules() {
 fn bad_presets_are_refused() {
     assert!(ModelConfig::preset("b8").is_err());
     assert!(ModelConfig::preset("resnet50").is_err());
+}
+
+/// `N` and `HxW` parse; everything else is refused with the accepted forms.
+#[test]
+fn image_sizes_parse_and_print() {
+    for (text, h, w, shown) in [
+        ("224", 224, 224, "224"),
+        ("24x40", 24, 40, "24x40"),
+        ("40X24", 40, 24, "40x24"),
+        (" 16 x 16 ", 16, 16, "16"),
+    ] {
+        let s: ImageSize = text.parse().unwrap();
+        assert_eq!((s.h, s.w), (h, w), "{text}");
+        assert_eq!(s.to_string(), shown);
+        assert_eq!(shown.parse::<ImageSize>().unwrap(), s);
+    }
+    for bad in [
+        "",
+        "x",
+        "0",
+        "24x0",
+        "0x24",
+        "24x",
+        "x40",
+        "-3",
+        "24x40x8",
+        "2.5",
+        "24*40",
+        "+24",
+        "99999999999999999999999",
+    ] {
+        let e = bad.parse::<ImageSize>().unwrap_err().to_string();
+        assert!(e.contains("is not N or HxW"), "{bad:?}: {e}");
+    }
+    assert!(ImageSize::new(8, 40).check_min().is_ok());
+    let e = ImageSize::new(7, 40).check_min().unwrap_err().to_string();
+    assert!(e.contains("7x40 is too small"), "{e}");
+    assert_eq!(ImageSize::new(25, 40).strided(2), ImageSize::new(13, 20));
 }

@@ -5,7 +5,7 @@
 mod common;
 
 use effnet::gpu::Recorder;
-use effnet::ops::conv::{self, ConvCase, ConvKernel, ConvSpec};
+use effnet::ops::conv::{self, ConvCase, ConvKernel, ConvSpec, Padding};
 use effnet::ops::gemm::{self, GemmSpec};
 use effnet::ops::{check, OpCase};
 use effnet::util::Rng;
@@ -32,6 +32,7 @@ fn spec(
         stride,
         groups,
         bias: false,
+        padding: Padding::Symmetric,
     }
 }
 
@@ -53,6 +54,45 @@ fn conv_depthwise() {
 #[test]
 fn conv_grouped_dense_and_pointwise() {
     common::assert_cases_pass("conv[grp");
+}
+
+/// TensorFlow "SAME" padding in the three directions of every kernel family, against the
+/// f64 reference and finite differences.
+#[test]
+fn conv_tf_same_padding() {
+    common::assert_cases_pass("conv[tf-dw");
+    common::assert_cases_pass("conv[tf-grp");
+}
+
+/// The zeros "SAME" puts above / left of an axis, as TensorFlow computes them:
+/// `total = max((ceil(n / s) - 1) * s + k - n, 0)`, `total / 2` before, the rest after.
+#[test]
+fn tf_same_padding_amounts() {
+    // (size, k, stride, zeros before); symmetric is always k / 2.
+    for (n, k, st, before) in [
+        (224, 3, 2, 0),
+        (225, 3, 2, 1),
+        (112, 5, 2, 1),
+        (113, 5, 2, 2),
+        (7, 5, 1, 2),
+        (28, 3, 1, 1),
+        (1, 3, 2, 1),
+        (2, 3, 2, 0),
+        (8, 1, 2, 0),
+    ] {
+        assert_eq!(
+            Padding::TfSame.before(n, k, st),
+            before,
+            "n {n} k {k} s {st}"
+        );
+        assert_eq!(Padding::Symmetric.before(n, k, st), k / 2);
+    }
+    let s = ConvSpec {
+        padding: Padding::TfSame,
+        ..spec(1, 10, 9, 4, 4, 3, 2, 4)
+    };
+    assert_eq!((s.pad_top(), s.pad_left()), (0, 1));
+    assert_eq!(s.out_hw(), (5, 5));
 }
 
 #[test]

@@ -25,6 +25,14 @@ fn batch_norm_cases() {
     common::assert_cases_pass("norm:bn+pn/");
 }
 
+/// Eval-mode (frozen) BatchNorm: forward on the running statistics, backward with them
+/// held constant, against the f64 reference and its finite differences.
+#[test]
+fn frozen_batch_norm_cases() {
+    common::assert_cases_pass("norm:bn-frozen/");
+    common::assert_cases_pass("norm:bn-frozen+pn/");
+}
+
 #[test]
 fn layer_norm_cases() {
     common::assert_cases_pass("norm:ln/");
@@ -508,6 +516,35 @@ fn spec_validation_and_sizes() {
     let mut r = Recorder::new(gpu);
     let err = norm::forward(&mut r, &spec, true, &x, &NormParams::default(), &x, &s, &sc);
     assert!(err.is_err());
+    // Only BatchNorm freezes; a frozen backward needs the running statistics it uses.
+    let e = NormSpec::new(1, 4, 2, NormKind::layer())
+        .with_frozen(true)
+        .validate()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("only BatchNorm has running statistics to freeze, not ln"),
+        "{e}"
+    );
+    let bn = NormSpec::new(1, 4, 2, NormKind::Batch).with_frozen(true);
+    let (g, b) = (
+        gpu.upload(&[1.0; 2], &[2]).unwrap(),
+        gpu.zeros(&[2]).unwrap(),
+    );
+    let p = NormParams {
+        gamma: Some(&g),
+        beta: Some(&b),
+        ..NormParams::default()
+    };
+    let (dx, s) = (
+        gpu.zeros(&[8]).unwrap(),
+        gpu.zeros(&[bn.saved_len()]).unwrap(),
+    );
+    let sc = gpu.zeros(&[bn.scratch_len()]).unwrap();
+    let e = norm::backward(&mut r, &bn, &x, &x, &p, &s, &dx, &NormGrads::default(), &sc)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("needs the running mean (frozen)"), "{e}");
 }
 
 /// EfficientNet-sized activations (multi-chunk statistics, large grids) against the f64

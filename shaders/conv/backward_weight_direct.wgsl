@@ -1,6 +1,7 @@
 // Weight (and bias) gradient of a grouped convolution with few output channels per group
 // (depthwise and friends), split over output pixels:
-//   dw[r, co] = sum_{pixels} x[n, oy*s+ky-p, ox*s+kx-p, g*Gi+ci] * dy[n, oy, ox, co]
+//   dw[r, co] = sum_{pixels} x[n, oy*s+ky-pt, ox*s+kx-pl, g*Gi+ci] * dy[n, oy, ox, co]
+// (pt, pl: zero rows above and columns left of the image)
 // with rows r = (ky*k + kx)*Gi + ci (R = k*k*Gi) and, with BIAS, row R = sum dy (db).
 // A thread owns 4 consecutive rows of one channel co (channels fastest across threads)
 // for one chunk of pixels; one split writes dw/db directly, several write partials
@@ -21,7 +22,8 @@ struct Params {
     go: u32,
     k: u32,
     stride: u32,
-    pad: u32,
+    pad_top: u32,
+    pad_left: u32,
     rows: u32,
     rows_b: u32,
     nrq: u32,    // ceil(rows_b / 4)
@@ -66,8 +68,8 @@ fn conv_backward_weight_direct(@builtin(workgroup_id) wid: vec3<u32>, @builtin(n
         let r = rq * 4u + q;
         let tap = r / p.gi;
         ci[q] = cb + r % p.gi;
-        ky[q] = i32(tap / p.k) - i32(p.pad);
-        kx[q] = i32(tap % p.k) - i32(p.pad);
+        ky[q] = i32(tap / p.k) - i32(p.pad_top);
+        kx[q] = i32(tap % p.k) - i32(p.pad_left);
         kind[q] = select(select(2u, 1u, BIAS == 1u && r == p.rows), 0u, r < p.rows);
     }
     let p0 = split * p.chunk;

@@ -1,5 +1,6 @@
 // Weight (and bias) gradient of a grouped convolution as an implicit GEMM with split K:
-//   dw[ky, kx, ci, co] = sum_{n, oy, ox} x[n, oy*s+ky-p, ox*s+kx-p, g*Gi+ci] * dy[n, oy, ox, co]
+//   dw[ky, kx, ci, co] = sum_{n, oy, ox} x[n, oy*s+ky-pt, ox*s+kx-pl, g*Gi+ci] * dy[n, oy, ox, co]
+//   (pt, pl: zero rows above and columns left of the image)
 //   db[co]             = sum_{n, oy, ox} dy[n, oy, ox, co]       (row R of the output)
 // Rows r = (ky*k + kx)*Gi + ci (R = k*k*Gi, plus the bias row when BIAS), columns co. The
 // reduction over output pixels is cut into `nsplit` contiguous chunks; workgroup (split,
@@ -31,7 +32,8 @@ struct Params {
     groups: u32,
     k: u32,
     stride: u32,
-    pad: u32,
+    pad_top: u32,
+    pad_left: u32,
     rows: u32,   // R = k * k * Gi
     rows_b: u32, // R (+ 1 with bias)
     gpt: u32,
@@ -64,7 +66,7 @@ struct Params {
 
 var<workgroup> As: array<vec4<f32>, 512>;  // [slot][row / 4]
 var<workgroup> Bs: array<vec4<f32>, 256>;  // [kk][column / 4]
-var<workgroup> pix: array<vec4<i32>, 32>;  // [2][16]: (n*H*W, oy*s-p, ox*s-p, valid)
+var<workgroup> pix: array<vec4<i32>, 32>;  // [2][16]: (n*H*W, oy*s-pt, ox*s-pl, valid)
 
 fn decode(q: u32) -> vec4<i32> {
     if (q >= p.npix) {
@@ -73,8 +75,8 @@ fn decode(q: u32) -> vec4<i32> {
     let ox = q % p.ow;
     let oy = (q / p.ow) % p.oh;
     let nn = q / (p.ow * p.oh);
-    return vec4<i32>(i32(nn * p.h * p.w), i32(oy * p.stride) - i32(p.pad),
-                     i32(ox * p.stride) - i32(p.pad), 1);
+    return vec4<i32>(i32(nn * p.h * p.w), i32(oy * p.stride) - i32(p.pad_top),
+                     i32(ox * p.stride) - i32(p.pad_left), 1);
 }
 
 @compute @workgroup_size(256)

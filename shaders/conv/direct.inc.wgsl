@@ -1,10 +1,12 @@
 // Direct grouped convolution for few channels per group (depthwise and friends), one
 // dispatch for every group count. Each thread computes 4 outputs along W for one
 // channel, channels fastest across threads (coalesced NHWC loads and stores).
-// MODE 0: forward        y[n, oy, ox, co]  = sum_{ky, kx, ci} x[n, oy*s+ky-p, ox*s+kx-p, g*Gi+ci]
+// MODE 0: forward        y[n, oy, ox, co]  = sum_{ky, kx, ci} x[n, oy*s+ky-pt, ox*s+kx-pl, g*Gi+ci]
 //                                           * w[ky, kx, ci, co]           (+ bias[co])
 // MODE 1: backward data  dx[n, iy, ix, ci] = sum_{ky, kx, j} dy[n, oy, ox, g*Go+j]
-//                                           * w[ky, kx, ci, g*Go+j]  where oy*s+ky-p = iy
+//                                           * w[ky, kx, ci, g*Go+j]  where oy*s+ky-pt = iy
+// (pt, pl: zero rows above and columns left of the image; those below and right are
+// implied by the output size.)
 // Weights are [k, k, Gi, Cout]. In backward data with stride 2 a thread's 4 pixels are
 // ix = px + 2 (4 b + t), all of one parity px, so they share the taps that reach them and
 // the loops visit only those taps.
@@ -24,7 +26,8 @@ struct Params {
     go: u32,     // convolution Cout / groups
     k: u32,
     stride: u32,
-    pad: u32,
+    pad_top: u32,
+    pad_left: u32,
     wcout: u32,  // convolution Cout
     strips0: u32, // strips of parity 0 (backward data, stride 2); = strips otherwise
     strips: u32,  // strips per output row
@@ -37,7 +40,7 @@ struct Params {
 // stride 2). idx < total gives co < cout, oy < oh, nn < n. Forward: src at
 // ((nn*ah + iy)*aw + ix)*ac + g*Gi + c with iy, ix tested against the image,
 // g = co / Go < groups, c < Gi; w at ((ky*k + kx)*Gi + c)*wcout + co. Backward data: rows
-// yy = (oy + pad - ky) / s are tested against ah, columns xx against aw; channels
+// yy = (oy + pad_top - ky) / s are tested against ah, columns xx against aw; channels
 // g*Go + j < Cout; w at ((ky*k + kx)*Gi + cl)*wcout + g*Go + j with ky, kx < k, cl < Gi.
 // The signed divisions divide a non-negative numerator (sy >= 0 is tested first) or one
 // >= -(k-1) by s in {1, 2}: no overflow. out only for ox[q] < ow. bias[co] < Cout.

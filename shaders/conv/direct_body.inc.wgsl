@@ -19,7 +19,7 @@
         let g = co / p.go;
         let cb = g * p.gi;
         for (var ky = 0u; ky < p.k; ky++) {
-            let iy = i32(oy * s + ky) - i32(p.pad);
+            let iy = i32(oy * s + ky) - i32(p.pad_top);
             if (iy < 0 || iy >= i32(p.ah)) {
                 continue;
             }
@@ -28,7 +28,7 @@
                 for (var c = 0u; c < p.gi; c++) {
                     let wv = w[((ky * p.k + kx) * p.gi + c) * p.wcout + co];
                     for (var q = 0u; q < 4u; q++) {
-                        let ix = i32(ox[q] * s + kx) - i32(p.pad);
+                        let ix = i32(ox[q] * s + kx) - i32(p.pad_left);
                         if (ox[q] < p.ow && ix >= 0 && ix < i32(p.aw)) {
                             acc[q] += src[(rowb + u32(ix)) * p.ac + cb + c] * wv;
                         }
@@ -47,10 +47,10 @@
         ox = vec4<u32>(px) + s * (vec4<u32>(4u * b) + vec4<u32>(0u, 1u, 2u, 3u));
         let g = co / p.gi;
         let cl = co % p.gi;
-        let ky0 = (oy + p.pad) % s;
-        let kx0 = (px + p.pad) % s;
+        let ky0 = (oy + p.pad_top) % s;
+        let kx0 = (px + p.pad_left) % s;
         for (var ky = ky0; ky < p.k; ky += s) {
-            let sy = i32(oy + p.pad) - i32(ky);
+            let sy = i32(oy + p.pad_top) - i32(ky);
             if (sy < 0) {
                 break;
             }
@@ -60,7 +60,7 @@
             }
             let rowb = (nn * p.ah + u32(yy)) * p.aw;
             for (var kx = kx0; kx < p.k; kx += s) {
-                let xb = (i32(px + p.pad) - i32(kx)) / i32(s) + i32(4u * b);
+                let xb = (i32(px + p.pad_left) - i32(kx)) / i32(s) + i32(4u * b);
                 for (var j = 0u; j < p.go; j++) {
                     let wv = w[((ky * p.k + kx) * p.gi + cl) * p.wcout + g * p.go + j];
                     for (var q = 0u; q < 4u; q++) {

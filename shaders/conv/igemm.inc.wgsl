@@ -1,8 +1,10 @@
 // Grouped convolution as an implicit GEMM, one dispatch for every group count.
-// MODE 0: forward        y[n, oy, ox, co]  = sum_{ky, kx, ci} x[n, oy*s+ky-p, ox*s+kx-p, g*Gi+ci]
+// MODE 0: forward        y[n, oy, ox, co]  = sum_{ky, kx, ci} x[n, oy*s+ky-pt, ox*s+kx-pl, g*Gi+ci]
 //                                           * w[ky, kx, ci, co]           (+ bias[co])
 // MODE 1: backward data  dx[n, iy, ix, ci] = sum_{ky, kx, j} dy[n, oy, ox, g*Go+j]
-//                                           * w[ky, kx, ci, g*Go+j]  where oy*s+ky-p = iy
+//                                           * w[ky, kx, ci, g*Go+j]  where oy*s+ky-pt = iy
+// (pt, pl: zero rows above and columns left of the image; those below and right are
+// implied by the output size.)
 // Weights are [k, k, Gi, Cout] (Gi = Cin / groups, Go = Cout / groups, g = co / Go).
 //
 // Per group it is a GEMM of output pixels (M) by the group's output channels (columns)
@@ -36,7 +38,8 @@ struct Params {
     groups: u32,
     k: u32,
     stride: u32,
-    pad: u32,
+    pad_top: u32,
+    pad_left: u32,
     wcout: u32,  // convolution Cout (weight row length)
     wgi: u32,    // convolution Gi
     wgo: u32,    // convolution Go

@@ -49,12 +49,12 @@
     var oyb = 0;
     var oxb = 0;
     if (MODE == 1u) {
-        ky0 = (py + p.pad) % s;
-        kx0 = (px + p.pad) % s;
+        ky0 = (py + p.pad_top) % s;
+        kx0 = (px + p.pad_left) % s;
         nty = (p.k + s - 1u - ky0) / s;
         ntx = (p.k + s - 1u - kx0) / s;
-        oyb = i32((py + p.pad - ky0) / s);
-        oxb = i32((px + p.pad - kx0) / s);
+        oyb = i32((py + p.pad_top - ky0) / s);
+        oxb = i32((px + p.pad_left - kx0) / s);
     }
     let kg = nty * ntx * p.ga;
 
@@ -81,8 +81,8 @@
             let nn = ml / (cw * ch);
             abase[i] = nn * p.ah * p.aw;
             if (MODE == 0u) {
-                by[i] = i32(yy * s) - i32(p.pad);
-                bx[i] = i32(xx * s) - i32(p.pad);
+                by[i] = i32(yy * s) - i32(p.pad_top);
+                bx[i] = i32(xx * s) - i32(p.pad_left);
             } else {
                 by[i] = i32(yy) + oyb;
                 bx[i] = i32(xx) + oxb;

@@ -3,6 +3,8 @@
 //   xhat = (x - mean[s]) * rstd[s],  z = gamma * xhat + beta
 //   dxhat = gamma * dy * s~ * act'(z)
 //   dx = rstd[s] * (dxhat - mean_s(dxhat) - xhat * mean_s(dxhat * xhat))
+// or, for a frozen BatchNorm (FROZEN: saved holds the running mean and variance, constants),
+//   dx = rstd[c] * dxhat,  rstd = 1 / sqrt(running_var + eps)
 // with the segment means from norm/backward_finalize.wgsl (scratch[seg_off ..]).
 // Tiling of norm/forward.wgsl: one channel and one segment per thread, constants in
 // registers.
@@ -14,6 +16,7 @@ override ACT: u32 = 2u;
 const HAS_SCALE: u32 = 1u;
 const HAS_SHIFT: u32 = 2u;
 const PROXY_SCALE: u32 = 8u;
+const FROZEN: u32 = 256u;
 
 struct Params {
     o: u32,
@@ -28,6 +31,7 @@ struct Params {
     segs: u32,
     seg_off: u32,
     flags: u32,
+    eps: f32,      // with FROZEN: saved holds (running mean, running var)
 }
 
 // Bounds (runtime checks off, see src/gpu/kernel.rs). The launcher (ops/norm) checks
@@ -61,7 +65,11 @@ fn norm_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
     }
     let s = o * p.groups + c / p.cg;
     let mu = saved[s];
-    let r = saved[p.segs + s];
+    var r = saved[p.segs + s];
+    let frozen = (p.flags & FROZEN) != 0u;
+    if (frozen) {
+        r = 1.0 / sqrt(r + p.eps);
+    }
     var gm = 1.0;
     if ((p.flags & HAS_SCALE) != 0u) {
         gm = gamma[c];
@@ -74,8 +82,12 @@ fn norm_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
     if ((p.flags & PROXY_SCALE) != 0u) {
         sc = ps[c];
     }
-    let m1 = scratch[p.seg_off + s];
-    let m2 = scratch[p.seg_off + p.segs + s];
+    var m1 = scratch[p.seg_off + s];
+    var m2 = scratch[p.seg_off + p.segs + s];
+    if (frozen) {
+        m1 = 0.0;
+        m2 = 0.0;
+    }
     // dx = gr * dy * act'(z) - (r * m1 + xhat * r * m2), gr = rstd * gamma * s~.
     let gr = r * gm * sc;
     let rm1 = r * m1;

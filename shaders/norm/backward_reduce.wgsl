@@ -15,6 +15,7 @@ const HAS_SCALE: u32 = 1u;
 const HAS_SHIFT: u32 = 2u;
 const PROXY_MEAN: u32 = 4u;
 const PROXY_SCALE: u32 = 8u;
+const FROZEN: u32 = 256u;
 
 struct Params {
     o: u32,
@@ -28,6 +29,7 @@ struct Params {
     cg: u32,
     segs: u32,
     flags: u32,
+    eps: f32,       // with FROZEN: saved holds (running mean, running var)
 }
 
 // Bounds (runtime checks off, see src/gpu/kernel.rs). The launcher (ops/norm) checks
@@ -68,7 +70,10 @@ fn norm_backward_reduce(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_work
     if (c < p.c) {
         let s = o * p.groups + c / p.cg;
         let mu = saved[s];
-        let r = saved[p.segs + s];
+        var r = saved[p.segs + s];
+        if ((p.flags & FROZEN) != 0u) {
+            r = 1.0 / sqrt(r + p.eps);
+        }
         var gm = 1.0;
         if ((p.flags & HAS_SCALE) != 0u) {
             gm = gamma[c];

@@ -21,7 +21,7 @@ use super::cases::{time_case, CaseTiming};
 use super::{BenchRow, Peak};
 use crate::error::Result;
 use crate::gpu::Gpu;
-use crate::ops::conv::{ConvCase, ConvSpec};
+use crate::ops::conv::{ConvCase, ConvSpec, Padding};
 use crate::ops::linear::{LinearCase, LinearSpec};
 use crate::ops::OpCase;
 
@@ -74,6 +74,7 @@ pub fn grouped(
         stride,
         groups: c / per_group,
         bias: false,
+        padding: Padding::Symmetric,
     }
 }
 

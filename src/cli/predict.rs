@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Recorder};
 use crate::interop::{self, arch, convert, TimmEquivalent, Weights};
 use crate::models::efficientnet::EfficientNet;
-use crate::models::{ModelConfig, NormChoice};
+use crate::models::{ImageSize, ModelConfig, NormChoice};
 use crate::nn::model::Trainable;
 use crate::train::trainer;
 use crate::util::safetensors::SafeTensors;
@@ -45,9 +45,10 @@ pub struct PredictArgs {
     /// padded).
     #[arg(long, default_value_t = 8)]
     pub batch: usize,
-    /// Image resolution (default: the architecture's).
+    /// Image resolution, `N` or `HxW` (default: the architecture's). Image files are
+    /// cropped square (N); a safetensors input may be any H x W.
     #[arg(long)]
-    pub image_size: Option<usize>,
+    pub image_size: Option<ImageSize>,
     /// Images: resize the shorter side to image_size / crop_pct (bicubic), then take the
     /// central image_size square (timm's evaluation transform).
     #[arg(long, default_value_t = 0.875)]
@@ -418,7 +419,7 @@ pub fn preprocess(
 }
 
 /// The inputs as NHWC images: (names, data, count, size).
-fn read_inputs(a: &PredictArgs, r: &Resolved) -> Result<(Vec<String>, Vec<f32>, usize, usize)> {
+fn read_inputs(a: &PredictArgs, r: &Resolved) -> Result<(Vec<String>, Vec<f32>, usize, ImageSize)> {
     let c = r.cfg.in_channels;
     let is_st = |p: &Path| {
         p.extension()
@@ -432,27 +433,28 @@ fn read_inputs(a: &PredictArgs, r: &Resolved) -> Result<(Vec<String>, Vec<f32>, 
             .get("input")
             .map_err(|e| Error::file(path, e.to_string()))?;
         let s = &t.shape;
-        if s.len() != 4 || s[1] != c || s[2] != s[3] || s[2] < 8 {
+        if s.len() != 4 || s[1] != c || s[2] < 8 || s[3] < 8 {
             return Err(Error::file(
                 path,
                 format!(
-                    "input has shape {s:?}; the model needs [N, {c}, S, S] with square images \
-                     of at least 8 pixels"
+                    "input has shape {s:?}; the model needs [N, {c}, H, W] with images of at \
+                     least 8 x 8 pixels"
                 ),
             ));
         }
-        if let Some(want) = a.image_size.filter(|&v| v != s[2]) {
+        let size = ImageSize::new(s[2], s[3]);
+        if let Some(want) = a.image_size.filter(|&v| v != size) {
             return Err(Error::file(
                 path,
-                format!("input is {}px but --image-size is {want}", s[2]),
+                format!("input is {size}px but --image-size is {want}"),
             ));
         }
-        let (n, hw) = (s[0], s[2]);
+        let (n, hw) = (s[0], size.pixels());
         if n == 0 {
             return Err(Error::file(path, "input holds no images (shape [0, ...])"));
         }
         if let Some(i) = t.data.iter().position(|v| !v.is_finite()) {
-            let per = c * hw * hw;
+            let per = c * hw;
             return Err(Error::file(
                 path,
                 format!(
@@ -465,13 +467,13 @@ fn read_inputs(a: &PredictArgs, r: &Resolved) -> Result<(Vec<String>, Vec<f32>, 
         let mut out = vec![0.0; t.data.len()];
         for b in 0..n {
             for ch in 0..c {
-                for p in 0..hw * hw {
-                    out[(b * hw * hw + p) * c + ch] = t.data[(b * c + ch) * hw * hw + p];
+                for p in 0..hw {
+                    out[(b * hw + p) * c + ch] = t.data[(b * c + ch) * hw + p];
                 }
             }
         }
         let names = (0..n).map(|i| format!("input[{i}]")).collect();
-        return Ok((names, out, n, hw));
+        return Ok((names, out, n, size));
     }
     if let Some(p) = a.input.iter().find(|p| is_st(p)) {
         return Err(Error::file(
@@ -479,7 +481,16 @@ fn read_inputs(a: &PredictArgs, r: &Resolved) -> Result<(Vec<String>, Vec<f32>, 
             "a safetensors input must be the only --input",
         ));
     }
-    let size = a.image_size.unwrap_or(r.cfg.resolution);
+    let size = match a.image_size {
+        None => r.cfg.resolution,
+        Some(s) if s.is_square() => s.h,
+        Some(s) => {
+            return Err(Error::Config(format!(
+                "--image-size {s}: image files are cropped square (timm's centre crop); give \
+                 --image-size N, or a safetensors input [N, C, H, W] for H x W"
+            )))
+        }
+    };
     if a.crop_pct.is_nan() || a.crop_pct <= 0.0 || a.crop_pct > 1.0 {
         return Err(Error::Config(format!(
             "--crop-pct must be in (0, 1], got {}",
@@ -491,26 +502,28 @@ fn read_inputs(a: &PredictArgs, r: &Resolved) -> Result<(Vec<String>, Vec<f32>, 
         data.extend(preprocess(p, size, a.crop_pct, &r.mean, &r.std)?);
     }
     let names = a.input.iter().map(|p| p.display().to_string()).collect();
-    Ok((names, data, a.input.len(), size))
+    Ok((names, data, a.input.len(), ImageSize::square(size)))
 }
 
-/// Evaluation-mode logits `[n, classes]` of NHWC inputs `[n, size, size, c]`, in batches
-/// of `batch` (the last one padded with zeros).
+/// Evaluation-mode logits `[n, classes]` of NHWC inputs `[n, h, w, c]` (`size`: a side
+/// for square images, or an [`ImageSize`]), in batches of `batch` (the last one padded
+/// with zeros).
 pub fn logits(
     gpu: &Gpu,
     r: &Resolved,
     inputs: &[f32],
     n: usize,
-    size: usize,
+    size: impl Into<ImageSize>,
     batch: usize,
 ) -> Result<Vec<f32>> {
+    let size = size.into();
     let batch = batch.clamp(1, n.max(1));
-    let mut model = EfficientNet::new(gpu, &r.cfg, batch, size)?;
+    let mut model = EfficientNet::with_size(gpu, &r.cfg, batch, size)?;
     if let Some((path, shapes)) = &r.file_shapes {
         check_shapes(path, &model, shapes)?;
     }
     convert::write_model(gpu, &mut model, &r.weights)?;
-    let per = size * size * r.cfg.in_channels;
+    let per = size.pixels() * r.cfg.in_channels;
     let k = r.cfg.classes;
     let mut out = Vec::with_capacity(n * k);
     let mut buf = vec![0.0f32; batch * per];

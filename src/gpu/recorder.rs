@@ -278,6 +278,13 @@ impl<'g> Recorder<'g> {
         Ok(())
     }
 
+    /// Record a copy of all of `src` into `dst` from element `at` on (`dst` must hold
+    /// `at + src.len()` elements).
+    pub fn copy_into(&mut self, src: &Tensor, dst: &Tensor, at: usize) -> Result<()> {
+        let view = dst.copy_view(at, src.len())?;
+        self.copy(src, &view)
+    }
+
     /// Record zero-filling `t`.
     pub fn clear(&mut self, t: &Tensor) {
         self.ops.push(Op::Clear(t.clone()));

@@ -69,6 +69,24 @@ impl Tensor {
         })
     }
 
+    /// The `len` elements from element `start` on, as a view for copies only: its byte
+    /// offset need not meet the storage-binding alignment, so it must never be bound.
+    pub(crate) fn copy_view(&self, start: usize, len: usize) -> Result<Tensor> {
+        if start.checked_add(len).is_none_or(|end| end > self.len) {
+            return Err(Error::Shape(format!(
+                "elements {start}..{} of a tensor of {} elements",
+                start.saturating_add(len),
+                self.len
+            )));
+        }
+        Ok(Tensor {
+            buffer: self.buffer.clone(),
+            offset: self.offset + 4 * start as u64,
+            len,
+            shape: vec![len],
+        })
+    }
+
     pub(crate) fn binding(&self) -> wgpu::BindingResource<'_> {
         wgpu::BindingResource::Buffer(wgpu::BufferBinding {
             buffer: &self.buffer,

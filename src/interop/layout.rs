@@ -20,7 +20,7 @@
 
 use crate::error::{Error, Result};
 use crate::models::{ModelConfig, NormChoice};
-use crate::ops::conv::{self, ConvSpec};
+use crate::ops::conv::{self, ConvSpec, Padding};
 
 /// How a tensor's data converts between effnet's and PyTorch's layouts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -74,6 +74,7 @@ impl Layout {
             stride: 1,
             groups,
             bias: false,
+            padding: Padding::Symmetric,
         }
     }
 

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 pub use crate::nn::NormChoice;
+use crate::ops::conv::Padding;
 
 /// A model preset: `b0`..`b7` (depthwise, expansion 6) or `b0-g16`..`b7-g16` (16
 /// channels per group, expansion 4). A command-line value ([`clap::ValueEnum`]): a
@@ -242,7 +243,14 @@ pub struct ModelConfig {
     pub se_ratio: f64,
     /// Head width before scaling (1280 in B0).
     pub head: usize,
+    /// Padding of the convolutions: symmetric `k / 2` (timm's `efficientnet_*`) or
+    /// TensorFlow "SAME" (timm's `tf_efficientnet_*`, see [`ModelConfig::with_tf_padding`]).
+    #[serde(default)]
+    pub padding: Padding,
 }
+
+/// BatchNorm epsilon of the TensorFlow-ported models (timm's `BN_EPS_TF_DEFAULT`).
+pub const TF_NORM_EPS: f64 = 1e-3;
 
 impl ModelConfig {
     /// A preset: `b0`..`b7` (depthwise, expansion 6) or `b0-g16`..`b7-g16` (16 channels
@@ -280,7 +288,17 @@ impl ModelConfig {
             drop_connect: 0.2,
             se_ratio: 0.25,
             head: 1280,
+            padding: Padding::Symmetric,
         })
+    }
+
+    /// The TensorFlow-ported variant of this configuration (timm's `tf_efficientnet_*`
+    /// next to `efficientnet_*`): TensorFlow "SAME" padding in every convolution and
+    /// BatchNorm epsilon [`TF_NORM_EPS`]; every tensor keeps its name and shape.
+    pub fn with_tf_padding(mut self) -> Self {
+        self.padding = Padding::TfSame;
+        self.norm_eps = TF_NORM_EPS;
+        self
     }
 
     /// The concrete layer plan of this configuration.

@@ -6,8 +6,10 @@ use crate::dist::Shard;
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Recorder, Tensor};
 use crate::models::config::ModelConfig;
+use crate::models::size::ImageSize;
 use crate::nn::layers::{ConvLayer, LinearLayer, NormActLayer, NormRole, SeLayer};
 use crate::nn::model::Trainable;
+use crate::nn::norm::NormChoice;
 use crate::nn::{ParamBuilder, ParamStore};
 use crate::ops::{elementwise, loss, reduce};
 use crate::util::Rng;
@@ -80,8 +82,8 @@ pub struct EfficientNet {
     pub cfg: ModelConfig,
     /// Batch size.
     pub batch: usize,
-    /// Input resolution.
-    pub image: usize,
+    /// Input resolution (height x width).
+    pub size: ImageSize,
     store: ParamStore,
     nodes: Vec<Node>,
     acts: Vec<Tensor>,
@@ -103,6 +105,15 @@ pub struct EfficientNet {
     /// The rows of the global batch this model trains on (data parallelism): dropout and
     /// drop-connect masks are drawn for the global batch and this shard's rows kept.
     shard: Shard,
+}
+
+/// What [`EfficientNet::freeze_bn_where`] changed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FrozenBn {
+    /// Names of the BatchNorm layers now frozen.
+    pub frozen: Vec<String>,
+    /// Names of the BatchNorm layers now training-mode.
+    pub training: Vec<String>,
 }
 
 /// Builds the graph: registers parameters, allocates activations, appends nodes.
@@ -130,35 +141,37 @@ impl GraphBuilder<'_> {
         &mut self,
         (conv_name, norm_name): (&str, &str),
         x: usize,
-        hw: usize,
+        hw: ImageSize,
         (cin, cout): (usize, usize),
         (k, stride, groups): (usize, usize, usize),
         role: NormRole,
-    ) -> Result<(usize, usize)> {
+    ) -> Result<(usize, ImageSize)> {
         let (gpu, cfg, b) = (self.gpu, self.cfg, self.b);
         let l = ConvLayer::new(
             gpu,
             &mut self.pb,
             conv_name,
             b,
-            hw,
-            hw,
+            hw.h,
+            hw.w,
             cin,
             cout,
             k,
             stride,
             groups,
             false,
-        )?;
-        let ho = (hw - 1) / stride + 1;
-        let y = self.act([b, ho, ho, cout])?;
+        )?
+        .with_padding(cfg.padding)?;
+        let ho = hw.strided(stride);
+        debug_assert_eq!(l.spec().out_hw(), (ho.h, ho.w));
+        let y = self.act([b, ho.h, ho.w, cout])?;
         self.nodes.push(Node::Conv { l, x, y });
         let l = NormActLayer::new(
             gpu,
             &mut self.pb,
             norm_name,
             b,
-            ho * ho,
+            ho.pixels(),
             cout,
             cfg.norm,
             cfg.norm_groups(cout),
@@ -166,25 +179,27 @@ impl GraphBuilder<'_> {
             role,
         )?
         .with_momentum(cfg.bn_momentum);
-        let out = self.act([b, ho, ho, cout])?;
+        let out = self.act([b, ho.h, ho.w, cout])?;
         self.nodes.push(Node::Norm { l, x: y, y: out });
         Ok((out, ho))
     }
 }
 
 impl EfficientNet {
-    /// Build the graph and allocate every buffer.
+    /// Build the graph for `image x image` inputs and allocate every buffer.
     pub fn new(gpu: &Gpu, cfg: &ModelConfig, batch: usize, image: usize) -> Result<Self> {
+        Self::with_size(gpu, cfg, batch, ImageSize::square(image))
+    }
+
+    /// Build the graph for `size.h x size.w` inputs (square or not) and allocate every
+    /// buffer.
+    pub fn with_size(gpu: &Gpu, cfg: &ModelConfig, batch: usize, size: ImageSize) -> Result<Self> {
         cfg.validate()?;
-        if image < 8 {
-            return Err(Error::Config(format!(
-                "image size {image} is too small (need >= 8)"
-            )));
-        }
+        size.check_min()?;
         // Refuse what the adapter cannot hold before allocating anything.
-        crate::models::footprint::estimate(cfg, batch, image)?.check(
+        crate::models::footprint::estimate_size(cfg, batch, size)?.check(
             gpu,
-            &format!("model {} at batch {batch} and {image}px", cfg.name),
+            &format!("model {} at batch {batch} and {size}px", cfg.name),
         )?;
         let b = batch;
         let mut g = GraphBuilder {
@@ -196,7 +211,7 @@ impl EfficientNet {
             shapes: Vec::new(),
             nodes: Vec::new(),
         };
-        let input = g.act([b, image, image, cfg.in_channels])?;
+        let input = g.act([b, size.h, size.w, cfg.in_channels])?;
         debug_assert_eq!(input, INPUT);
 
         // Stem.
@@ -204,7 +219,7 @@ impl EfficientNet {
         let (mut cur, mut hw) = g.conv_norm(
             ("conv_stem", "bn1"),
             input,
-            image,
+            size,
             (cfg.in_channels, stem),
             (3, 2, 1),
             NormRole::Act,
@@ -247,12 +262,12 @@ impl EfficientNet {
                 &mut g.pb,
                 &format!("{p}.se"),
                 b,
-                hw,
-                hw,
+                hw.h,
+                hw.w,
                 blk.mid,
                 blk.se_hidden,
             )?;
-            let y = g.act([b, hw, hw, blk.mid])?;
+            let y = g.act([b, hw.h, hw.w, blk.mid])?;
             g.nodes.push(Node::Se { l, x: cur, y });
             let (pwl, n3) = if expands {
                 ("conv_pwl", "bn3")
@@ -269,7 +284,7 @@ impl EfficientNet {
                 NormRole::Projection,
             )?;
             if blk.residual {
-                let out = g.act([b, hw, hw, blk.cout])?;
+                let out = g.act([b, hw.h, hw.w, blk.cout])?;
                 g.nodes.push(Node::Add {
                     skip: block_in,
                     branch: cur,
@@ -356,7 +371,7 @@ impl EfficientNet {
         Ok(Self {
             cfg: cfg.clone(),
             batch: b,
-            image,
+            size,
             store,
             nodes,
             acts,
@@ -406,6 +421,59 @@ impl EfficientNet {
         Ok(())
     }
 
+    /// Freeze every BatchNorm layer's statistics (`true`: eval-mode BatchNorm while
+    /// training, as timm fine-tuning with frozen BN does; the running statistics stay
+    /// unchanged and gradients flow through them as constants) or return them all to
+    /// training mode (`false`). Refused for models without BatchNorm.
+    pub fn set_bn_frozen(&mut self, frozen: bool) -> Result<()> {
+        self.freeze_bn_where(|_| frozen).map(|_| ())
+    }
+
+    /// Freeze the BatchNorm layers whose timm name (e.g. `bn1`, `blocks.0.0.bn1`)
+    /// `frozen` accepts and put the others in training mode; returns which are which.
+    /// Refused for models without BatchNorm.
+    pub fn freeze_bn_where(&mut self, frozen: impl Fn(&str) -> bool) -> Result<FrozenBn> {
+        if self.cfg.norm != NormChoice::Bn {
+            return Err(Error::Config(format!(
+                "model {} uses {} normalization: only BatchNorm has running statistics to                  freeze",
+                self.cfg.name,
+                self.cfg.norm.name()
+            )));
+        }
+        let mut out = FrozenBn::default();
+        for n in &mut self.nodes {
+            if let Node::Norm { l, .. } = n {
+                let f = frozen(l.name());
+                l.set_frozen(f)?;
+                let names = if f {
+                    &mut out.frozen
+                } else {
+                    &mut out.training
+                };
+                names.push(l.name().to_string());
+            }
+        }
+        Ok(out)
+    }
+
+    /// True when every BatchNorm layer is frozen (then training passes leave
+    /// [`Trainable::batches_tracked`] unchanged, as PyTorch's eval-mode BatchNorm does).
+    pub fn bn_frozen(&self) -> bool {
+        let mut norms = self.nodes.iter().filter_map(|n| match n {
+            Node::Norm { l, .. } => Some(l.spec()),
+            _ => None,
+        });
+        norms.all(|s| s.frozen)
+    }
+
+    /// Training-mode passes count towards `num_batches_tracked` unless every BatchNorm
+    /// layer is frozen.
+    fn track_batch(&mut self) {
+        if !self.bn_frozen() {
+            self.batches_tracked += 1;
+        }
+    }
+
     /// Gradient of the loss with respect to the input (NHWC, like [`Trainable::input`])
     /// after a full training step, when [`Self::enable_input_grad`] was called.
     pub fn input_grad(&self) -> Option<&Tensor> {
@@ -416,7 +484,9 @@ impl EfficientNet {
     /// selects BatchNorm's batch statistics (and updates its running statistics). Analyses
     /// (`effnet moments`) read [`Self::node_outputs`] afterwards.
     pub fn record_forward(&mut self, rec: &mut Recorder, training: bool) -> Result<()> {
-        self.batches_tracked += training as u64;
+        if training {
+            self.track_batch();
+        }
         self.forward(rec, training, None)
     }
 
@@ -424,7 +494,7 @@ impl EfficientNet {
     /// without the backward pass: what a finite-difference check of the gradient
     /// evaluates, at about a third of a training step's work.
     pub fn record_loss(&mut self, rec: &mut Recorder, label_smoothing: f32) -> Result<()> {
-        self.batches_tracked += 1;
+        self.track_batch();
         self.forward(rec, true, None)?;
         let id = self.logits_id();
         let logits = self.acts[id].reshape(&[self.batch, self.cfg.classes])?;
@@ -710,7 +780,7 @@ impl Trainable for EfficientNet {
         label_smoothing: f32,
         head_only: bool,
     ) -> Result<()> {
-        self.batches_tracked += 1;
+        self.track_batch();
         self.forward(rec, true, Some(rng))?;
         let id = self.logits_id();
         let logits = self.acts[id].reshape(&[self.batch, self.cfg.classes])?;

@@ -13,6 +13,7 @@
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, MemoryBudget};
 use crate::models::config::ModelConfig;
+use crate::models::size::ImageSize;
 
 /// Parameter-sized arenas a built model holds (weights, gradients, first and second
 /// optimizer moments, weight average); the trainer adds one more for the average swap.
@@ -42,7 +43,7 @@ fn gib(b: u64) -> f64 {
     b as f64 / (1u64 << 30) as f64
 }
 
-fn too_large(cfg: &ModelConfig, batch: usize, image: usize) -> Error {
+fn too_large(cfg: &ModelConfig, batch: usize, image: ImageSize) -> Error {
     Error::TooLarge(format!(
         "model {} at batch {batch} and {image}px is too large to plan (its sizes overflow \
          64-bit arithmetic); reduce the batch size or image size",
@@ -53,13 +54,18 @@ fn too_large(cfg: &ModelConfig, batch: usize, image: usize) -> Error {
 /// Estimate the footprint of `cfg` built for `batch` images of `image` x `image` pixels.
 /// All arithmetic is checked: sizes that overflow are an error, never a wrapped number.
 pub fn estimate(cfg: &ModelConfig, batch: usize, image: usize) -> Result<Footprint> {
+    estimate_size(cfg, batch, ImageSize::square(image))
+}
+
+/// [`estimate`] for `h x w` images.
+pub fn estimate_size(cfg: &ModelConfig, batch: usize, image: ImageSize) -> Result<Footprint> {
     cfg.check_ranges()?;
     let overflow = || too_large(cfg, batch, image);
     let b = batch as u64;
-    // Elements of a [batch, hw, hw, c] activation.
-    let act = |hw: usize, c: usize| -> Result<u64> {
-        b.checked_mul(hw as u64)
-            .and_then(|v| v.checked_mul(hw as u64))
+    // Elements of a [batch, h, w, c] activation.
+    let act = |hw: ImageSize, c: usize| -> Result<u64> {
+        b.checked_mul(hw.h as u64)
+            .and_then(|v| v.checked_mul(hw.w as u64))
             .and_then(|v| v.checked_mul(c as u64))
             .ok_or_else(overflow)
     };
@@ -76,7 +82,7 @@ pub fn estimate(cfg: &ModelConfig, batch: usize, image: usize) -> Result<Footpri
     };
     let input = act(image, cfg.in_channels)?;
     add(input, 1)?;
-    let mut hw = image.div_ceil(2);
+    let mut hw = image.strided(2);
     let stem = cfg.stem_width();
     add(act(hw, stem)?, 2)?; // conv, norm
     let mut weights = vec![9 * cfg.in_channels as u64 * stem as u64];
@@ -86,7 +92,7 @@ pub fn estimate(cfg: &ModelConfig, batch: usize, image: usize) -> Result<Footpri
             add(act(hw, blk.mid)?, 2)?;
             weights.push(blk.cin as u64 * blk.mid as u64);
         }
-        hw = (hw - 1) / blk.stride + 1;
+        hw = hw.strided(blk.stride);
         add(act(hw, blk.mid)?, 2)?; // spatial conv, norm
         add(act(hw, blk.mid)?, 1)?; // squeeze-excitation
         add(act(hw, blk.cout)?, 2)?; // projection conv, norm
@@ -102,8 +108,9 @@ pub fn estimate(cfg: &ModelConfig, batch: usize, image: usize) -> Result<Footpri
     let head = cfg.head_width();
     let last = cfg.blocks().last().map_or(stem, |x| x.cout);
     add(act(hw, head)?, 2)?; // head conv, norm
-    add(act(1, head)?, if cfg.dropout > 0.0 { 2 } else { 1 })?; // pool, dropout
-    add(act(1, cfg.classes)?, 1)?; // logits
+    let one = ImageSize::square(1);
+    add(act(one, head)?, if cfg.dropout > 0.0 { 2 } else { 1 })?; // pool, dropout
+    add(act(one, cfg.classes)?, 1)?; // logits
     weights.push(last as u64 * head as u64);
     weights.push(head as u64 * cfg.classes as u64);
     // One gradient per activation but the input, plus one per residual branch.

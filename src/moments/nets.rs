@@ -27,7 +27,7 @@ use crate::data;
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Readback, Recorder, Tensor};
 use crate::ops::act::Act;
-use crate::ops::conv::{self, ConvSpec};
+use crate::ops::conv::{self, ConvSpec, Padding};
 use crate::ops::elementwise;
 use crate::ops::norm::{self, NormKind, NormParams, NormSpec};
 use crate::ops::proxy_norm::{self, ProxyParams, PROXY_EPS};
@@ -575,6 +575,7 @@ impl ConvStep {
             stride: if self.k > 1 { 1 } else { self.stride },
             groups: 1,
             bias: false,
+            padding: Padding::Symmetric,
         }
     }
 }

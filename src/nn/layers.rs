@@ -6,7 +6,7 @@ use crate::error::Result;
 use crate::gpu::{Gpu, Recorder, Tensor};
 use crate::nn::{Init, NormChoice, ParamBuilder, ParamId, ParamKind, ParamStore};
 use crate::ops::act::Act;
-use crate::ops::conv::{self, ConvSpec};
+use crate::ops::conv::{self, ConvSpec, Padding};
 use crate::ops::linear::{self, LinearSpec};
 use crate::ops::norm::{self, NormGrads, NormKind, NormParams, NormSpec};
 use crate::ops::proxy_norm::{self, ProxyGrads, ProxyParams, PROXY_EPS};
@@ -57,6 +57,7 @@ impl ConvLayer {
             stride,
             groups,
             bias,
+            padding: Padding::Symmetric,
         };
         spec.validate()?;
         let lin = (k == 1 && stride == 1 && groups == 1).then_some(LinearSpec {
@@ -91,6 +92,14 @@ impl ConvLayer {
             b,
             scratch: scratch(gpu, len)?,
         })
+    }
+
+    /// With this padding (TensorFlow "SAME" for the `tf_` models); the output size, the
+    /// kernels and the buffers are the same either way.
+    pub fn with_padding(mut self, padding: Padding) -> Result<Self> {
+        self.spec.padding = padding;
+        self.spec.validate()?;
+        Ok(self)
     }
 
     /// The convolution's shape.
@@ -352,6 +361,22 @@ impl NormActLayer {
     /// The normalization's spec.
     pub fn spec(&self) -> &NormSpec {
         &self.spec
+    }
+
+    /// The layer's name (timm's, e.g. `blocks.1.0.bn2`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Freeze (or unfreeze) a BatchNorm's statistics: training passes then normalize with
+    /// the running statistics, leave them unchanged, and backpropagate with them held
+    /// constant (PyTorch's BatchNorm in `eval()` mode under autograd). Refused for the other
+    /// kinds, which keep no running statistics.
+    pub fn set_frozen(&mut self, frozen: bool) -> Result<()> {
+        let spec = self.spec.with_frozen(frozen);
+        spec.validate()?;
+        self.spec = spec;
+        Ok(())
     }
 
     /// Set the BatchNorm running-statistics momentum (TF convention, see

@@ -23,7 +23,7 @@ pub trait Trainable {
     fn set_batches_tracked(&mut self, n: u64);
     /// Batch size the buffers were planned for.
     fn batch(&self) -> usize;
-    /// Input tensor [batch, size, size, channels] (the trainer writes images here).
+    /// Input tensor [batch, height, width, channels] (the trainer writes images here).
     fn input(&self) -> &Tensor;
     /// Label tensor [batch] u32.
     fn labels(&self) -> &Tensor;

@@ -37,7 +37,7 @@ pub fn backward_data(
             (dx, s.n * s.h * s.w * s.cin),
         ],
     )?;
-    let pad = s.pad() as u32;
+    let (pad_top, pad_left) = (s.pad_top() as u32, s.pad_left() as u32);
     match s.kernels()[1] {
         ConvKernel::Gemm => {
             let g = GemmSpec {
@@ -76,7 +76,8 @@ pub fn backward_data(
                 groups: s.groups as u32,
                 k: s.k as u32,
                 stride: st as u32,
-                pad,
+                pad_top,
+                pad_left,
                 wcout: s.cout as u32,
                 wgi: s.gi() as u32,
                 wgo: s.go() as u32,
@@ -124,7 +125,8 @@ pub fn backward_data(
                 go: s.go() as u32,
                 k: s.k as u32,
                 stride: s.stride as u32,
-                pad,
+                pad_top,
+                pad_left,
                 wcout: s.cout as u32,
                 strips0: strips0 as u32,
                 strips: strips as u32,

@@ -23,7 +23,10 @@ uniform_block! {
         pub groups: u32,
         pub k: u32,
         pub stride: u32,
-        pub pad: u32,
+        /// Zero rows above the image.
+        pub pad_top: u32,
+        /// Zero columns left of the image.
+        pub pad_left: u32,
         /// R = k * k * Gi.
         pub rows: u32,
         /// R (+ 1 with bias).
@@ -58,7 +61,10 @@ uniform_block! {
         pub go: u32,
         pub k: u32,
         pub stride: u32,
-        pub pad: u32,
+        /// Zero rows above the image.
+        pub pad_top: u32,
+        /// Zero columns left of the image.
+        pub pad_left: u32,
         pub rows: u32,
         pub rows_b: u32,
         /// Ceil(rows_b / 4).
@@ -162,7 +168,7 @@ pub fn backward_weight(
         None => (dw, dbias.unwrap_or(dw)),
     };
     let bias = flag(s.bias);
-    let pad = s.pad() as u32;
+    let (pad_top, pad_left) = (s.pad_top() as u32, s.pad_left() as u32);
     // x and dy read once; the first pass writes dw (and dbias) or, when split, the
     // partial sums that the reduction pass reads and sums into dw (and dbias).
     let outs = rows_b * s.cout;
@@ -187,7 +193,8 @@ pub fn backward_weight(
                 go: s.go() as u32,
                 k: s.k as u32,
                 stride: s.stride as u32,
-                pad,
+                pad_top,
+                pad_left,
                 rows: rows as u32,
                 rows_b: rows_b as u32,
                 nrq: nrq as u32,
@@ -222,7 +229,8 @@ pub fn backward_weight(
                 groups: s.groups as u32,
                 k: s.k as u32,
                 stride: s.stride as u32,
-                pad,
+                pad_top,
+                pad_left,
                 rows: rows as u32,
                 rows_b: rows_b as u32,
                 gpt: c.gpt as u32,

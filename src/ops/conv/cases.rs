@@ -1,7 +1,9 @@
 //! Harness cases of the grouped convolution: depthwise, channel multipliers, G8/G16,
 //! Cout/G != Cin/G, dense, 1x1, groups wider than a tile, split weight gradients.
 
-use super::{backward_data, backward_ref, backward_weight, forward, forward_ref, ConvSpec};
+use super::{
+    backward_data, backward_ref, backward_weight, forward, forward_ref, ConvSpec, Padding,
+};
 use crate::error::Result;
 use crate::gpu::{Gpu, Recorder, Tensor};
 use crate::ops::harness::{upload_dy, HostTensor, Input, OpCase, Prepared, Tolerance};
@@ -18,7 +20,11 @@ impl OpCase for ConvCase {
         let s = &self.spec;
         let [f, b, w] = s.kernels();
         format!(
-            "conv[{} {}x{}x{}x{} k{} s{} g{} {}->{}{}; {}/{}/{}]",
+            "conv[{}{} {}x{}x{}x{} k{} s{} g{} {}->{}{}; {}/{}/{}]",
+            match s.padding {
+                Padding::Symmetric => "",
+                Padding::TfSame => "tf-",
+            },
             if s.gi() == 1 && s.go() == 1 {
                 "dw"
             } else {
@@ -179,6 +185,7 @@ fn spec(
         stride,
         groups,
         bias,
+        padding: Padding::Symmetric,
     }
 }
 
@@ -212,7 +219,26 @@ pub fn case_specs() -> Vec<ConvSpec> {
         // Long pixel reductions: split weight gradients (direct and implicit GEMM).
         spec(2, 37, 35, 5, 5, 3, 1, 5, true),
         spec(2, 21, 19, 32, 32, 3, 1, 2, false),
+        // TensorFlow "SAME" padding (one zero less above / left at stride 2 on even
+        // sizes): depthwise k3 and k5, G16 and G8, the dense stem, even and odd sizes,
+        // stride 1 and 2, and split weight gradients.
+        tf(spec(2, 8, 7, 6, 6, 3, 2, 6, true)),
+        tf(spec(1, 10, 8, 5, 5, 5, 2, 5, false)),
+        tf(spec(1, 9, 10, 5, 5, 5, 2, 5, true)),
+        tf(spec(1, 6, 8, 4, 4, 3, 1, 4, false)),
+        tf(spec(1, 8, 10, 32, 32, 3, 2, 2, true)),
+        tf(spec(1, 8, 9, 16, 16, 5, 2, 2, false)),
+        tf(spec(2, 10, 8, 3, 10, 3, 2, 1, false)),
+        tf(spec(2, 38, 36, 5, 5, 3, 2, 5, true)),
+        tf(spec(2, 40, 38, 32, 32, 3, 2, 2, false)),
     ]
+}
+
+fn tf(s: ConvSpec) -> ConvSpec {
+    ConvSpec {
+        padding: Padding::TfSame,
+        ..s
+    }
 }
 
 /// Harness cases for this module.

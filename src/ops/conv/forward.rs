@@ -44,7 +44,7 @@ pub fn forward(
             bias.map(|b| b.shape().to_vec())
         )));
     }
-    let pad = s.pad() as u32;
+    let (pad_top, pad_left) = (s.pad_top() as u32, s.pad_left() as u32);
     match s.kernels()[0] {
         ConvKernel::Gemm => gemm::gemm(
             rec,
@@ -72,7 +72,8 @@ pub fn forward(
                 groups: s.groups as u32,
                 k: s.k as u32,
                 stride: s.stride as u32,
-                pad,
+                pad_top,
+                pad_left,
                 wcout: s.cout as u32,
                 wgi: s.gi() as u32,
                 wgo: s.go() as u32,
@@ -114,7 +115,8 @@ pub fn forward(
                 go: s.go() as u32,
                 k: s.k as u32,
                 stride: s.stride as u32,
-                pad,
+                pad_top,
+                pad_left,
                 wcout: s.cout as u32,
                 strips0: strips as u32,
                 strips: strips as u32,

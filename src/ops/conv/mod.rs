@@ -1,6 +1,7 @@
 //! Grouped 2-D convolution on NHWC activations: any odd kernel size, stride 1 or 2,
-//! 'same' padding (k / 2), any group count (depthwise, G8, G16, dense), Cout per group
-//! independent of Cin per group, optional bias. Forward, backward-data and
+//! 'same' padding ([`Padding`]: symmetric `k / 2`, or TensorFlow's "SAME", one less on the
+//! top and left at stride 2 on even sizes), any group count (depthwise, G8, G16, dense),
+//! Cout per group independent of Cin per group, optional bias. Forward, backward-data and
 //! backward-weight are each one dispatch whatever the number of groups (the weight
 //! gradient adds a deterministic reduction pass when it splits the pixel reduction).
 //!
@@ -63,7 +64,10 @@ uniform_block! {
         pub groups: u32,
         pub k: u32,
         pub stride: u32,
-        pub pad: u32,
+        /// Zero rows above the image (the bottom ones follow from the output size).
+        pub pad_top: u32,
+        /// Zero columns left of the image.
+        pub pad_left: u32,
         /// Convolution Cout (weight row length).
         pub wcout: u32,
         /// Convolution Gi.
@@ -107,7 +111,10 @@ uniform_block! {
         pub go: u32,
         pub k: u32,
         pub stride: u32,
-        pub pad: u32,
+        /// Zero rows above the image (the bottom ones follow from the output size).
+        pub pad_top: u32,
+        /// Zero columns left of the image.
+        pub pad_left: u32,
         /// Convolution Cout.
         pub wcout: u32,
         /// Strips of parity 0 (backward data, stride 2); = strips otherwise.
@@ -150,8 +157,45 @@ impl ConvKernel {
     }
 }
 
-/// One convolution: input `[n, h, w, cin]` (NHWC), output `[n, ho, wo, cout]`, a `k x k`
-/// kernel with 'same' padding `k / 2`, stride 1 or 2, `groups` groups.
+/// How a convolution pads its input so the output has `ceil(size / stride)` pixels along
+/// each axis (the two agree except at stride 2 on an even size).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Padding {
+    /// `k / 2` on every side (PyTorch's `padding=k//2`, timm's `efficientnet_*`).
+    #[default]
+    Symmetric,
+    /// TensorFlow's "SAME" (timm's `tf_efficientnet_*`): along an axis of `size` pixels,
+    /// `total = max((ceil(size / s) - 1) * s + k - size, 0)` zeros, `total / 2` before
+    /// (top, left) and the rest after (bottom, right).
+    TfSame,
+}
+
+impl Padding {
+    /// Zeros before the first pixel along an axis of `size` pixels, for kernel `k` and
+    /// stride `s`.
+    pub fn before(self, size: usize, k: usize, s: usize) -> usize {
+        match self {
+            Padding::Symmetric => k / 2,
+            Padding::TfSame => {
+                let total = ((size.div_ceil(s) - 1) * s + k).saturating_sub(size);
+                total / 2
+            }
+        }
+    }
+
+    /// Name: `symmetric` or `tf-same`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Padding::Symmetric => "symmetric",
+            Padding::TfSame => "tf-same",
+        }
+    }
+}
+
+/// One convolution: input `[n, h, w, cin]` (NHWC), output `[n, ho, wo, cout]`
+/// (`ho = ceil(h / stride)`), a `k x k` kernel with 'same' padding ([`Padding`]), stride 1
+/// or 2, `groups` groups.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct ConvSpec {
     /// Batch.
@@ -172,6 +216,8 @@ pub struct ConvSpec {
     pub groups: usize,
     /// With a bias `[cout]`.
     pub bias: bool,
+    /// Symmetric or TensorFlow "SAME" padding.
+    pub padding: Padding,
 }
 
 /// Column tiling of a grouped GEMM: groups per 64-column tile (packed) or tiles per group.
@@ -230,9 +276,15 @@ impl ConvSpec {
         )
     }
 
-    /// Padding on each side (`k / 2`).
-    pub fn pad(&self) -> usize {
-        self.k / 2
+    /// Zero rows above the input (see [`Padding`]); the rows below are those the output
+    /// size needs.
+    pub fn pad_top(&self) -> usize {
+        self.padding.before(self.h, self.k, self.stride)
+    }
+
+    /// Zero columns left of the input (see [`Padding`]).
+    pub fn pad_left(&self) -> usize {
+        self.padding.before(self.w, self.k, self.stride)
     }
 
     /// Input channels per group.
@@ -423,7 +475,7 @@ impl ConvSpec {
             format!("g{}conv", self.gi())
         };
         format!(
-            "{kind}{}x{}/s{} {}->{} @{}x{} n{}{}",
+            "{kind}{}x{}/s{} {}->{} @{}x{} n{}{}{}",
             self.k,
             self.k,
             self.stride,
@@ -432,7 +484,11 @@ impl ConvSpec {
             self.h,
             self.w,
             self.n,
-            if self.bias { " +b" } else { "" }
+            if self.bias { " +b" } else { "" },
+            match self.padding {
+                Padding::Symmetric => "",
+                Padding::TfSame => " tf-same",
+            }
         )
     }
 

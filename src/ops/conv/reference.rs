@@ -6,7 +6,8 @@ use super::ConvSpec;
 /// Visit every (output index, input index, weight index) product of the convolution.
 fn for_each_tap(s: &ConvSpec, mut f: impl FnMut(usize, usize, usize)) {
     let (ho, wo) = s.out_hw();
-    let (gi, go, k, p) = (s.gi(), s.go(), s.k, s.pad() as isize);
+    let (gi, go, k) = (s.gi(), s.go(), s.k);
+    let (pt, pl) = (s.pad_top() as isize, s.pad_left() as isize);
     for n in 0..s.n {
         for oy in 0..ho {
             for ox in 0..wo {
@@ -14,12 +15,12 @@ fn for_each_tap(s: &ConvSpec, mut f: impl FnMut(usize, usize, usize)) {
                     let oi = ((n * ho + oy) * wo + ox) * s.cout + co;
                     let g = co / go;
                     for ky in 0..k {
-                        let iy = (oy * s.stride + ky) as isize - p;
+                        let iy = (oy * s.stride + ky) as isize - pt;
                         if iy < 0 || iy >= s.h as isize {
                             continue;
                         }
                         for kx in 0..k {
-                            let ix = (ox * s.stride + kx) as isize - p;
+                            let ix = (ox * s.stride + kx) as isize - pl;
                             if ix < 0 || ix >= s.w as isize {
                                 continue;
                             }

@@ -12,7 +12,7 @@ mod reference;
 pub use cases::{cases, LinearCase};
 pub use reference::{backward_ref, forward_ref};
 
-use super::conv::{self, ConvSpec};
+use super::conv::{self, ConvSpec, Padding};
 use super::gemm::{gemm, GemmSpec};
 use crate::error::{Error, Result};
 use crate::gpu::{Recorder, Tensor};
@@ -44,6 +44,7 @@ impl LinearSpec {
             stride: 1,
             groups: 1,
             bias: self.bias,
+            padding: Padding::Symmetric,
         }
     }
 

@@ -1,6 +1,7 @@
-//! Backward pass of the fused normalization (training-mode statistics): one reduction over
-//! `x` and `dy` (normalized values recomputed, never stored), one small pass finishing the
-//! per-channel gradients and per-segment sums, and one elementwise pass for `dx`.
+//! Backward pass of the fused normalization (training-mode statistics, or a frozen
+//! BatchNorm's running statistics held constant): one reduction over `x` and `dy`
+//! (normalized values recomputed, never stored), one small pass finishing the per-channel
+//! gradients and per-segment sums, and one elementwise pass for `dx`.
 
 use super::{
     channels, check_len, need, NormGrads, NormParams, NormSpec, ACT_CODES, W_DBETA, W_DGAMMA,
@@ -24,6 +25,8 @@ uniform_block! {
         pub cg: u32,
         pub segs: u32,
         pub flags: u32,
+        /// Added to the variance when `saved` holds variances (FROZEN).
+        pub eps: f32,
     }
 }
 
@@ -62,6 +65,8 @@ uniform_block! {
         pub segs: u32,
         pub seg_off: u32,
         pub flags: u32,
+        /// Added to the variance when `saved` holds variances (FROZEN).
+        pub eps: f32,
     }
 }
 
@@ -115,6 +120,10 @@ pub(super) static BWD: Kernel<NormBackwardParams> = Kernel::new(
 /// gradients in `grads` (see [`NormGrads`]). The normalized values are recomputed from
 /// `x` and `saved` (written by the forward). `params` must be those of the forward.
 /// `dx` must not alias `x` or `dy`.
+///
+/// A frozen BatchNorm ([`NormSpec::frozen`]) reads its statistics from
+/// `params.running_mean` and `params.running_var` instead (copied into `saved` first) and
+/// differentiates with them held constant (the module docs give the formulas).
 #[allow(clippy::too_many_arguments)]
 pub fn backward(
     rec: &mut Recorder,
@@ -146,6 +155,13 @@ pub fn backward(
     let g = spec.geom();
     let flags = spec.flags();
     let act = [("ACT", spec.act.code())];
+    if spec.frozen {
+        // The shaders read (mean, variance) from `saved`: [mean; C] then [var; C].
+        let rm = need(params.running_mean, "the running mean (frozen)", spec)?;
+        let rv = need(params.running_var, "the running variance (frozen)", spec)?;
+        rec.copy_into(rm, saved, 0)?;
+        rec.copy_into(rv, saved, g.segs)?;
+    }
 
     // Pass 1: per-(o, chunk, channel) partial sums.
     rec.dispatch(
@@ -163,6 +179,7 @@ pub fn backward(
             cg: g.cg as u32,
             segs: g.segs as u32,
             flags,
+            eps: spec.eps,
         },
         &[x, dy, saved, ch.gamma, ch.beta, ch.pmu, ch.ps, scratch],
         Grid::Linear((g.o * g.chunks * g.cblocks) as u32),
@@ -250,6 +267,7 @@ pub fn backward(
             segs: g.segs as u32,
             seg_off: seg_off as u32,
             flags,
+            eps: spec.eps,
         },
         &[x, dy, saved, ch.gamma, ch.beta, ch.ps, scratch, dx],
         Grid::Linear(g.elementwise_groups() as u32),

@@ -16,7 +16,8 @@ use crate::util::Rng;
 /// Harness case: a training-mode normalization layer, composed with the proxy statistics
 /// when Proxy Norm is on, so gradients to gamma, beta, the proxy shift and scale flow
 /// through `mu~` and `s~` exactly. Inputs: x, then gamma, beta (if the spec has them),
-/// then pshift, pscale (with Proxy Norm). Output: y.
+/// then pshift, pscale (with Proxy Norm), then for a frozen BatchNorm the running mean and
+/// variance (constants: no gradient flows to them). Output: y.
 pub struct NormCase {
     /// The layer.
     pub spec: NormSpec,
@@ -31,6 +32,8 @@ struct Slots {
     beta: Option<usize>,
     pshift: Option<usize>,
     pscale: Option<usize>,
+    /// The running mean (the variance follows it) of a frozen BatchNorm.
+    running: Option<usize>,
 }
 
 impl NormCase {
@@ -46,11 +49,13 @@ impl NormCase {
         let beta = next(self.spec.shift);
         let pshift = next(self.spec.proxy.is_some());
         let pscale = next(self.spec.proxy.is_some());
+        let running = next(self.spec.frozen);
         Slots {
             gamma,
             beta,
             pshift,
             pscale,
+            running,
         }
     }
 
@@ -68,6 +73,13 @@ impl NormCase {
             pshift: &i[s.pshift.unwrap()].data,
             pscale: &i[s.pscale.unwrap()].data,
         })
+    }
+
+    /// The frozen running (mean, variance) among the inputs.
+    fn running_ref<'a>(&self, i: &'a [HostTensor]) -> Option<(&'a [f64], &'a [f64])> {
+        self.slots()
+            .running
+            .map(|k| (&i[k].data[..], &i[k + 1].data[..]))
     }
 }
 
@@ -102,6 +114,10 @@ impl<'a> NormRun<'a> {
         let sl = case.slots();
         let up = |k: Option<usize>| k.map(|k| i[k].upload(gpu)).transpose();
         let c = case.spec.c;
+        let (run_mean, run_var) = match sl.running {
+            Some(k) => (i[k].upload(gpu)?, i[k + 1].upload(gpu)?),
+            None => (gpu.zeros(&[c])?, gpu.upload(&vec![1.0; c], &[c])?),
+        };
         let grads = (0..6)
             .map(|_| gpu.zeros(&[c]))
             .collect::<Result<Vec<_>>>()?
@@ -116,8 +132,8 @@ impl<'a> NormRun<'a> {
             pscale: up(sl.pscale)?,
             mu: gpu.zeros(&[c])?,
             s: gpu.zeros(&[c])?,
-            run_mean: gpu.zeros(&[c])?,
-            run_var: gpu.upload(&vec![1.0; c], &[c])?,
+            run_mean,
+            run_var,
             y: gpu.zeros(&case.shape())?,
             saved: gpu.zeros(&[case.spec.saved_len()])?,
             scratch: gpu.zeros(&[case.spec.scratch_len()])?,
@@ -271,6 +287,21 @@ impl OpCase for NormCase {
             v.push(Input::diff(HostTensor::randn(&[c], 0.3, rng)));
             v.push(Input::diff(HostTensor::randn(&[c], 0.2, rng)));
         }
+        if sl.running.is_some() {
+            // Statistics near, not at, the batch's own (x ~ offset + 1.5 N(0, 1)).
+            let mean = rng
+                .normals_f32(c, 0.5)
+                .into_iter()
+                .map(|v| v + self.offset)
+                .collect();
+            let var = rng
+                .normals_f32(c, 0.4)
+                .into_iter()
+                .map(|v| 2.25 * v.exp())
+                .collect();
+            v.push(Input::constant(HostTensor::new(&[c], f32_round(mean))));
+            v.push(Input::constant(HostTensor::new(&[c], f32_round(var))));
+        }
         v
     }
     fn cpu_forward(&self, i: &[HostTensor]) -> Vec<HostTensor> {
@@ -279,7 +310,7 @@ impl OpCase for NormCase {
         let p = RefParams {
             gamma: sl.gamma.map(|k| &i[k].data[..]),
             beta: sl.beta.map(|k| &i[k].data[..]),
-            running: None,
+            running: self.running_ref(i),
             proxy: stats.as_ref().map(|(m, s)| (&m[..], &s[..])),
         };
         let f = forward_ref(&self.spec, true, &i[0].data, &p);
@@ -293,7 +324,7 @@ impl OpCase for NormCase {
         let p = RefParams {
             gamma: sl.gamma.map(|k| &i[k].data[..]),
             beta: sl.beta.map(|k| &i[k].data[..]),
-            running: None,
+            running: self.running_ref(i),
             proxy: stats.as_ref().map(|(m, s)| (&m[..], &s[..])),
         };
         let mut b = backward_ref(&self.spec, &i[0].data, &dy[0].data, &p);
@@ -368,6 +399,27 @@ pub fn cases() -> Vec<Box<dyn OpCase>> {
         NormSpec::new(3, 40, 4, NormKind::Batch).with_act(Act::Silu),
         20.0,
     );
+    // Frozen BatchNorm (running statistics as constants): every activation, no affine,
+    // scale only, the multi-chunk shape, a large mean, and with Proxy Norm.
+    let frozen = bn.with_frozen(true);
+    for act in acts {
+        add(frozen.with_act(act), 0.5);
+    }
+    add(frozen.with_act(Act::Silu).with_affine(false, false), 0.5);
+    add(frozen.with_act(Act::Identity).with_affine(true, false), 0.5);
+    add(
+        NormSpec::new(4, 1600, 3, NormKind::Batch)
+            .with_frozen(true)
+            .with_act(Act::Silu),
+        3.0,
+    );
+    add(
+        NormSpec::new(3, 40, 4, NormKind::Batch)
+            .with_frozen(true)
+            .with_act(Act::Silu),
+        20.0,
+    );
+    add(frozen.with_act(Act::Silu).with_proxy(true), 0.5);
     // LayerNorm.
     let ln = NormSpec::new(3, 20, 8, NormKind::layer());
     for act in acts {

@@ -106,9 +106,10 @@ pub(super) static FWD: Kernel<NormForwardParams> = Kernel::new(
 /// Record the fused forward `y = [PN] act(affine(normalize(x)))` (see the module docs).
 ///
 /// `training` selects BatchNorm's batch statistics (and updates the running statistics
-/// when given) over its running statistics; Layer/Group norms always use the sample's own
-/// statistics. `saved` ([`NormSpec::saved_len`]) receives the statistics the backward
-/// needs (untouched by a BatchNorm evaluation forward); `scratch`
+/// when given) over its running statistics, except for a frozen BatchNorm
+/// ([`NormSpec::frozen`]), which always uses (and never updates) its running statistics;
+/// Layer/Group norms always use the sample's own statistics. `saved` ([`NormSpec::saved_len`]) receives the statistics the backward
+/// needs (untouched by a BatchNorm evaluation or frozen forward); `scratch`
 /// ([`NormSpec::scratch_len`]) is temporary. `y` must not alias `x`.
 #[allow(clippy::too_many_arguments)]
 pub fn forward(
@@ -136,7 +137,7 @@ pub fn forward(
     let ch = channels(spec, params, x)?;
     let g = spec.geom();
     let mut flags = spec.flags();
-    let eval_bn = spec.kind == NormKind::Batch && !training;
+    let eval_bn = spec.uses_running_stats(training);
     let (mean, rstd, rstd_off) = if eval_bn {
         flags |= VAR_INPUT;
         (

@@ -26,6 +26,15 @@
 //!   per-channel gradients (`dgamma`, `dbeta`, `dmu~`, `ds~`) and the per-segment sums,
 //!   and one elementwise pass for `dx`.
 //!
+//! Frozen BatchNorm ([`NormSpec::frozen`], PyTorch's `model.eval()` while training, as
+//! fine-tuning does): the forward is the evaluation forward on the running statistics,
+//! which stay unchanged, and the backward treats them as constants:
+//! `dx = dy * act'(z) * gamma / sqrt(running_var + eps)` (no terms through the batch
+//! statistics), `dgamma = sum(dz * xhat)`, `dbeta = sum(dz)` with
+//! `xhat = (x - running_mean) / sqrt(running_var + eps)`. Its backward first copies the
+//! running statistics into `saved` (`[mean; C]` then `[var; C]`), then runs the same
+//! three passes with the `FROZEN` flag.
+//!
 //! Buffers the caller owns (no allocation inside launchers):
 //! - `saved`: [`NormSpec::saved_len`] floats, `[mean; S]` then `[rstd; S]` with `S =`
 //!   [`NormSpec::segments`] (segment `s = sample * G + group` for Layer/Group norm,
@@ -131,6 +140,10 @@ pub struct NormSpec {
     pub act: Act,
     /// Proxy-normalized activation, when used.
     pub proxy: Option<ProxyMode>,
+    /// BatchNorm only: normalize with the running statistics in training too, keep them
+    /// unchanged, and let gradients flow through them as constants (eval-mode BatchNorm
+    /// backward, for fine-tuning with frozen statistics).
+    pub frozen: bool,
 }
 
 /// Rows of a statistics chunk are at least this many (so small shapes stay one chunk).
@@ -186,7 +199,20 @@ impl NormSpec {
             shift: true,
             act: Act::Identity,
             proxy: None,
+            frozen: false,
         }
+    }
+
+    /// With BatchNorm's statistics frozen (see [`NormSpec::frozen`]) or not.
+    pub fn with_frozen(mut self, frozen: bool) -> Self {
+        self.frozen = frozen;
+        self
+    }
+
+    /// True when this layer normalizes with its running statistics: a BatchNorm
+    /// evaluation pass, or any pass of a frozen BatchNorm.
+    pub fn uses_running_stats(&self, training: bool) -> bool {
+        self.kind == NormKind::Batch && (!training || self.frozen)
     }
 
     /// With this activation.
@@ -263,6 +289,12 @@ impl NormSpec {
                 "normalization over an empty shape: {self:?}"
             )));
         }
+        if self.frozen && self.kind != NormKind::Batch {
+            return Err(Error::Config(format!(
+                "only BatchNorm has running statistics to freeze, not {}",
+                self.kind_name()
+            )));
+        }
         if let NormKind::Group { groups } = self.kind {
             if groups == 0 || !self.c.is_multiple_of(groups) {
                 return Err(Error::Config(format!(
@@ -337,12 +369,16 @@ impl NormSpec {
                 f |= PROXY_SCALE;
             }
         }
+        if self.frozen {
+            f |= FROZEN;
+        }
         f
     }
 
     /// Short name: `bn`, `ln`, `gn4`, `in`, with `+pn` (`+pn-mean` without s~).
     pub fn kind_name(&self) -> String {
         let base = match self.kind {
+            NormKind::Batch if self.frozen => "bn-frozen".to_string(),
             NormKind::Batch => "bn".to_string(),
             NormKind::Group { groups: 1 } => "ln".to_string(),
             NormKind::Group { groups } if groups == self.c => "in".to_string(),
@@ -365,6 +401,8 @@ const W_DGAMMA: u32 = 16;
 const W_DBETA: u32 = 32;
 const W_DMU: u32 = 64;
 const W_DS: u32 = 128;
+/// Backward passes: `saved` holds the running (mean, variance), constants of the loss.
+const FROZEN: u32 = 256;
 
 /// Activation codes the fused kernels are built with.
 const ACT_CODES: [f64; 4] = [0.0, 1.0, 2.0, 3.0];

@@ -76,18 +76,18 @@ impl NormSpec {
 /// f64 reference of [`forward`].
 pub fn forward_ref(spec: &NormSpec, training: bool, x: &[f64], p: &RefParams) -> RefForward {
     let eps = spec.eps as f64;
-    let eval_bn = spec.kind == NormKind::Batch && !training;
+    let eval_bn = spec.uses_running_stats(training);
     let (mean, var) = if eval_bn {
         let (m, v) = p
             .running
-            .expect("evaluation BatchNorm needs running statistics");
+            .expect("evaluation or frozen BatchNorm needs running statistics");
         (m.to_vec(), v.to_vec())
     } else {
         spec.moments_ref(x)
     };
     let rstd: Vec<f64> = var.iter().map(|v| 1.0 / (v + eps).sqrt()).collect();
     let running = match (spec.kind, training, p.running) {
-        (NormKind::Batch, true, Some((rm, rv))) => {
+        (NormKind::Batch, true, Some((rm, rv))) if !spec.frozen => {
             let m = spec.momentum as f64;
             Some((
                 rm.iter()
@@ -127,10 +127,18 @@ pub fn forward_ref(spec: &NormSpec, training: bool, x: &[f64], p: &RefParams) ->
     }
 }
 
-/// f64 reference of [`backward`] (training-mode statistics recomputed from `x`).
+/// f64 reference of [`backward`] (training-mode statistics recomputed from `x`; a frozen
+/// BatchNorm's running statistics, `p.running`, held constant).
 pub fn backward_ref(spec: &NormSpec, x: &[f64], dy: &[f64], p: &RefParams) -> RefBackward {
     let eps = spec.eps as f64;
-    let (mean, var) = spec.moments_ref(x);
+    let (mean, var) = if spec.frozen {
+        let (m, v) = p
+            .running
+            .expect("frozen BatchNorm needs running statistics");
+        (m.to_vec(), v.to_vec())
+    } else {
+        spec.moments_ref(x)
+    };
     let rstd: Vec<f64> = var.iter().map(|v| 1.0 / (v + eps).sqrt()).collect();
     let c = spec.c;
     let (proxy, apply) = match spec.proxy {
@@ -173,7 +181,11 @@ pub fn backward_ref(spec: &NormSpec, x: &[f64], dy: &[f64], p: &RefParams) -> Re
     let k = spec.segment_len() as f64;
     for i in 0..x.len() {
         let s = spec.segment_of(i);
-        r.dx[i] = rstd[s] * (dxh[i] - m1[s] / k - xh[i] * m2[s] / k);
+        r.dx[i] = if spec.frozen {
+            rstd[s] * dxh[i]
+        } else {
+            rstd[s] * (dxh[i] - m1[s] / k - xh[i] * m2[s] / k)
+        };
     }
     if !spec.scale {
         r.dgamma.iter_mut().for_each(|v| *v = 0.0);
