@@ -202,7 +202,7 @@ mod tests {
             "{e}"
         );
         let e = Shard::of(2, 0, 3).unwrap_err().to_string();
-        assert!(e.contains("--batch 3 "), "{e}");
+        assert!(e.contains("Use --batch 3,"), "{e}");
     }
 
     #[test]
