@@ -12,6 +12,7 @@
 //! - [`nn`]: layers owning parameter slices and saved tensors; the parameter store;
 //! - [`models`]: EfficientNet B0-B7 / G16 configurations and the explicit training graph;
 //! - [`data`]: datasets, augmentation and the loader thread;
+//! - [`dist`]: data-parallel training across processes (MPI with `--features mpi`);
 //! - [`moments`]: moments of signal and sensitivity through depth at initialization;
 //! - [`interop`]: timm / PyTorch weights in and out (safetensors, timm names);
 //! - [`kernels`]: the registry of every kernel (what the shader tests walk);
@@ -25,6 +26,7 @@
 pub mod bench;
 pub mod cli;
 pub mod data;
+pub mod dist;
 pub mod error;
 pub mod gpu;
 pub mod interop;

@@ -72,6 +72,10 @@ fn run(cli: Cli) -> effnet::Result<bool> {
     // values are for library callers.
     match cli.cmd {
         Cmd::Info(a) => cli::info::run(&opts, &a)?,
+        // Under mpirun (several ranks): data-parallel training, each rank on its adapter.
+        Cmd::Train(a) if effnet::dist::launcher_size().is_some_and(|n| n > 1) => {
+            cli::train_mpi::run(&opts, &a)?;
+        }
         Cmd::Train(a) => {
             cli::train::run(&gpu()?, &a)?;
         }

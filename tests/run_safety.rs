@@ -393,6 +393,28 @@ fn second_process_is_refused_naming_the_holder() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A build without the `mpi` feature started by an MPI launcher as one of several ranks
+/// refuses to train (K copies would each train alone and fight over the folder), naming
+/// the feature; it touches nothing.
+#[cfg(not(feature = "mpi"))]
+#[test]
+fn ranks_of_a_build_without_mpi_are_refused() {
+    let dir = tmp("nompi");
+    let out = Command::new(env!("CARGO_BIN_EXE_effnet"))
+        .arg("train")
+        .args(argv(&dir, &["--max-steps", "1"]))
+        .env("OMPI_COMM_WORLD_SIZE", "2")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("built without MPI") && err.contains("--features mpi"),
+        "{err}"
+    );
+    assert!(!dir.exists(), "the refused run created {}", dir.display());
+}
+
 /// Partial checkpoints of killed writers are removed when a run opens its folder (and
 /// its fine-tune folders); other files stay.
 #[test]

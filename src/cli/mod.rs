@@ -12,3 +12,4 @@ pub mod profile;
 pub mod reproduce;
 pub mod selftest;
 pub mod train;
+pub mod train_mpi;

@@ -7,6 +7,8 @@ use std::sync::Arc;
 
 use clap::Args;
 
+use crate::data::Dataset;
+use crate::dist::{agree, check_same, hash_bytes, Comm, Shard, Solo};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::interop::ModelName;
@@ -18,7 +20,9 @@ use crate::train::optim::Optimizer;
 use crate::train::run_dir::{Mode, RunDir};
 use crate::train::schedule::Decay;
 use crate::train::stop;
-use crate::train::trainer::{self, AverageSwap, DatasetKind, Start, TrainConfig, TrainSummary};
+use crate::train::trainer::{
+    self, AverageSwap, DatasetKind, Parallel, Start, TrainConfig, TrainSummary,
+};
 use crate::util::safetensors::SafeTensors;
 
 /// The most loader threads `--workers` takes.
@@ -229,6 +233,15 @@ pub struct TrainArgs {
     /// them as constants; `num_batches_tracked` does not advance. BatchNorm models only.
     #[arg(long)]
     pub freeze_bn: bool,
+    /// Data-parallel runs (`mpirun -np K effnet train`, built with `--features mpi`):
+    /// compare a hash of the parameters across the ranks every N steps (and at the end).
+    #[arg(long, default_value_t = 100)]
+    pub hash_every: usize,
+    /// Data-parallel runs: seconds a rank waits in one collective for the others before
+    /// it stops the run (a rank that hung or died); longer than rank 0's longest
+    /// checkpoint or evaluation.
+    #[arg(long, default_value_t = 600.0)]
+    pub collective_timeout: f64,
 }
 
 /// The long help of `effnet train`: FixRes, then the model-name mapping.
@@ -473,43 +486,84 @@ fn opened(dir: &RunDir, quiet: bool) {
 /// Run `effnet train`: lock the run folder for the whole process (training and
 /// fine-tuning), stop cleanly on the first SIGINT/SIGTERM, train, then fine-tune.
 pub fn run(gpu: &Gpu, a: &TrainArgs) -> Result<Vec<(String, TrainSummary)>> {
+    run_ranked(gpu, a, &Solo)
+}
+
+/// [`run`] as one rank of `comm` (`mpirun -np K effnet train`, see `docs/distributed.md`):
+/// `--batch` is the global batch, split evenly over the ranks; rank 0 holds the run folder
+/// and prints; every rank checks that the others run the same binary and configuration.
+/// With a world of one this is [`run`].
+pub fn run_ranked(
+    gpu: &Gpu,
+    a: &TrainArgs,
+    comm: &dyn Comm,
+) -> Result<Vec<(String, TrainSummary)>> {
+    let (rank, ranks) = (comm.rank(), comm.size());
+    let root = rank == 0;
+    let shard = Shard::of(a.batch, rank, ranks)?;
     let cfg = train_config(a)?;
     // Every flag is checked before anything is trained, the fine-tune's included.
     let fcfg = a
         .finetune_size
         .map(|ft| finetune_config(a, &cfg, ft))
         .transpose()?;
-    let run_dir = RunDir::open(&a.run_dir, mode_of(a))?;
-    opened(&run_dir, false);
+    // Only rank 0 holds (and writes into) the run folder.
+    let run_dir = agree(
+        comm,
+        "opening the run folder",
+        root.then(|| RunDir::open(&a.run_dir, mode_of(a)))
+            .transpose(),
+    )?;
+    if let Some(d) = &run_dir {
+        opened(d, false);
+    }
     stop::install()?;
-    let (train_ds, test_ds) = trainer::load_datasets(&cfg)?;
-    let (mean, std) = train_ds.channel_stats(cfg.skip_bad_images)?;
+    let data = agree(
+        comm,
+        "loading the data",
+        (|| {
+            let (train_ds, test_ds) = trainer::load_datasets(&cfg)?;
+            let stats = train_ds.channel_stats(cfg.skip_bad_images)?;
+            Ok((train_ds, test_ds, stats))
+        })(),
+    )?;
+    let (train_ds, test_ds, (mean, std)) = data;
     let classes = train_ds.classes.len();
     let mcfg = model_config(a, classes, train_ds.c)?;
     let (params, macs) = crate::models::totals(&mcfg, cfg.image_size);
-    println!(
-        "effnet: {} ({}) {:.2}M params, {:.1} MMACs/image at {}px, batch {}, {} on {} ({:?})",
-        mcfg.name,
-        mcfg.norm.name(),
-        params as f64 / 1e6,
-        macs as f64 / 1e6,
-        cfg.image_size,
-        cfg.batch,
-        clap::ValueEnum::to_possible_value(&a.optimizer)
-            .map_or_else(String::new, |v| v.get_name().to_string()),
-        gpu.info.name,
-        gpu.info.backend
-    );
-    println!(
-        "data: {} train / {} test images, {} classes; run folder {}",
-        train_ds.len(),
-        test_ds.len(),
-        classes,
-        a.run_dir.display()
-    );
-    let (train_ds, test_ds) = (Arc::new(train_ds), Arc::new(test_ds));
+    if root {
+        println!(
+            "effnet: {} ({}) {:.2}M params, {:.1} MMACs/image at {}px, batch {}, {} on {} ({:?})",
+            mcfg.name,
+            mcfg.norm.name(),
+            params as f64 / 1e6,
+            macs as f64 / 1e6,
+            cfg.image_size,
+            cfg.batch,
+            clap::ValueEnum::to_possible_value(&a.optimizer)
+                .map_or_else(String::new, |v| v.get_name().to_string()),
+            gpu.info.name,
+            gpu.info.backend
+        );
+        println!(
+            "data: {} train / {} test images, {} classes; run folder {}",
+            train_ds.len(),
+            test_ds.len(),
+            classes,
+            a.run_dir.display()
+        );
+    }
     let meta = serde_json::to_string(&mcfg).expect("json");
-    let mut model = EfficientNet::new(gpu, &mcfg, cfg.batch, cfg.image_size)?;
+    if ranks > 1 {
+        check_same_run(comm, &cfg, &fcfg, &meta, (&mean, &std), train_ds.len())?;
+    }
+    let (train_ds, test_ds) = (Arc::new(train_ds), Arc::new(test_ds));
+    let mut model = agree(
+        comm,
+        "building the model",
+        EfficientNet::new(gpu, &mcfg, shard.len, cfg.image_size),
+    )?;
+    model.set_shard(shard)?;
     let mut out = Vec::new();
     let start = if a.resume {
         Start::Resume {
@@ -519,71 +573,184 @@ pub fn run(gpu: &Gpu, a: &TrainArgs) -> Result<Vec<(String, TrainSummary)>> {
         // The seed's initialization first: what the file does not hold keeps it.
         trainer::initialize_fresh(gpu, &mut model, &cfg)?;
         let r = crate::interop::init::init_from_file(gpu, &mut model, init)?;
-        println!("{}", r.summary());
+        if root {
+            println!("{}", r.summary());
+        }
         Start::Keep
     } else {
         Start::Fresh
     };
-    let s = trainer::train(
+    let par = Parallel {
+        comm,
+        shard,
+        hash_every: a.hash_every,
+    };
+    let s = train_on(
         gpu,
         &mut model,
         &cfg,
-        train_ds.clone(),
-        &test_ds,
-        (&mean, &std),
-        &run_dir,
+        (&train_ds, &test_ds, (&mean, &std)),
+        (&a.run_dir, run_dir.as_ref()),
         start,
-        &meta,
-        classes,
-        false,
+        (&meta, classes),
+        &par,
     )?;
-    report("train", &s);
+    if root {
+        report("train", &s);
+    }
     out.push(("train".to_string(), s));
     if let (Some(ft), Some(fcfg)) = (a.finetune_size, fcfg) {
         // FixRes: a model at the fine-tune resolution, initialized from the weight average
         // of the trained run, training the head with evaluation preprocessing. A resumed
         // run resumes its fine-tune too when that had written a checkpoint.
-        let dir = run_dir.path().join(format!("finetune-{ft}"));
+        let dir = a.run_dir.join(format!("finetune-{ft}"));
+        // Rank 0 decides (its run folder has the checkpoints).
         let resume_ft = a.resume && trainer::checkpoint_path(&dir).is_file();
-        let fdir = RunDir::open(
-            &dir,
-            if resume_ft {
-                Mode::Resume
-            } else {
-                Mode::Overwrite
-            },
+        let resume_ft = comm.gather_u64("the fine-tune's start", resume_ft as u64)?[0] != 0;
+        let fdir = agree(
+            comm,
+            "opening the fine-tune's run folder",
+            root.then(|| {
+                RunDir::open(
+                    &dir,
+                    if resume_ft {
+                        Mode::Resume
+                    } else {
+                        Mode::Overwrite
+                    },
+                )
+            })
+            .transpose(),
         )?;
-        opened(&fdir, false);
-        let mut fmodel = EfficientNet::new(gpu, &mcfg, cfg.batch, ft)?;
+        if let Some(d) = &fdir {
+            opened(d, false);
+        }
+        let mut fmodel = agree(
+            comm,
+            "building the fine-tune's model",
+            EfficientNet::new(gpu, &mcfg, shard.len, ft),
+        )?;
+        fmodel.set_shard(shard)?;
         fmodel.set_finetune_stages(&a.finetune_stages)?;
         let fstart = if resume_ft {
             start
         } else {
-            let src = SafeTensors::load(&run_dir.checkpoint())?;
-            init_from_average(gpu, &mut fmodel, &src)?;
+            // Rank 0 reads the trained run; the trainer gives the other ranks its weights.
+            let init = run_dir.as_ref().map(|d| -> Result<()> {
+                let src = SafeTensors::load(&d.checkpoint())?;
+                init_from_average(gpu, &mut fmodel, &src)
+            });
+            agree(comm, "loading the trained run", init.transpose())?;
             Start::Keep
         };
-        println!(
-            "fine-tuning the head at {ft}px for {} epochs (FixRes)",
-            a.finetune_epochs
-        );
-        let s = trainer::train(
+        if root {
+            println!(
+                "fine-tuning the head at {ft}px for {} epochs (FixRes)",
+                a.finetune_epochs
+            );
+        }
+        let s = train_on(
             gpu,
             &mut fmodel,
             &fcfg,
-            train_ds,
-            &test_ds,
-            (&mean, &std),
-            &fdir,
+            (&train_ds, &test_ds, (&mean, &std)),
+            (&dir, fdir.as_ref()),
             fstart,
-            &meta,
-            classes,
-            false,
+            (&meta, classes),
+            &par,
         )?;
-        report("finetune", &s);
+        if root {
+            report("finetune", &s);
+        }
         out.push((format!("finetune-{ft}"), s));
     }
     Ok(out)
+}
+
+/// Data the trainer reads: the training and test sets and the channel statistics.
+type Data<'a> = (&'a Arc<Dataset>, &'a Arc<Dataset>, (&'a [f32], &'a [f32]));
+
+/// One training phase, on one process or as one rank of several.
+#[allow(clippy::too_many_arguments)]
+fn train_on(
+    gpu: &Gpu,
+    model: &mut EfficientNet,
+    cfg: &TrainConfig,
+    (train_ds, test_ds, stats): Data,
+    (dir, run_dir): (&Path, Option<&RunDir>),
+    start: Start,
+    (meta, classes): (&str, usize),
+    par: &Parallel,
+) -> Result<TrainSummary> {
+    match run_dir {
+        Some(d) if par.comm.size() == 1 => trainer::train(
+            gpu,
+            model,
+            cfg,
+            train_ds.clone(),
+            test_ds,
+            stats,
+            d,
+            start,
+            meta,
+            classes,
+            false,
+        ),
+        _ => trainer::train_parallel(
+            gpu,
+            model,
+            cfg,
+            train_ds.clone(),
+            test_ds,
+            stats,
+            (dir, run_dir),
+            start,
+            meta,
+            classes,
+            par.comm.rank() != 0,
+            par,
+        ),
+    }
+}
+
+/// Refuse to start unless every rank runs the same binary with the same configuration
+/// and data (a rank started with other flags, another build, or another dataset copy would
+/// train something else and silently corrupt the average).
+fn check_same_run(
+    comm: &dyn Comm,
+    cfg: &TrainConfig,
+    fcfg: &Option<TrainConfig>,
+    model_meta: &str,
+    (mean, std): (&[f32], &[f32]),
+    images: usize,
+) -> Result<()> {
+    let exe = std::env::current_exe()
+        .and_then(std::fs::read)
+        .map(|b| hash_bytes(&b))
+        .unwrap_or(0);
+    check_same(
+        comm,
+        "the effnet binary",
+        "Run the same build on every rank (one path on a shared folder, or the same \
+         commit built the same way on each host)",
+        exe,
+    )?;
+    let text = serde_json::json!({
+        "train": cfg,
+        "finetune": fcfg,
+        "model": model_meta,
+        "mean": mean,
+        "std": std,
+        "images": images,
+    })
+    .to_string();
+    check_same(
+        comm,
+        "the configuration (flags, model, dataset statistics)",
+        "Give every rank the same flags and the same dataset (mpirun passes one command \
+         line to all ranks; check per-host EFFNET_* variables and dataset copies)",
+        hash_bytes(text.as_bytes()),
+    )
 }
 
 /// Copy a checkpoint's weight average (or weights) into a model's weights and average, its

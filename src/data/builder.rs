@@ -13,6 +13,7 @@ use super::augment::{self, Rect};
 use super::dataset::{Dataset, Pixels};
 use super::decode::{self, ImageDecoder};
 use super::loader::{mix, Batch, LoaderConfig};
+use crate::dist::Shard;
 use crate::error::{Error, Result};
 use crate::util::Rng;
 
@@ -84,8 +85,37 @@ impl BatchBuilder {
         order: &[usize],
         epoch: usize,
         index: usize,
+        pixels: Vec<u8>,
+    ) -> Result<Batch> {
+        let whole = Shard::whole(cfg.batch);
+        self.build_shard(ds, cfg, whole, order, epoch, index, pixels)
+    }
+
+    /// Build one rank's rows of global batch `index` of `epoch`: rows `shard.offset ..
+    /// shard.offset + shard.len` of the batch of `shard.global` rows that [`Self::build`]
+    /// would build with `cfg.batch = shard.global`, with the same pixels (each image's
+    /// augmentation depends only on the seed, the epoch and the image). `cfg.batch` must be
+    /// `shard.len`; `valid` counts this shard's real rows.
+    #[allow(clippy::too_many_arguments)]
+    pub fn build_shard(
+        &mut self,
+        ds: &Dataset,
+        cfg: &LoaderConfig,
+        shard: Shard,
+        order: &[usize],
+        epoch: usize,
+        index: usize,
         mut pixels: Vec<u8>,
     ) -> Result<Batch> {
+        if shard.len != cfg.batch || shard.offset + shard.len > shard.global {
+            return Err(Error::Shape(format!(
+                "a shard of rows {}..{} of a batch of {} for a loader batch of {}",
+                shard.offset,
+                shard.offset + shard.len,
+                shard.global,
+                cfg.batch
+            )));
+        }
         let s = cfg.image_size;
         let c = ds.c;
         let per = s * s * c;
@@ -94,7 +124,7 @@ impl BatchBuilder {
         let mut labels = vec![0u32; cfg.batch];
         let mut skipped = Vec::new();
         let mut times = StageTimes::default();
-        let start = index * cfg.batch;
+        let start = index * shard.global + shard.offset;
         let count = cfg.batch.min(order.len().saturating_sub(start));
         let mut row = 0;
         for &i in order.get(start..start + count).unwrap_or(&[]) {

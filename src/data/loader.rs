@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use super::augment::Transform;
 use super::builder::{BatchBuilder, StageTimes};
 use super::dataset::Dataset;
+use crate::dist::Shard;
 use crate::error::{Error, Result};
 use crate::util::Rng;
 
@@ -158,12 +159,28 @@ impl Loader {
         index: usize,
         epochs: Option<usize>,
     ) -> Result<Loader> {
+        let whole = Shard::whole(cfg.batch);
+        Self::start_shard(ds, cfg, whole, epoch, index, epochs)
+    }
+
+    /// [`Loader::start`] for one rank of a data-parallel run: every batch holds this
+    /// rank's `shard` of the global batch of `shard.global` rows (see
+    /// [`BatchBuilder::build_shard`]); epochs count global batches. `cfg.batch` must be
+    /// `shard.len`.
+    pub fn start_shard(
+        ds: Arc<Dataset>,
+        cfg: LoaderConfig,
+        shard: Shard,
+        epoch: usize,
+        index: usize,
+        epochs: Option<usize>,
+    ) -> Result<Loader> {
         let n = cfg.limit.map_or(ds.len(), |l| l.min(ds.len()));
-        let per_epoch = batches_per_epoch(n, cfg.batch, cfg.drop_last);
+        let per_epoch = batches_per_epoch(n, shard.global, cfg.drop_last);
         if per_epoch == 0 {
             return Err(Error::Config(format!(
                 "the dataset has {n} images, fewer than one batch of {}; lower --batch",
-                cfg.batch
+                shard.global
             )));
         }
         if cfg.workers == 0 {
@@ -197,7 +214,7 @@ impl Loader {
                             .unwrap_or_else(|e| e.into_inner())
                             .pop()
                             .unwrap_or_default();
-                        let batch = builder.build(&ds, &cfg, &order, e, b, buf);
+                        let batch = builder.build_shard(&ds, &cfg, shard, &order, e, b, buf);
                         let failed = batch.is_err();
                         if tx.send(batch).is_err() || failed {
                             return;

@@ -233,6 +233,14 @@ fn backend_rank(b: wgpu::Backend) -> u32 {
 impl Gpu {
     /// Create a device on the adapter chosen by `opts` (see [`GpuOptions`]).
     pub fn new(opts: &GpuOptions) -> Result<Self> {
+        Self::new_nth(opts, 0)
+    }
+
+    /// [`Gpu::new`] for the `nth` process on a host (data-parallel ranks): without an
+    /// adapter name, the adapters of the best kind (type and backend) are taken in turn,
+    /// `nth` modulo their count, so ranks on a host with several GPUs take distinct ones.
+    /// With a name, every rank takes the adapter it names.
+    pub fn new_nth(opts: &GpuOptions, nth: usize) -> Result<Self> {
         let opts = opts.clone().with_env();
         let backends = opts.backends()?;
         let mut instance = new_instance(backends);
@@ -267,13 +275,17 @@ impl Gpu {
                         ))
                     })?
             }
-            None => adapters
-                .into_iter()
-                .min_by_key(|a| {
+            None => {
+                let rank = |a: &wgpu::Adapter| {
                     let i = a.get_info();
                     (type_rank(i.device_type), backend_rank(i.backend))
-                })
-                .expect("non-empty"),
+                };
+                let best = adapters.iter().map(rank).min().expect("non-empty");
+                let mut same: Vec<wgpu::Adapter> =
+                    adapters.into_iter().filter(|a| rank(a) == best).collect();
+                let k = nth % same.len();
+                same.swap_remove(k)
+            }
         };
         Self::from_adapter(
             instance,

@@ -2,6 +2,7 @@
 //! one gradient tensor per node output, recorded forward and backward in one command
 //! stream (no autograd tape, nothing allocated per step).
 
+use crate::dist::Shard;
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Recorder, Tensor};
 use crate::models::config::ModelConfig;
@@ -103,6 +104,9 @@ pub struct EfficientNet {
     frozen_stages: usize,
     /// Training-mode forward passes so far (BatchNorm's `num_batches_tracked`).
     batches_tracked: u64,
+    /// The rows of the global batch this model trains on (data parallelism): dropout and
+    /// drop-connect masks are drawn for the global batch and this shard's rows kept.
+    shard: Shard,
 }
 
 /// What [`EfficientNet::freeze_bn_where`] changed.
@@ -384,7 +388,26 @@ impl EfficientNet {
             finetune_stages: Vec::new(),
             frozen_stages: 0,
             batches_tracked: 0,
+            shard: Shard::whole(b),
         })
+    }
+
+    /// Train on rows `shard.offset..` of a global batch of `shard.global` (one rank of a
+    /// data-parallel run): the random masks of dropout and drop-connect are drawn for the
+    /// whole global batch, from the same stream on every rank, and this shard's rows are
+    /// used, so K ranks apply exactly the masks one process would.
+    pub fn set_shard(&mut self, shard: Shard) -> Result<()> {
+        if shard.len != self.batch || shard.offset + shard.len > shard.global {
+            return Err(Error::Shape(format!(
+                "rows {}..{} of a batch of {} for a model of batch {}",
+                shard.offset,
+                shard.offset + shard.len,
+                shard.global,
+                self.batch
+            )));
+        }
+        self.shard = shard;
+        Ok(())
     }
 
     /// Also compute the gradient of the loss with respect to the input in training steps
@@ -548,7 +571,8 @@ impl EfficientNet {
                     let m = match (training, rng.as_deref_mut()) {
                         (true, Some(r)) if *rate > 0.0 => {
                             let keep = 1.0 - rate;
-                            (0..self.batch)
+                            let sh = self.shard;
+                            let m: Vec<f32> = (0..sh.global)
                                 .map(|_| {
                                     if r.uniform() < keep {
                                         (1.0 / keep) as f32
@@ -556,7 +580,8 @@ impl EfficientNet {
                                         0.0
                                     }
                                 })
-                                .collect()
+                                .collect();
+                            m[sh.offset..sh.offset + sh.len].to_vec()
                         }
                         _ => vec![1.0; self.batch],
                     };
@@ -591,7 +616,8 @@ impl EfficientNet {
                     let m: Vec<f32> = match (training, rng.as_deref_mut()) {
                         (true, Some(r)) => {
                             let keep = 1.0 - rate;
-                            (0..n)
+                            let (sh, c) = (self.shard, n / self.batch);
+                            let m: Vec<f32> = (0..sh.global * c)
                                 .map(|_| {
                                     if r.uniform() < keep {
                                         (1.0 / keep) as f32
@@ -599,7 +625,8 @@ impl EfficientNet {
                                         0.0
                                     }
                                 })
-                                .collect()
+                                .collect();
+                            m[sh.offset * c..(sh.offset + sh.len) * c].to_vec()
                         }
                         _ => vec![1.0; n],
                     };

@@ -45,6 +45,20 @@ impl InputStage {
     /// Queue the batch's pixels into the next slot, and its labels and loss weights into
     /// the model (rows past `b.valid` weigh 0). Returns the slot the step must read.
     pub fn upload(&mut self, gpu: &Gpu, model: &dyn Trainable, b: &Batch) -> Result<Slot> {
+        self.upload_weighted(gpu, model, b, b.valid)
+    }
+
+    /// [`Self::upload`] with real rows weighing `1 / global_valid`: the real rows of the
+    /// whole global batch in a data-parallel run, so that the ranks' summed gradients are
+    /// the exact mean over the global batch even when shards hold different numbers of
+    /// real rows.
+    pub fn upload_weighted(
+        &mut self,
+        gpu: &Gpu,
+        model: &dyn Trainable,
+        b: &Batch,
+        global_valid: usize,
+    ) -> Result<Slot> {
         let k = self.next;
         self.next = (k + 1) % self.slots.len();
         if let Some(idx) = self.last_reader[k].take() {
@@ -67,7 +81,7 @@ impl InputStage {
         let w: Vec<f32> = (0..model.batch())
             .map(|i| {
                 if i < b.valid {
-                    1.0 / b.valid as f32
+                    1.0 / global_valid as f32
                 } else {
                     0.0
                 }

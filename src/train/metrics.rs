@@ -9,7 +9,8 @@ use crate::error::{Error, Result};
 
 /// A JSONL writer (appends; flushed every line so a crash loses nothing).
 pub struct MetricsLog {
-    file: std::fs::File,
+    /// None: records are dropped (ranks other than 0 of a data-parallel run).
+    file: Option<std::fs::File>,
     path: PathBuf,
 }
 
@@ -24,16 +25,31 @@ impl MetricsLog {
             .append(true)
             .open(&path)
             .map_err(|e| Error::file(&path, format!("cannot open: {e}")))?;
-        Ok(Self { file, path })
+        Ok(Self {
+            file: Some(file),
+            path,
+        })
+    }
+
+    /// A log that drops its records (ranks other than 0 of a data-parallel run, which
+    /// write nothing into the run folder).
+    pub fn discard() -> Self {
+        Self {
+            file: None,
+            path: PathBuf::new(),
+        }
     }
 
     /// Append one record.
     pub fn log<T: Serialize>(&mut self, rec: &T) -> Result<()> {
         let mut line = serde_json::to_vec(rec).expect("serializable");
         line.push(b'\n');
-        self.file
-            .write_all(&line)
-            .map_err(|e| Error::file(&self.path, format!("cannot write: {e}")))
+        match &mut self.file {
+            Some(f) => f
+                .write_all(&line)
+                .map_err(|e| Error::file(&self.path, format!("cannot write: {e}"))),
+            None => Ok(()),
+        }
     }
 }
 

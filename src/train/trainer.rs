@@ -23,6 +23,7 @@ use super::run_dir::RunDir;
 use super::schedule::{Decay, Schedule};
 use super::stop::{self, StopSignal};
 use crate::data::{self, Batch, Dataset, Loader, LoaderConfig, Transform};
+use crate::dist::{agree, check_same, hash_bytes, sum_in_buckets, Comm, Shard, Solo};
 use crate::error::{Error, Result};
 use crate::gpu::{Arena, Gpu, Readback, Recorder, Submitted, Tensor};
 use crate::util::plot::{self, Chart, Series};
@@ -287,6 +288,34 @@ pub fn evaluate(
     mean: &[f32],
     std: &[f32],
 ) -> Result<EvalResult> {
+    let whole = Shard::whole(model.batch());
+    evaluate_in(
+        gpu,
+        model,
+        ds,
+        lc,
+        limit,
+        classes,
+        (mean, std),
+        whole,
+        &Solo,
+    )
+}
+
+/// [`evaluate`] of this rank's `shard` of every global batch, the counts summed over the
+/// ranks of `comm` (every rank gets the whole test set's result).
+#[allow(clippy::too_many_arguments)]
+fn evaluate_in(
+    gpu: &Gpu,
+    model: &mut dyn Trainable,
+    ds: &Arc<Dataset>,
+    lc: &LoaderConfig,
+    limit: Option<usize>,
+    classes: usize,
+    (mean, std): (&[f32], &[f32]),
+    shard: Shard,
+    comm: &dyn Comm,
+) -> Result<EvalResult> {
     let n = limit.map_or(ds.len(), |l| l.min(ds.len()));
     if n == 0 {
         return Err(Error::Config(format!(
@@ -310,7 +339,8 @@ pub fn evaluate(
     lc.limit = Some(n);
     lc.shuffle = false;
     lc.drop_last = false;
-    let mut loader = Loader::start(ds.clone(), lc, 0, 0, Some(1))?;
+    lc.batch = shard.len;
+    let mut loader = Loader::start_shard(ds.clone(), lc, shard, 0, 0, Some(1))?;
     let mut stage = InputStage::new(gpu, model, mean, std)?;
     let mut confusion = vec![vec![0usize; classes]; classes];
     let (mut loss, mut c1, mut c5) = (0.0f64, 0usize, 0usize);
@@ -343,6 +373,17 @@ pub fn evaluate(
             confusion[y][idx[0]] += 1;
         }
         loader.recycle(b);
+    }
+    if comm.size() > 1 {
+        // Sum the counts over the ranks (exact: integers and f64 sums well below 2^53).
+        let mut local = vec![loss, c1 as f64, c5 as f64, seen as f64];
+        local.extend(confusion.iter().flatten().map(|&c| c as f64));
+        let mut all = vec![0.0; local.len()];
+        comm.sum_f64("the evaluation's counts", &local, &mut all)?;
+        (loss, c1, c5, seen) = (all[0], all[1] as usize, all[2] as usize, all[3] as usize);
+        for (c, v) in confusion.iter_mut().flatten().zip(&all[4..]) {
+            *c = *v as usize;
+        }
     }
     Ok(EvalResult {
         images: seen,
@@ -436,8 +477,16 @@ pub struct TrainSummary {
 
 struct Pending {
     step: u64,
-    rb: Readback,
+    loss: Loss,
     valid: usize,
+}
+
+/// A step's training loss on its way to the host.
+enum Loss {
+    /// The per-row losses, being read back (one process).
+    Rows(Readback),
+    /// The mean over the global batch, already summed over the ranks.
+    Mean(f64),
 }
 
 /// How a run starts.
@@ -806,11 +855,115 @@ pub fn train(
     classes: usize,
     quiet: bool,
 ) -> Result<TrainSummary> {
+    train_in(
+        gpu,
+        model,
+        cfg,
+        train_ds,
+        test_ds,
+        norm_stats,
+        (run_dir.path(), Some(run_dir)),
+        start,
+        model_meta,
+        classes,
+        quiet,
+        None,
+    )
+}
+
+/// One rank of a data-parallel run (see [`crate::dist`] and `docs/distributed.md`).
+pub struct Parallel<'a> {
+    /// The ranks.
+    pub comm: &'a dyn Comm,
+    /// This rank's rows of every global batch (`cfg.batch` rows); the model's batch is
+    /// `shard.len` and its dropout masks must follow the shard.
+    pub shard: Shard,
+    /// Compare a hash of the parameters across the ranks every this many steps (and at
+    /// the end).
+    pub hash_every: usize,
+}
+
+/// [`train`] as one rank of a data-parallel run: `cfg.batch` is the global batch, split
+/// into `par.shard`s; gradients are summed over the ranks before every update (each row
+/// weighs 1 / the global batch's real rows, so the sum is the global mean); rank 0, the
+/// only one given the locked `run_dir`, writes the checkpoints, metrics and curves, and
+/// every rank starts from rank 0's parameters and state. A signal on any rank stops all of
+/// them at the same step boundary. `dir` is the run folder's path on every rank (for
+/// messages).
+#[allow(clippy::too_many_arguments)]
+pub fn train_parallel(
+    gpu: &Gpu,
+    model: &mut dyn Trainable,
+    cfg: &TrainConfig,
+    train_ds: Arc<Dataset>,
+    test_ds: &Arc<Dataset>,
+    norm_stats: (&[f32], &[f32]),
+    run_dir: (&Path, Option<&RunDir>),
+    start: Start,
+    model_meta: &str,
+    classes: usize,
+    quiet: bool,
+    par: &Parallel,
+) -> Result<TrainSummary> {
+    if (par.comm.rank() == 0) != run_dir.1.is_some() {
+        return Err(Error::Config(
+            "rank 0, and only rank 0, holds the run folder".into(),
+        ));
+    }
+    if par.hash_every == 0 {
+        return Err(Error::Config("--hash-every must be at least 1".into()));
+    }
+    train_in(
+        gpu,
+        model,
+        cfg,
+        train_ds,
+        test_ds,
+        norm_stats,
+        run_dir,
+        start,
+        model_meta,
+        classes,
+        quiet,
+        Some(par),
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn train_in(
+    gpu: &Gpu,
+    model: &mut dyn Trainable,
+    cfg: &TrainConfig,
+    train_ds: Arc<Dataset>,
+    test_ds: &Arc<Dataset>,
+    norm_stats: (&[f32], &[f32]),
+    (dir, run_dir): (&Path, Option<&RunDir>),
+    start: Start,
+    model_meta: &str,
+    classes: usize,
+    quiet: bool,
+    par: Option<&Parallel>,
+) -> Result<TrainSummary> {
     let t_start = Instant::now();
     cfg.validate()?;
     check_norm_stats(norm_stats.0, norm_stats.1)?;
     model.set_frozen_stages(cfg.freeze_stages)?;
     model.freeze_bn(cfg.freeze_bn)?;
+    let root = run_dir.is_some();
+    let (comm, shard): (&dyn Comm, Shard) = match par {
+        Some(p) => (p.comm, p.shard),
+        None => (&Solo, Shard::whole(cfg.batch)),
+    };
+    if shard.global != cfg.batch || model.batch() != shard.len {
+        return Err(Error::Shape(format!(
+            "a model of batch {} training rows {}..{} of a global batch of {} (--batch {})",
+            model.batch(),
+            shard.offset,
+            shard.offset + shard.len,
+            shard.global,
+            cfg.batch
+        )));
+    }
     let segments: Vec<Segment> = if cfg.head_only || cfg.freeze_stages > 0 {
         model.store().segments_for(|d| {
             (!cfg.head_only || model.is_head_param(&d.name)) && !model.is_frozen_param(&d.name)
@@ -847,7 +1000,7 @@ pub fn train(
             0.1 * total as f64 / per_epoch as f64
         )));
     }
-    let ckpt = run_dir.checkpoint();
+    let ckpt = checkpoint_path(dir);
     let norm_text = (format!("{:?}", norm_stats.0), format!("{:?}", norm_stats.1));
     // Metadata every checkpoint of this run carries.
     let fixed_meta: BTreeMap<String, String> = [
@@ -879,69 +1032,89 @@ pub fn train(
     let mut history = None;
     let mut last_ckpt = None;
     let resumed = matches!(start, Start::Resume { .. });
-    match start {
-        Start::Resume {
-            allow_schedule_change,
-        } => {
-            if !ckpt.is_file() {
-                return Err(Error::file(
-                    run_dir.path(),
-                    "nothing to resume: no checkpoint.safetensors here",
-                ));
-            }
-            let meta = checkpoint::load(&ckpt, gpu, model)?;
-            check_resume(
-                &ckpt,
-                &meta,
-                cfg,
-                model_meta,
-                (&norm_text.0, &norm_text.1),
+    // Rank 0 loads (or initializes) the run; the other ranks receive its state below.
+    let loaded: Result<()> = (|| {
+        match start {
+            Start::Resume { .. } if !root => {}
+            Start::Resume {
                 allow_schedule_change,
-            )?;
-            step = meta
-                .get("step")
-                .and_then(|s| s.parse().ok())
-                .ok_or_else(|| Error::file(&ckpt, "metadata has no step"))?;
-            let st: Vec<u64> = meta
-                .get("rng")
-                .map(|s| s.split(',').filter_map(|v| v.parse().ok()).collect())
-                .unwrap_or_default();
-            if st.len() != 4 {
-                return Err(Error::file(&ckpt, "metadata has no RNG state"));
+            } => {
+                if !ckpt.is_file() {
+                    return Err(Error::file(
+                        dir,
+                        "nothing to resume: no checkpoint.safetensors here",
+                    ));
+                }
+                let meta = checkpoint::load(&ckpt, gpu, model)?;
+                check_resume(
+                    &ckpt,
+                    &meta,
+                    cfg,
+                    model_meta,
+                    (&norm_text.0, &norm_text.1),
+                    allow_schedule_change,
+                )?;
+                step = meta
+                    .get("step")
+                    .and_then(|s| s.parse().ok())
+                    .ok_or_else(|| Error::file(&ckpt, "metadata has no step"))?;
+                let st: Vec<u64> = meta
+                    .get("rng")
+                    .map(|s| s.split(',').filter_map(|v| v.parse().ok()).collect())
+                    .unwrap_or_default();
+                if st.len() != 4 {
+                    return Err(Error::file(&ckpt, "metadata has no RNG state"));
+                }
+                rng = Rng::from_state([st[0], st[1], st[2], st[3]]);
+                history = meta.get("config_history").cloned();
+                last_ckpt = Some(step);
+                // Records past the checkpoint were written by the interrupted session and are
+                // about to be written again.
+                for log in ["metrics.jsonl", "eval.jsonl"] {
+                    metrics::truncate_after(&dir.join(log), step)?;
+                }
+                if !quiet {
+                    println!("resumed from {} at step {step}", ckpt.display());
+                }
             }
-            rng = Rng::from_state([st[0], st[1], st[2], st[3]]);
-            history = meta.get("config_history").cloned();
+            Start::Keep => {
+                // Weights come from the caller; optimizer state starts from scratch.
+                let s = model.store();
+                for (s1, s2) in s.s1.chunks.iter().zip(&s.s2.chunks) {
+                    gpu.write_f32(s1, &vec![0.0; s1.len()])?;
+                    gpu.write_f32(s2, &vec![cfg.optimizer.s2_init(); s2.len()])?;
+                }
+            }
+            Start::Fresh => initialize_fresh(gpu, model, cfg)?,
+        }
+        Ok(())
+    })();
+    agree(comm, "loading the run's starting state", loaded)?;
+    if par.is_some() {
+        let mut st = rng.state();
+        broadcast_state(gpu, model, comm, &mut step, &mut st)?;
+        rng = Rng::from_state(st);
+        if resumed {
             last_ckpt = Some(step);
-            // Records past the checkpoint were written by the interrupted session and are
-            // about to be written again.
-            for log in ["metrics.jsonl", "eval.jsonl"] {
-                metrics::truncate_after(&run_dir.path().join(log), step)?;
-            }
-            if !quiet {
-                println!("resumed from {} at step {step}", ckpt.display());
-            }
         }
-        Start::Keep => {
-            // Weights come from the caller; optimizer state starts from scratch.
-            let s = model.store();
-            for (s1, s2) in s.s1.chunks.iter().zip(&s.s2.chunks) {
-                gpu.write_f32(s1, &vec![0.0; s1.len()])?;
-                gpu.write_f32(s2, &vec![cfg.optimizer.s2_init(); s2.len()])?;
-            }
-        }
-        Start::Fresh => initialize_fresh(gpu, model, cfg)?,
     }
     let history = history_with(history.as_ref(), step, cfg);
     model.rebuild_derived(gpu)?;
-    let lc = loader_config(cfg, &train_ds, true);
-    let elc = loader_config(cfg, test_ds, false);
+    let mut lc = loader_config(cfg, &train_ds, true);
+    lc.batch = shard.len;
+    let mut elc = loader_config(cfg, test_ds, false);
+    elc.batch = shard.len;
     let (e0, b0) = ((step as usize) / per_epoch, (step as usize) % per_epoch);
-    let mut loader = Loader::start(train_ds.clone(), lc, e0, b0, None)?;
+    let mut loader = Loader::start_shard(train_ds.clone(), lc, shard, e0, b0, None)?;
     let mut stage = InputStage::new(gpu, model, norm_stats.0, norm_stats.1)?;
     let (mut skipped, mut reported) = (0usize, std::collections::HashSet::new());
-    let mut steps_log = MetricsLog::open(run_dir.path(), "metrics.jsonl")?;
-    let eval_path = run_dir.path().join("eval.jsonl");
-    let mut eval_log = MetricsLog::open(run_dir.path(), "eval.jsonl")?;
+    let open_log = |name: &str| match root {
+        true => MetricsLog::open(dir, name),
+        false => Ok(MetricsLog::discard()),
+    };
+    let mut steps_log = open_log("metrics.jsonl")?;
+    let eval_path = dir.join("eval.jsonl");
+    let mut eval_log = open_log("eval.jsonl")?;
     let swap = AverageSwap::new(gpu, model)?;
     let (state, state_avg): (Vec<Tensor>, Vec<Tensor>) = model
         .state_tensors()
@@ -985,15 +1158,16 @@ pub fn train(
         if use_ema {
             swap.swap(gpu, model)?;
         }
-        let r = evaluate(
+        let r = evaluate_in(
             gpu,
             model,
             test_ds,
             &elc,
             cfg.eval_limit,
             classes,
-            norm_stats.0,
-            norm_stats.1,
+            norm_stats,
+            shard,
+            comm,
         );
         if use_ema {
             swap.swap(gpu, model)?;
@@ -1034,7 +1208,22 @@ pub fn train(
         final_eval = Some(run_eval(model, step)?);
     }
     while (step as usize) < total {
-        if let Some(sig) = stop::requested() {
+        let t0 = Instant::now();
+        // In a data-parallel run the ranks agree, before each step, on the real rows of the
+        // global batch and on whether any of them received a stop signal.
+        let mut next = None;
+        let sig = match par {
+            None => stop::requested(),
+            Some(_) => {
+                let b = loader
+                    .next_batch()?
+                    .ok_or_else(|| Error::Config("the loader stopped early".into()))?;
+                let (global_valid, sig) = step_agreement(comm, b.valid)?;
+                next = Some((b, global_valid));
+                sig
+            }
+        };
+        if let Some(sig) = sig {
             // The previous step is complete; save it unless that just happened.
             for p in inflight.drain(..) {
                 p.wait(gpu)?;
@@ -1050,7 +1239,7 @@ pub fn train(
                 ctx,
             };
             drain(gpu, &mut pending, true, &mut track)?;
-            if step > start_step && ctx.last_ckpt != Some(step) {
+            if root && step > start_step && ctx.last_ckpt != Some(step) {
                 save_checkpoint(
                     gpu,
                     model,
@@ -1069,18 +1258,24 @@ pub fn train(
             let saved = (step > 0).then_some(ckpt.as_path());
             return Err(interrupted(sig, step, saved));
         }
-        let t0 = Instant::now();
-        let b = loader
-            .next_batch()?
-            .ok_or_else(|| Error::Config("the loader stopped early".into()))?;
+        let (b, global_valid) = match next {
+            Some(n) => n,
+            None => {
+                let b = loader
+                    .next_batch()?
+                    .ok_or_else(|| Error::Config("the loader stopped early".into()))?;
+                let v = b.valid;
+                (b, v)
+            }
+        };
         skipped += b.skipped.len();
         report_skipped(&b, &mut reported);
         // Bound the work in flight: at most two steps queued on the GPU.
         while inflight.len() >= 2 {
             inflight.pop_front().expect("non-empty").wait(gpu)?;
         }
-        let slot = stage.upload(gpu, model, &b)?;
-        let valid = b.valid;
+        let slot = stage.upload_weighted(gpu, model, &b, global_valid)?;
+        let (valid, local_valid) = (global_valid, b.valid);
         // The pixels are in wgpu's staging memory now: the buffer can be refilled.
         loader.recycle(b);
         let lr = schedule.lr_at(step as usize) as f32;
@@ -1092,6 +1287,28 @@ pub fn train(
             cfg.label_smoothing as f32,
             cfg.head_only,
         )?;
+        // Whether this step's loss is read (the same on every rank).
+        let epoch_end = (step as usize + 1).is_multiple_of(per_epoch);
+        let want_ckpt = (step + 1).is_multiple_of(cfg.checkpoint_every as u64)
+            || epoch_end
+            || step as usize + 1 == total;
+        let want_loss = (step + 1).is_multiple_of(cfg.log_every as u64) || want_ckpt;
+        let mut host_loss = None;
+        if par.is_some() {
+            // Data parallelism: finish backward, sum the gradients over the ranks on the
+            // host, and record the update in a second submission.
+            let sub = rec.submit()?;
+            stage.submitted(slot, &sub);
+            host_loss = all_reduce_gradients(
+                gpu,
+                model,
+                comm,
+                &segments,
+                want_loss.then_some(local_valid),
+            )?
+            .map(|sum| sum / valid.max(1) as f64);
+            rec = Recorder::new(gpu);
+        }
         {
             let s = model.store();
             optim::update(
@@ -1116,9 +1333,16 @@ pub fn train(
             optim::ema(&mut rec, &state, &state_avg, d)?;
         }
         let submitted = rec.submit()?;
-        stage.submitted(slot, &submitted);
+        if par.is_none() {
+            stage.submitted(slot, &submitted);
+        }
         inflight.push_back(submitted);
         step += 1;
+        if let Some(p) = par {
+            if step.is_multiple_of(p.hash_every as u64) || step as usize == total {
+                check_parameters(gpu, model, comm, step)?;
+            }
+        }
         images += valid;
         window.1 += valid;
         if step == start_step + 1 {
@@ -1126,13 +1350,13 @@ pub fn train(
             first_step_seconds = t_start.elapsed().as_secs_f64();
             first_done = Some(Instant::now());
         }
-        let epoch_end = (step as usize).is_multiple_of(per_epoch);
-        let want_ckpt =
-            step.is_multiple_of(cfg.checkpoint_every as u64) || epoch_end || step as usize == total;
-        if step.is_multiple_of(cfg.log_every as u64) || want_ckpt {
+        if want_loss {
             pending.push_back(Pending {
                 step,
-                rb: gpu.read_async(model.loss_rows())?,
+                loss: match host_loss {
+                    Some(mean) => Loss::Mean(mean),
+                    None => Loss::Rows(gpu.read_async(model.loss_rows())?),
+                },
                 valid,
             });
         }
@@ -1156,17 +1380,19 @@ pub fn train(
             // Never write a checkpoint before this step's loss is known to be finite.
             let tw = Instant::now();
             drain(gpu, &mut pending, true, &mut track)?;
-            save_checkpoint(
-                gpu,
-                model,
-                &ckpt,
-                step,
-                &rng,
-                cfg,
-                &fixed_meta,
-                &history,
-                &ctx,
-            )?;
+            if root {
+                save_checkpoint(
+                    gpu,
+                    model,
+                    &ckpt,
+                    step,
+                    &rng,
+                    cfg,
+                    &fixed_meta,
+                    &history,
+                    &ctx,
+                )?;
+            }
             ctx.last_ckpt = Some(step);
             train_time += tw.elapsed().as_secs_f64();
         }
@@ -1248,7 +1474,9 @@ pub fn train(
     if skipped > 0 && !quiet {
         println!("skipped {skipped} unreadable image files (--skip-bad-images)");
     }
-    let _ = plot_run(run_dir.path());
+    if root {
+        let _ = plot_run(dir);
+    }
     Ok(TrainSummary {
         steps: step,
         last_loss,
@@ -1260,6 +1488,139 @@ pub fn train(
         skipped_images: skipped,
         workers,
     })
+}
+
+/// Elements per all-reduce message (16 MiB of f32): bounds each message and lets the
+/// reduction of one bucket proceed while the next is still being staged.
+const BUCKET: usize = 1 << 22;
+
+/// Before a data-parallel step: the real rows of the global batch (this rank has
+/// `valid`), and the first stop signal any rank has received.
+fn step_agreement(comm: &dyn Comm, valid: usize) -> Result<(usize, Option<StopSignal>)> {
+    let mut local = [valid as f64, 0.0, 0.0, 0.0];
+    if let Some(sig) = stop::requested() {
+        let i = StopSignal::ALL.iter().position(|&s| s == sig).unwrap_or(1);
+        local[1 + i] = 1.0;
+    }
+    let mut all = [0.0; 4];
+    comm.sum_f64("the agreement before a step", &local, &mut all)?;
+    let sig = StopSignal::ALL
+        .into_iter()
+        .enumerate()
+        .find(|(i, _)| all[1 + i] > 0.0)
+        .map(|(_, s)| s);
+    Ok((all[0] as usize, sig))
+}
+
+/// Sum the gradients of the trained `segments` over the ranks: read each arena chunk
+/// back (all readbacks are queued at once), all-reduce its segments in buckets on the
+/// host, and write it back before the update's submission. With `loss_valid` (this
+/// rank's real rows), also returns the global sum of the per-row losses.
+fn all_reduce_gradients(
+    gpu: &Gpu,
+    model: &dyn Trainable,
+    comm: &dyn Comm,
+    segments: &[Segment],
+    loss_valid: Option<usize>,
+) -> Result<Option<f64>> {
+    let g = &model.store().g;
+    let mut chunks: Vec<usize> = segments.iter().map(|s| s.chunk).collect();
+    chunks.dedup();
+    let reads = chunks
+        .iter()
+        .map(|&c| Ok((c, gpu.read_async(&g.chunks[c])?)))
+        .collect::<Result<Vec<_>>>()?;
+    let loss = loss_valid
+        .map(|_| gpu.read_async(model.loss_rows()))
+        .transpose()?;
+    for (c, rb) in reads {
+        let mut v = rb.wait(gpu)?;
+        for seg in segments.iter().filter(|s| s.chunk == c) {
+            sum_in_buckets(
+                comm,
+                "the gradient all-reduce",
+                &mut v[seg.start..seg.end],
+                BUCKET,
+            )?;
+        }
+        gpu.write_f32(&g.chunks[c], &v)?;
+    }
+    match (loss, loss_valid) {
+        (Some(rb), Some(n)) => {
+            let rows = rb.wait(gpu)?;
+            let local: f64 = rows[..n.min(rows.len())].iter().map(|&x| x as f64).sum();
+            let mut sum = [0.0];
+            comm.sum_f64("the loss all-reduce", &[local], &mut sum)?;
+            Ok(Some(sum[0]))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// Check that every rank holds the same parameters after `step` (a hash of the weight
+/// arena, compared across the ranks).
+fn check_parameters(gpu: &Gpu, model: &dyn Trainable, comm: &dyn Comm, step: u64) -> Result<()> {
+    let mut h = 0u64;
+    for c in &model.store().w.chunks {
+        let v = gpu.read(c)?;
+        h = h.rotate_left(5) ^ hash_bytes(bytemuck::cast_slice(&v));
+    }
+    check_same(
+        comm,
+        "the parameters",
+        &format!(
+            "The replicas diverged by step {step}: the ranks run different builds or \
+             adapters whose kernels round differently, or a rank's memory is corrupt. The \
+             last checkpoint holds rank 0's parameters; resume from it"
+        ),
+        h,
+    )
+}
+
+/// Give every rank rank 0's training state: weights, optimizer state, weight average,
+/// state tensors and their average, the step, the RNG state and the batch count.
+fn broadcast_state(
+    gpu: &Gpu,
+    model: &mut dyn Trainable,
+    comm: &dyn Comm,
+    step: &mut u64,
+    rng: &mut [u64; 4],
+) -> Result<()> {
+    let root = comm.rank() == 0;
+    let mut head: Vec<u64> = vec![
+        *step,
+        rng[0],
+        rng[1],
+        rng[2],
+        rng[3],
+        model.batches_tracked(),
+    ];
+    comm.broadcast("the starting state", bytemuck::cast_slice_mut(&mut head))?;
+    *step = head[0];
+    rng.copy_from_slice(&head[1..5]);
+    model.set_batches_tracked(head[5]);
+    let s = model.store();
+    let (state, avg) = (model.state_tensors(), model.state_average());
+    let tensors = [&s.w, &s.s1, &s.s2, &s.ema]
+        .into_iter()
+        .flat_map(|a| a.chunks.iter())
+        .chain(state.iter().map(|(_, t)| t))
+        .chain(avg.iter().map(|(_, t)| t));
+    for t in tensors {
+        let mut v = if root {
+            gpu.read(t)?
+        } else {
+            vec![0.0f32; t.len()]
+        };
+        // MPI counts are 32-bit: broadcast in pieces of at most 1 GiB.
+        for part in bytemuck::cast_slice_mut::<f32, u8>(&mut v).chunks_mut(1 << 30) {
+            comm.broadcast("the starting state", part)?;
+        }
+        if !root {
+            gpu.write_f32(t, &v)?;
+        }
+    }
+    Ok(())
 }
 
 /// Write the checkpoint of `step`, refusing non-finite weights with the likely cause.
@@ -1311,24 +1672,35 @@ struct Tracker<'a> {
 /// Consume finished loss readbacks in order (all of them, waiting, when `block`).
 fn drain(gpu: &Gpu, pending: &mut VecDeque<Pending>, block: bool, t: &mut Tracker) -> Result<()> {
     while let Some(p) = pending.front() {
-        let vals = if block {
-            let p = pending.pop_front().expect("non-empty");
-            let v = p.rb.wait(gpu)?;
-            finish(&v, p.step, p.valid, t)?;
-            continue;
-        } else {
-            match p.rb.try_take(gpu)? {
-                Some(v) => v,
+        let ready = match &p.loss {
+            Loss::Mean(_) => None,
+            Loss::Rows(_) if block => None,
+            Loss::Rows(rb) => match rb.try_take(gpu)? {
+                Some(v) => Some(v),
                 None => break,
-            }
+            },
         };
         let p = pending.pop_front().expect("non-empty");
-        finish(&vals, p.step, p.valid, t)?;
+        let mean = match (p.loss, ready) {
+            (Loss::Mean(m), _) => m,
+            (Loss::Rows(_), Some(v)) => row_mean(&v, p.valid),
+            (Loss::Rows(rb), None) => row_mean(&rb.wait(gpu)?, p.valid),
+        };
+        finish(mean, p.step, t)?;
     }
     Ok(())
 }
 
-fn finish(v: &[f32], step: u64, valid: usize, t: &mut Tracker) -> Result<()> {
+/// The mean of the first `valid` per-row losses.
+fn row_mean(v: &[f32], valid: usize) -> f64 {
+    v[..valid.min(v.len())]
+        .iter()
+        .map(|&x| x as f64)
+        .sum::<f64>()
+        / valid.max(1) as f64
+}
+
+fn finish(mean: f64, step: u64, t: &mut Tracker) -> Result<()> {
     let (last_loss, last_good, log, lr_of, rate, per_epoch) = (
         &mut *t.last_loss,
         &mut *t.last_good,
@@ -1337,11 +1709,6 @@ fn finish(v: &[f32], step: u64, valid: usize, t: &mut Tracker) -> Result<()> {
         t.rate,
         t.per_epoch,
     );
-    let mean = v[..valid.min(v.len())]
-        .iter()
-        .map(|&x| x as f64)
-        .sum::<f64>()
-        / valid.max(1) as f64;
     if !mean.is_finite() {
         let since = if step == *last_good + 1 || step == t.ctx.start_step + 1 {
             format!("at step {step}")
