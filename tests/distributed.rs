@@ -5,11 +5,11 @@
 //! trajectory and the final parameters agree within f32 reduction tolerance; BatchNorm's
 //! per-replica statistics make the two differ, as they must. Then the failures: a batch
 //! the world size does not divide, ranks with different flags, a rank without an adapter,
-//! and a rank that hangs.
+//! a rank that hangs and one that dies.
 #![cfg(feature = "mpi")]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use effnet::util::safetensors::SafeTensors;
@@ -95,6 +95,47 @@ fn mpirun(np: usize) -> Option<Command> {
         }
     }
     Some(c)
+}
+
+/// The pids of the ranks `mpirun` (`child`) started, in start order (rank 0 first: mpirun
+/// starts them in order).
+fn rank_pids(child: &Child) -> Vec<u32> {
+    let o = Command::new("pgrep")
+        .args(["-P", &child.id().to_string()])
+        .output()
+        .unwrap();
+    let mut pids: Vec<u32> = String::from_utf8_lossy(&o.stdout)
+        .split_whitespace()
+        .map(|p| p.parse().unwrap())
+        .collect();
+    pids.sort_unstable();
+    assert_eq!(pids.len(), 2, "{pids:?}");
+    pids
+}
+
+/// Two ranks training `gn` for many steps under a 5 s collective deadline, checkpointing
+/// every 2 steps, once the first checkpoint exists: (mpirun, run folder).
+fn two_ranks_past_a_checkpoint(name: &str) -> Option<(Child, PathBuf)> {
+    let mut two = mpirun(2)?;
+    let d = tmp(name);
+    let mut f = flags("gn", &d, 1000);
+    let t = f.iter().position(|x| x == "--collective-timeout").unwrap();
+    f[t + 1] = "5".into();
+    f.extend(["--checkpoint-every".into(), "2".into()]);
+    let child = two
+        .arg(EXE)
+        .args(&f)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let ckpt = d.join("checkpoint.safetensors");
+    let t0 = Instant::now();
+    while !ckpt.exists() {
+        assert!(t0.elapsed() < Duration::from_secs(120), "no checkpoint");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Some((child, d))
 }
 
 fn text(o: &Output) -> String {
@@ -233,43 +274,15 @@ fn bad_worlds_are_refused_at_start() {
 
 #[test]
 fn a_hung_rank_stops_the_run_within_the_timeout() {
-    let Some(mut two) = mpirun(2) else {
+    let Some((child, d)) = two_ranks_past_a_checkpoint("hang") else {
         return;
     };
-    let d = tmp("hang");
-    let mut f = flags("gn", &d, 1000);
-    let t = f.iter().position(|x| x == "--collective-timeout").unwrap();
-    f[t + 1] = "5".into();
-    f.extend(["--checkpoint-every".into(), "2".into()]);
-    let child = two
-        .arg(EXE)
-        .args(&f)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
+    // Stop rank 1 (a hang: it neither exits nor answers).
+    let hung = rank_pids(&child)[1].to_string();
+    Command::new("kill")
+        .args(["-STOP", &hung])
+        .status()
         .unwrap();
-    // Wait for a checkpoint, then stop rank 1 (a hang: it neither exits nor answers).
-    let ckpt = d.join("checkpoint.safetensors");
-    let t0 = Instant::now();
-    while !ckpt.exists() {
-        assert!(t0.elapsed() < Duration::from_secs(120), "no checkpoint");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let pids = Command::new("pgrep")
-        .args(["-P", &child.id().to_string()])
-        .output()
-        .unwrap();
-    let pids: Vec<String> = String::from_utf8_lossy(&pids.stdout)
-        .split_whitespace()
-        .map(String::from)
-        .collect();
-    assert_eq!(pids.len(), 2, "{pids:?}");
-    // The rank that is not rank 0: the later pid (mpirun starts them in order).
-    let hung = pids
-        .iter()
-        .max_by_key(|p| p.parse::<u32>().unwrap())
-        .unwrap();
-    Command::new("kill").args(["-STOP", hung]).status().unwrap();
     let stopped = Instant::now();
     let out = child.wait_with_output().unwrap();
     let waited = stopped.elapsed();
@@ -278,8 +291,36 @@ fn a_hung_rank_stops_the_run_within_the_timeout() {
     assert!(waited < Duration::from_secs(30), "took {waited:?}: {t}");
     assert!(t.contains("waited 5 s for the other ranks"), "{t}");
     // The last checkpoint is intact.
-    SafeTensors::load(&ckpt).unwrap();
-    let _ = Command::new("kill").args(["-KILL", hung]).status();
+    SafeTensors::load(&d.join("checkpoint.safetensors")).unwrap();
+    let _ = Command::new("kill").args(["-KILL", &hung]).status();
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn a_rank_that_dies_stops_the_run_within_the_timeout() {
+    let Some((child, d)) = two_ranks_past_a_checkpoint("die") else {
+        return;
+    };
+    // Kill rank 1 outright (a crash: no handler runs, no message from it).
+    let dead = rank_pids(&child)[1].to_string();
+    Command::new("kill")
+        .args(["-KILL", &dead])
+        .status()
+        .unwrap();
+    let killed = Instant::now();
+    let out = child.wait_with_output().unwrap();
+    let waited = killed.elapsed();
+    let t = text(&out);
+    assert!(!out.status.success(), "{t}");
+    assert!(waited < Duration::from_secs(30), "took {waited:?}: {t}");
+    // mpirun (Open MPI) notices the death and ends rank 0 at once, naming the rank and
+    // the signal; rank 0's deadline (5 s) would stop it otherwise.
+    assert!(
+        t.contains("process rank 1") && t.contains("exited on signal 9"),
+        "{t}"
+    );
+    // The last checkpoint is intact.
+    SafeTensors::load(&d.join("checkpoint.safetensors")).unwrap();
     let _ = std::fs::remove_dir_all(&d);
 }
 
@@ -303,16 +344,7 @@ fn a_signal_on_one_rank_stops_all_and_another_world_resumes() {
         assert!(t0.elapsed() < Duration::from_secs(120), "no progress");
         std::thread::sleep(Duration::from_millis(100));
     }
-    let pids = Command::new("pgrep")
-        .args(["-P", &child.id().to_string()])
-        .output()
-        .unwrap();
-    let pids: Vec<u32> = String::from_utf8_lossy(&pids.stdout)
-        .split_whitespace()
-        .map(|p| p.parse().unwrap())
-        .collect();
-    assert_eq!(pids.len(), 2, "{pids:?}");
-    let one = pids.iter().max().unwrap().to_string();
+    let one = rank_pids(&child)[1].to_string();
     Command::new("kill").args(["-TERM", &one]).status().unwrap();
     let out = child.wait_with_output().unwrap();
     let t = text(&out);
