@@ -1228,16 +1228,14 @@ fn train_in(
             for p in inflight.drain(..) {
                 p.wait(gpu)?;
             }
-            let lr_of = |s: u64| schedule.lr_at(s as usize - 1);
-            let mut track = Tracker {
-                last_loss: &mut last_loss,
-                last_good: &mut last_good_step,
-                log: &mut steps_log,
-                lr_of: &lr_of,
-                rate: 0.0,
-                per_epoch,
+            let mut track = Tracker::new(
+                &mut last_loss,
+                &mut last_good_step,
+                &mut steps_log,
+                &schedule,
+                0.0,
                 ctx,
-            };
+            );
             drain(gpu, &mut pending, true, &mut track)?;
             if root && step > start_step && ctx.last_ckpt != Some(step) {
                 save_checkpoint(
@@ -1364,16 +1362,14 @@ fn train_in(
         let rate = window.1 as f64 / window_s;
         // Share of the window's wall time spent blocked on the loader.
         let wait_share = ((loader.waited() - window.2).as_secs_f64() / window_s).min(1.0);
-        let lr_of = |s: u64| schedule.lr_at(s as usize - 1);
-        let mut track = Tracker {
-            last_loss: &mut last_loss,
-            last_good: &mut last_good_step,
-            log: &mut steps_log,
-            lr_of: &lr_of,
+        let mut track = Tracker::new(
+            &mut last_loss,
+            &mut last_good_step,
+            &mut steps_log,
+            &schedule,
             rate,
-            per_epoch,
             ctx,
-        };
+        );
         drain(gpu, &mut pending, false, &mut track)?;
         train_time += t0.elapsed().as_secs_f64();
         if want_ckpt {
@@ -1457,16 +1453,14 @@ fn train_in(
     for p in inflight.drain(..) {
         p.wait(gpu)?;
     }
-    let lr_of = |s: u64| schedule.lr_at(s as usize - 1);
-    let mut track = Tracker {
-        last_loss: &mut last_loss,
-        last_good: &mut last_good_step,
-        log: &mut steps_log,
-        lr_of: &lr_of,
-        rate: 0.0,
-        per_epoch,
+    let mut track = Tracker::new(
+        &mut last_loss,
+        &mut last_good_step,
+        &mut steps_log,
+        &schedule,
+        0.0,
         ctx,
-    };
+    );
     drain(gpu, &mut pending, true, &mut track)?;
     let workers = loader.workers;
     let data_wait = loader.waited().as_secs_f64() / train_time.max(1e-9);
@@ -1659,14 +1653,42 @@ fn save_checkpoint(
     checkpoint::save(ckpt, gpu, model, meta)
 }
 
+/// What consuming loss readbacks updates: the last loss and the last step whose loss was
+/// finite, the step log, and what its records are computed from.
 struct Tracker<'a> {
     last_loss: &'a mut f64,
     last_good: &'a mut u64,
     log: &'a mut MetricsLog,
-    lr_of: &'a dyn Fn(u64) -> f64,
+    schedule: &'a Schedule,
     rate: f64,
-    per_epoch: usize,
     ctx: Context,
+}
+
+impl<'a> Tracker<'a> {
+    /// A tracker over the run's loss state and log; `rate` (img/s) goes into the records
+    /// it writes.
+    fn new(
+        last_loss: &'a mut f64,
+        last_good: &'a mut u64,
+        log: &'a mut MetricsLog,
+        schedule: &'a Schedule,
+        rate: f64,
+        ctx: Context,
+    ) -> Self {
+        Self {
+            last_loss,
+            last_good,
+            log,
+            schedule,
+            rate,
+            ctx,
+        }
+    }
+
+    /// The learning rate of (1-based) step `step`.
+    fn lr_of(&self, step: u64) -> f64 {
+        self.schedule.lr_at(step as usize - 1)
+    }
 }
 
 /// Consume finished loss readbacks in order (all of them, waiting, when `block`).
@@ -1701,14 +1723,8 @@ fn row_mean(v: &[f32], valid: usize) -> f64 {
 }
 
 fn finish(mean: f64, step: u64, t: &mut Tracker) -> Result<()> {
-    let (last_loss, last_good, log, lr_of, rate, per_epoch) = (
-        &mut *t.last_loss,
-        &mut *t.last_good,
-        &mut *t.log,
-        t.lr_of,
-        t.rate,
-        t.per_epoch,
-    );
+    let (lr, rate, per_epoch) = (t.lr_of(step), t.rate, t.schedule.steps_per_epoch);
+    let (last_loss, last_good, log) = (&mut *t.last_loss, &mut *t.last_good, &mut *t.log);
     if !mean.is_finite() {
         let since = if step == *last_good + 1 || step == t.ctx.start_step + 1 {
             format!("at step {step}")
@@ -1730,7 +1746,7 @@ fn finish(mean: f64, step: u64, t: &mut Tracker) -> Result<()> {
         step,
         epoch: step as f64 / per_epoch as f64,
         loss: mean,
-        lr: lr_of(step),
+        lr,
         img_per_s: rate,
     })
 }
