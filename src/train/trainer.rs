@@ -26,6 +26,8 @@ use crate::data::{self, Batch, Dataset, Loader, LoaderConfig, Transform};
 use crate::dist::{agree, check_same, hash_bytes, sum_in_buckets, Comm, Shard, Solo};
 use crate::error::{Error, Result};
 use crate::gpu::{Arena, Gpu, Readback, Recorder, Submitted, Tensor};
+use crate::models::size::{MAX_SIDE, MIN_SIDE};
+use crate::models::ImageSize;
 use crate::util::plot::{self, Chart, Series};
 use crate::util::Rng;
 
@@ -51,8 +53,8 @@ pub struct TrainConfig {
     pub dataset: DatasetKind,
     /// Dataset folder (None: the dataset's default location).
     pub data_dir: Option<PathBuf>,
-    /// Training resolution.
-    pub image_size: usize,
+    /// Training resolution, `H x W` (a single integer in checkpoints of square runs).
+    pub image_size: ImageSize,
     /// Batch size.
     pub batch: usize,
     /// Epochs to train.
@@ -128,7 +130,12 @@ impl TrainConfig {
             }
         };
         let unit = |v: f64| (0.0..1.0).contains(&v);
-        want(self.image_size >= 8, "image-size", &self.image_size, ">= 8");
+        want(
+            self.image_size.in_range(),
+            "image-size",
+            &self.image_size,
+            &format!("N or HxW (height x width) with each side in {MIN_SIDE}..={MAX_SIDE}"),
+        );
         want(self.batch >= 1, "batch", &self.batch, ">= 1");
         want(
             self.epochs.is_finite() && self.epochs > 0.0,
