@@ -106,6 +106,11 @@ fn bad_flags_are_refused_naming_the_flag() {
         ),
         (&["--epochs", "nan"], "--epochs NaN"),
         (&["--epochs", "0"], "--epochs 0"),
+        (
+            &["--epochs", "1e300"],
+            "at most 1e6 (for a run of a set length in steps",
+        ),
+        (&["--warmup-epochs", "1e7"], "--warmup-epochs 10000000"),
         (&["--max-steps", "0"], "--max-steps 0"),
         (&["--weight-decay=-1"], "--weight-decay -1"),
         (&["--weight-decay", "inf"], "--weight-decay inf"),

@@ -119,6 +119,10 @@ fn is_zero(v: &usize) -> bool {
 /// Numbers the kernels take as f32 must fit it.
 const F32_MAX: f64 = f32::MAX as f64;
 
+/// The most epochs (and warm-up epochs) a run takes: far beyond any real run, and small
+/// enough that epochs times steps per epoch stays an exact step count.
+pub const MAX_EPOCHS: f64 = 1e6;
+
 impl TrainConfig {
     /// Check every value against its valid range; the error names each flag that is out
     /// of range. Configurations read back from checkpoints go through the same check.
@@ -138,10 +142,13 @@ impl TrainConfig {
         );
         want(self.batch >= 1, "batch", &self.batch, ">= 1");
         want(
-            self.epochs.is_finite() && self.epochs > 0.0,
+            self.epochs > 0.0 && self.epochs <= MAX_EPOCHS,
             "epochs",
             &self.epochs,
-            "a finite number > 0",
+            &format!(
+                "a number > 0 and at most {MAX_EPOCHS:e} (for a run of a set length in steps, \
+                 give --max-steps)"
+            ),
         );
         if let Some(m) = self.max_steps {
             want(m >= 1, "max-steps", &m, ">= 1");
@@ -165,10 +172,10 @@ impl TrainConfig {
             "in [0, 1)",
         );
         want(
-            self.warmup_epochs.is_finite() && self.warmup_epochs >= 0.0,
+            self.warmup_epochs >= 0.0 && self.warmup_epochs <= MAX_EPOCHS,
             "warmup-epochs",
             &self.warmup_epochs,
-            "a finite number >= 0",
+            &format!("a number >= 0 and at most {MAX_EPOCHS:e}"),
         );
         if let Decay::Exponential { rate, every } = self.decay {
             want(
