@@ -194,7 +194,8 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// After training, fine-tune the head at this resolution with evaluation
-    /// preprocessing (FixRes; SPEC §B.4). Must satisfy train % 32 == finetune % 32.
+    /// preprocessing (FixRes; SPEC §B.4), `N` or `HxW`. Must satisfy train % 32 ==
+    /// finetune % 32 (per side).
     #[arg(long)]
     pub finetune_size: Option<ImageSize>,
     /// Fine-tuning epochs.
@@ -259,7 +260,8 @@ Reduced-resolution training and fine-tuning (paper 1, FixRes):
   176 -> 240, 196 -> 260, 224 -> 288; 16 -> 48 or 32 -> 64 for 28-px Fashion-MNIST): the
   network's stride-32 grid then lines up the same way at both sizes, and the apparent
   object size seen in training (random crops enlarge objects) matches the one at test.
-  effnet refuses sizes that break the rule.";
+  effnet refuses sizes that break the rule. Non-square sizes (HxW, e.g. 24x40 -> 56x72)
+  keep it per side.";
 
 /// Build the model configuration from the arguments.
 pub fn model_config(a: &TrainArgs, classes: usize, in_channels: usize) -> Result<ModelConfig> {
