@@ -138,7 +138,7 @@ fn reads_image_folders() {
 fn cfg(seed: u64) -> LoaderConfig {
     LoaderConfig {
         batch: 4,
-        image_size: 32,
+        image_size: 32.into(),
         transform: Transform::PadCropFlip { pad: 4 },
         shuffle: true,
         drop_last: true,
@@ -188,7 +188,7 @@ fn eval_transform_is_exact_resize() {
         28,
         28,
         1,
-        32,
+        32.into(),
         &mut rng,
         &mut dst,
     );
@@ -209,4 +209,62 @@ fn real_fashion_mnist_when_installed() {
         (mean[0] - 0.286).abs() < 0.01 && (std[0] - 0.353).abs() < 0.01,
         "{mean:?} {std:?}"
     );
+}
+
+/// Crops take the output's aspect ratio (width / height): the evaluation crop and the
+/// padded crop exactly, the random-resized crop within [3/4, 4/3] of it; square outputs
+/// keep the square crops, draw for draw. A non-square batch is `h x w` pixels per image.
+#[test]
+fn crops_follow_the_output_aspect_ratio() {
+    use data::augment::plan;
+    use effnet::models::ImageSize;
+    let out = ImageSize::new(16, 24);
+    let aspect = 1.5;
+    let rect = |t, h, w, out| plan(t, h, w, out, &mut effnet::util::Rng::new(3)).0;
+    let e = rect(Transform::Eval { crop: 0.875 }, 300, 400, out);
+    assert!((e.w / e.h - aspect).abs() < 1e-9 && (e.w - 0.875 * 400.0).abs() < 1e-9);
+    assert!((e.y0 - (300.0 - e.h) / 2.0).abs() < 1e-9);
+    let tall = rect(Transform::Eval { crop: 1.0 }, 400, 300, out);
+    assert_eq!((tall.w, tall.h), (300.0, 200.0));
+    let p = rect(Transform::PadCropFlip { pad: 3 }, 28, 28, out);
+    assert!((p.w / p.h - aspect).abs() < 1e-9 && p.w == 28.0);
+    let mut rng = effnet::util::Rng::new(5);
+    for _ in 0..200 {
+        let (r, _) = plan(
+            Transform::RandomResizedCrop { min_area: 0.08 },
+            300,
+            400,
+            out,
+            &mut rng,
+        );
+        let a = r.w / r.h;
+        assert!(
+            (0.75 * aspect - 1e-9..=4.0 / 3.0 * aspect + 1e-9).contains(&a),
+            "{a}"
+        );
+        assert!(r.y0 >= 0.0 && r.x0 >= 0.0 && r.y0 + r.h <= 300.0 && r.x0 + r.w <= 400.0);
+    }
+    // Square outputs: the shorter side, as before.
+    let sq = rect(
+        Transform::Eval { crop: 1.0 },
+        300,
+        400,
+        ImageSize::square(32),
+    );
+    assert_eq!((sq.x0, sq.y0, sq.w, sq.h), (50.0, 0.0, 300.0, 300.0));
+    // A loader batch of 16x24 images.
+    let d = tmpdir("rect-loader");
+    synthetic_idx(&d, 8);
+    let ds = Arc::new(data::load_idx_dir(&d, true).unwrap());
+    let c = LoaderConfig {
+        image_size: out,
+        ..cfg(1)
+    };
+    let b = Loader::start(ds, c, 0, 0, Some(1))
+        .unwrap()
+        .next_batch()
+        .unwrap()
+        .unwrap();
+    assert_eq!(b.pixels.len(), 4 * 16 * 24);
+    assert!(b.pixels.iter().any(|&v| v != 0));
 }

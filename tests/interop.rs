@@ -256,6 +256,25 @@ fn export_round_trips_on_the_host() {
             serde_json::from_str(&st.metadata[interop::convert::META_CONFIG]).unwrap();
         assert_eq!(back, c.cfg);
         assert_eq!(interop::from_timm(&c.cfg, &st).unwrap(), w);
+        // num_batches_tracked is int64, as in timm's files; exports from before that wrote
+        // F32 counts, which still import.
+        let tracked: Vec<&String> = st
+            .tensors
+            .keys()
+            .filter(|n| n.ends_with(".num_batches_tracked"))
+            .collect();
+        assert_eq!(tracked.len(), st.int64.len(), "{arch}");
+        let file = SafeTensors::load(&dir.join(format!("{arch}.safetensors"))).unwrap();
+        assert!(tracked.iter().all(|n| file.int64.contains(*n)), "{arch}");
+        let bytes = std::fs::read(dir.join(format!("{arch}.safetensors"))).unwrap();
+        let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+        let header = String::from_utf8_lossy(&bytes[8..8 + header_len]);
+        assert_eq!(header.matches(r#""I64""#).count(), tracked.len(), "{arch}");
+        let mut old = st.clone();
+        old.int64.clear();
+        let old = SafeTensors::from_bytes(&old.to_bytes(), Path::new("old.safetensors")).unwrap();
+        assert!(old.int64.is_empty());
+        assert_eq!(interop::from_timm(&c.cfg, &old).unwrap(), w, "{arch}");
     }
 }
 

@@ -34,7 +34,7 @@ fn tiny_tree(name: &str, per: usize) -> PathBuf {
 fn cfg(workers: usize, transform: Transform) -> LoaderConfig {
     LoaderConfig {
         batch: 4,
-        image_size: 16,
+        image_size: 16.into(),
         transform,
         shuffle: true,
         drop_last: true,

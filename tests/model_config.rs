@@ -61,6 +61,31 @@ fn bad_presets_are_refused() {
     assert!(ModelConfig::preset("resnet50").is_err());
 }
 
+/// JSON (checkpoints' training configurations): a square size stays one integer, as in
+/// checkpoints from before non-square sizes; `{"h", "w"}` and `"HxW"` read back too.
+#[test]
+fn image_sizes_in_json_read_old_and_new_forms() {
+    let sq = ImageSize::square(32);
+    let rect = ImageSize::new(24, 40);
+    assert_eq!(serde_json::to_string(&sq).unwrap(), "32");
+    assert_eq!(serde_json::to_string(&rect).unwrap(), r#"{"h":24,"w":40}"#);
+    for (json, want) in [
+        ("32", sq),
+        (r#"{"h":24,"w":40}"#, rect),
+        (r#""24x40""#, rect),
+        (r#""32""#, sq),
+    ] {
+        assert_eq!(
+            serde_json::from_str::<ImageSize>(json).unwrap(),
+            want,
+            "{json}"
+        );
+    }
+    for bad in ["-3", "2.5", r#"{"h":24}"#, r#""0x5""#, "null"] {
+        assert!(serde_json::from_str::<ImageSize>(bad).is_err(), "{bad}");
+    }
+}
+
 /// `N` and `HxW` parse; everything else is refused with the accepted forms.
 #[test]
 fn image_sizes_parse_and_print() {

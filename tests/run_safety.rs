@@ -106,6 +106,11 @@ fn bad_flags_are_refused_naming_the_flag() {
         ),
         (&["--epochs", "nan"], "--epochs NaN"),
         (&["--epochs", "0"], "--epochs 0"),
+        (
+            &["--epochs", "1e300"],
+            "at most 1e6 (for a run of a set length in steps",
+        ),
+        (&["--warmup-epochs", "1e7"], "--warmup-epochs 10000000"),
         (&["--max-steps", "0"], "--max-steps 0"),
         (&["--weight-decay=-1"], "--weight-decay -1"),
         (&["--weight-decay", "inf"], "--weight-decay inf"),
@@ -123,6 +128,15 @@ fn bad_flags_are_refused_naming_the_flag() {
             "--workers 100000 is more than 256",
         ),
         (&["--image-size", "4"], "--image-size 4"),
+        (
+            &["--image-size", "16x4"],
+            "--image-size 16x4: must be N or HxW",
+        ),
+        (&["--image-size", "9000x16"], "each side in 8..=8192"),
+        (
+            &["--image-size", "24x40", "--finetune-size", "24x48"],
+            "width: size 48 breaks the train % 32 == test % 32",
+        ),
         (&["--width", "nan"], "--width NaN"),
         (&["--width", "0"], "--width 0"),
         (&["--depth=-1"], "--depth -1"),
@@ -174,6 +188,20 @@ fn bad_flags_are_refused_naming_the_flag() {
         let e = Wrap::try_parse_from(v).err().expect("refused").to_string();
         assert!(e.contains("possible values"), "{bad:?}: {e}");
     }
+    // Sizes that are not N or HxW are refused by the parser, with the forms it takes.
+    for bad in ["0x5", "axb", "24x", "0"] {
+        let mut v = vec!["t".to_string()];
+        v.extend(argv(&dir, &["--image-size", bad]));
+        let e = Wrap::try_parse_from(v).err().expect("refused").to_string();
+        assert!(
+            e.contains("--image-size") && e.contains("is not N or HxW"),
+            "{bad}: {e}"
+        );
+    }
+    let a = args(&dir, &["--image-size", "24x40", "--finetune-size", "56x40"]);
+    let cfg = cli::train_config(&a).unwrap();
+    assert_eq!((cfg.image_size.h, cfg.image_size.w), (24, 40));
+    cli::finetune_config(&a, &cfg, a.finetune_size.unwrap()).unwrap();
     for bad in [
         &["--resume", "--overwrite"][..],
         &["--allow-schedule-change"],
@@ -642,7 +670,7 @@ fn eval_image_size_rule_and_data_dir() {
             &EvalArgs {
                 checkpoint: dir.clone(),
                 raw: false,
-                image_size,
+                image_size: image_size.map(Into::into),
                 data_dir: data_dir.map(PathBuf::from),
                 limit: Some(16),
             },

@@ -70,7 +70,7 @@ pub fn run(
     for &w in workers {
         let cfg = LoaderConfig {
             batch,
-            image_size,
+            image_size: image_size.into(),
             transform: if eval {
                 Transform::Eval { crop: 0.875 }
             } else {

@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::interop::ModelName;
 use crate::models::efficientnet::EfficientNet;
-use crate::models::{ModelConfig, NormChoice};
+use crate::models::{ImageSize, ModelConfig, NormChoice};
 use crate::nn::model::Trainable;
 use crate::train::checkpoint;
 use crate::train::optim::Optimizer;
@@ -114,9 +114,10 @@ pub struct TrainArgs {
     /// Dataset folder (default for fashion-mnist: /usr/share/datasets/fashion-mnist).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
-    /// Training resolution (see the train%32 == test%32 rule below).
-    #[arg(long, default_value_t = 32)]
-    pub image_size: usize,
+    /// Training resolution: `N` (N x N) or `HxW` (height x width, e.g. 24x40; crops take
+    /// that aspect ratio). See the train%32 == test%32 rule below, which holds per side.
+    #[arg(long, default_value = "32")]
+    pub image_size: ImageSize,
     /// Batch size.
     #[arg(long, default_value_t = 128)]
     pub batch: usize,
@@ -193,9 +194,10 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// After training, fine-tune the head at this resolution with evaluation
-    /// preprocessing (FixRes; SPEC §B.4). Must satisfy train % 32 == finetune % 32.
+    /// preprocessing (FixRes; SPEC §B.4), `N` or `HxW`. Must satisfy train % 32 ==
+    /// finetune % 32 (per side).
     #[arg(long)]
-    pub finetune_size: Option<usize>,
+    pub finetune_size: Option<ImageSize>,
     /// Fine-tuning epochs.
     #[arg(long, default_value_t = 1.0)]
     pub finetune_epochs: f64,
@@ -258,7 +260,8 @@ Reduced-resolution training and fine-tuning (paper 1, FixRes):
   176 -> 240, 196 -> 260, 224 -> 288; 16 -> 48 or 32 -> 64 for 28-px Fashion-MNIST): the
   network's stride-32 grid then lines up the same way at both sizes, and the apparent
   object size seen in training (random crops enlarge objects) matches the one at test.
-  effnet refuses sizes that break the rule.";
+  effnet refuses sizes that break the rule. Non-square sizes (HxW, e.g. 24x40 -> 56x72)
+  keep it per side.";
 
 /// Build the model configuration from the arguments.
 pub fn model_config(a: &TrainArgs, classes: usize, in_channels: usize) -> Result<ModelConfig> {
@@ -413,8 +416,8 @@ pub fn train_config(a: &TrainArgs) -> Result<TrainConfig> {
 
 /// The fine-tuning phase's configuration (FixRes): the head at `size` with evaluation
 /// preprocessing, a cosine schedule without warm-up or weight decay.
-pub fn finetune_config(a: &TrainArgs, cfg: &TrainConfig, size: usize) -> Result<TrainConfig> {
-    check_fixres(a.image_size, size)?;
+pub fn finetune_config(a: &TrainArgs, cfg: &TrainConfig, size: ImageSize) -> Result<TrainConfig> {
+    check_fixres_size(a.image_size, size)?;
     if let Some(s) = a.finetune_stages.iter().find(|&&s| !(1..=7).contains(&s)) {
         return Err(Error::Config(format!(
             "--finetune-stages {s}: EfficientNet stages are 1..7"
@@ -439,6 +442,18 @@ pub fn finetune_config(a: &TrainArgs, cfg: &TrainConfig, size: usize) -> Result<
         )
     })?;
     Ok(f)
+}
+
+/// [`check_fixres`] per side, for `H x W` sizes.
+pub fn check_fixres_size(train: ImageSize, test: ImageSize) -> Result<()> {
+    let side = |t: usize, s: usize, name: &str| {
+        check_fixres(t, s).map_err(|e| match (train.is_square() && test.is_square(), e) {
+            (false, Error::Config(m)) => Error::Config(format!("{name}: {m}")),
+            (_, e) => e,
+        })
+    };
+    side(train.h, test.h, "height")?;
+    side(train.w, test.w, "width")
 }
 
 /// Check the FixRes size rule between the training size and a test (or fine-tune) size.
@@ -561,7 +576,7 @@ pub fn run_ranked(
     let mut model = agree(
         comm,
         "building the model",
-        EfficientNet::new(gpu, &mcfg, shard.len, cfg.image_size),
+        EfficientNet::with_size(gpu, &mcfg, shard.len, cfg.image_size),
     )?;
     model.set_shard(shard)?;
     let mut out = Vec::new();
@@ -628,7 +643,7 @@ pub fn run_ranked(
         let mut fmodel = agree(
             comm,
             "building the fine-tune's model",
-            EfficientNet::new(gpu, &mcfg, shard.len, ft),
+            EfficientNet::with_size(gpu, &mcfg, shard.len, ft),
         )?;
         fmodel.set_shard(shard)?;
         fmodel.set_finetune_stages(&a.finetune_stages)?;
@@ -817,10 +832,10 @@ pub struct EvalArgs {
     /// Evaluate the raw weights instead of their average.
     #[arg(long)]
     pub raw: bool,
-    /// Resolution (default: the run's training resolution); must keep the FixRes rule
-    /// train % 32 == test % 32 with it.
+    /// Resolution, `N` or `HxW` (default: the run's training resolution); must keep the
+    /// FixRes rule train % 32 == test % 32 with it, per side.
     #[arg(long)]
-    pub image_size: Option<usize>,
+    pub image_size: Option<ImageSize>,
     /// Dataset folder, for a checkpoint evaluated on another machine (default: the one
     /// the run trained on, as recorded in the checkpoint).
     #[arg(long)]
@@ -881,7 +896,15 @@ pub fn eval(gpu: &Gpu, a: &EvalArgs) -> Result<trainer::EvalResult> {
     let mean = float_list(&path, "norm_mean", &get("norm_mean")?, c)?;
     let std = float_list(&path, "norm_std", &get("norm_std")?, c)?;
     if let Some(s) = a.image_size {
-        check_fixres(cfg.image_size, s).map_err(|e| Error::Config(format!("--image-size: {e}")))?;
+        if !s.in_range() {
+            return Err(Error::Config(format!(
+                "--image-size {s}: each side must be in {}..={} pixels",
+                crate::models::size::MIN_SIDE,
+                crate::models::size::MAX_SIDE
+            )));
+        }
+        check_fixres_size(cfg.image_size, s)
+            .map_err(|e| Error::Config(format!("--image-size: {e}")))?;
         cfg.image_size = s;
     }
     if let Some(d) = &a.data_dir {
@@ -916,7 +939,7 @@ pub fn eval(gpu: &Gpu, a: &EvalArgs) -> Result<trainer::EvalResult> {
         ));
     }
     let test = Arc::new(test);
-    let mut model = EfficientNet::new(gpu, &mcfg, cfg.batch, cfg.image_size)?;
+    let mut model = EfficientNet::with_size(gpu, &mcfg, cfg.batch, cfg.image_size)?;
     checkpoint::load(&path, gpu, &mut model)?;
     if !a.raw {
         AverageSwap::new(gpu, &model)?.swap(gpu, &model)?;

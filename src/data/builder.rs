@@ -15,6 +15,7 @@ use super::decode::{self, ImageDecoder};
 use super::loader::{mix, Batch, LoaderConfig};
 use crate::dist::Shard;
 use crate::error::{Error, Result};
+use crate::models::ImageSize;
 use crate::util::Rng;
 
 /// Time spent per stage while building batches (summed over images).
@@ -60,10 +61,10 @@ impl Default for BatchBuilder {
     }
 }
 
-/// Bytes of a batch's pixels: `batch * size * size * c` rounded up to whole u32 words (the
-/// GPU reads them four per word).
-pub fn batch_bytes(batch: usize, size: usize, c: usize) -> usize {
-    crate::ops::input::padded_pixel_bytes(batch * size * size * c)
+/// Bytes of a batch's pixels: `batch * h * w * c` rounded up to whole u32 words (the GPU
+/// reads them four per word).
+pub fn batch_bytes(batch: usize, size: impl Into<ImageSize>, c: usize) -> usize {
+    crate::ops::input::padded_pixel_bytes(batch * size.into().pixels() * c)
 }
 
 impl BatchBuilder {
@@ -118,7 +119,7 @@ impl BatchBuilder {
         }
         let s = cfg.image_size;
         let c = ds.c;
-        let per = s * s * c;
+        let per = s.pixels() * c;
         pixels.clear();
         pixels.resize(batch_bytes(cfg.batch, s, c), 0);
         let mut labels = vec![0u32; cfg.batch];
@@ -191,7 +192,7 @@ impl BatchBuilder {
         let t0 = Instant::now();
         let (h, w) = self.decoder.open(path)?;
         times.file_bytes += self.decoder.file_bytes() as u64;
-        let (rect, flip) = augment::plan(cfg.transform, h, w, rng);
+        let (rect, flip) = augment::plan(cfg.transform, h, w, out, rng);
         let scale = decode::scale_for(rect.h, rect.w, out);
         let t1 = Instant::now();
         let d = self.decoder.decode(scale)?;
@@ -213,9 +214,13 @@ impl BatchBuilder {
             fir::PixelType::U8x3,
         )
         .map_err(|e| format!("decoded buffer does not match {}x{}: {e}", d.w, d.h))?;
-        let mut dimg =
-            fir::images::Image::from_slice_u8(out as u32, out as u32, dst, fir::PixelType::U8x3)
-                .map_err(|e| format!("batch row is not {out}x{out} RGB: {e}"))?;
+        let mut dimg = fir::images::Image::from_slice_u8(
+            out.w as u32,
+            out.h as u32,
+            dst,
+            fir::PixelType::U8x3,
+        )
+        .map_err(|e| format!("batch row is not {}x{} RGB: {e}", out.h, out.w))?;
         let opts = fir::ResizeOptions::new()
             .resize_alg(fir::ResizeAlg::Convolution(fir::FilterType::Bilinear))
             .crop(r.x0, r.y0, rw, rh);
@@ -223,7 +228,7 @@ impl BatchBuilder {
             .resize(&src, &mut dimg, &opts)
             .map_err(|e| format!("resize failed: {e}"))?;
         if flip {
-            for line in dst.chunks_exact_mut(out * 3) {
+            for line in dst.chunks_exact_mut(out.w * 3) {
                 flip_row(line);
             }
         }

@@ -5,6 +5,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
+use crate::models::ImageSize;
 
 /// Where images come from.
 #[derive(Clone, Debug)]
@@ -544,7 +545,8 @@ fn image_files(dir: &Path) -> Result<Vec<PathBuf>> {
 /// no image is an error naming it (skipping it would silently renumber the classes after
 /// it, and the other split's). Images are decoded on demand (at their own size) by the
 /// loader thread; `size` is the nominal size recorded in [`Dataset::h`] / [`Dataset::w`].
-pub fn load_folder(dir: &Path, size: usize) -> Result<Dataset> {
+pub fn load_folder(dir: &Path, size: impl Into<ImageSize>) -> Result<Dataset> {
+    let size = size.into();
     let folders = class_folders(dir)?;
     if folders.len() < 2 {
         return Err(Error::file(
@@ -571,8 +573,8 @@ pub fn load_folder(dir: &Path, size: usize) -> Result<Dataset> {
     Ok(Dataset {
         pixels: Pixels::Files(files),
         labels,
-        h: size,
-        w: size,
+        h: size.h,
+        w: size.w,
         c: 3,
         classes: folders.into_iter().map(|(name, _)| name).collect(),
     })
@@ -582,7 +584,8 @@ pub fn load_folder(dir: &Path, size: usize) -> Result<Dataset> {
 /// the same class folders (the error lists the ones only one split has), and every test
 /// image's header must decode ([`check_image_headers`]), so a corrupt test image is found
 /// at start instead of at the first evaluation.
-pub fn load_folder_splits(dir: &Path, size: usize) -> Result<(Dataset, Dataset)> {
+pub fn load_folder_splits(dir: &Path, size: impl Into<ImageSize>) -> Result<(Dataset, Dataset)> {
+    let size = size.into();
     let test_dir = ["test", "val"]
         .iter()
         .map(|s| dir.join(s))

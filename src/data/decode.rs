@@ -27,6 +27,8 @@ use zune_jpeg::zune_core::bytestream::ZCursor;
 use zune_jpeg::zune_core::colorspace::ColorSpace;
 use zune_jpeg::zune_core::options::DecoderOptions;
 
+use crate::models::ImageSize;
+
 /// Largest image side accepted (pixels).
 pub const MAX_SIDE: usize = 1 << 14;
 /// Largest image accepted (pixels): 64 megapixels, 192 MiB of RGB per worker.
@@ -217,11 +219,15 @@ impl ImageDecoder {
 }
 
 /// The largest DCT scale denominator (1, 2, 4 or 8) at which a `crop_h` x `crop_w` region
-/// still holds at least `out` x `out` pixels, so the resize to `out` never has to enlarge
-/// what a full-size decode would have given.
-pub fn scale_for(crop_h: f64, crop_w: f64, out: usize) -> usize {
+/// still holds at least `out.h` x `out.w` pixels (a number: `out` x `out`), so the resize
+/// to `out` never has to enlarge what a full-size decode would have given.
+pub fn scale_for(crop_h: f64, crop_w: f64, out: impl Into<ImageSize>) -> usize {
+    let out = out.into();
     let mut s = 1;
-    while s < 8 && crop_h / (2 * s) as f64 >= out as f64 && crop_w / (2 * s) as f64 >= out as f64 {
+    while s < 8
+        && crop_h / (2 * s) as f64 >= out.h as f64
+        && crop_w / (2 * s) as f64 >= out.w as f64
+    {
         s *= 2;
     }
     s

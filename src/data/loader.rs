@@ -18,6 +18,7 @@ use super::builder::{BatchBuilder, StageTimes};
 use super::dataset::Dataset;
 use crate::dist::Shard;
 use crate::error::{Error, Result};
+use crate::models::ImageSize;
 use crate::util::Rng;
 
 /// What the loader produces.
@@ -25,8 +26,8 @@ use crate::util::Rng;
 pub struct LoaderConfig {
     /// Images per batch.
     pub batch: usize,
-    /// Output resolution (square).
-    pub image_size: usize,
+    /// Output resolution, `H x W`.
+    pub image_size: ImageSize,
     /// Preprocessing.
     pub transform: Transform,
     /// Shuffle each epoch.
@@ -56,7 +57,7 @@ pub fn default_workers() -> usize {
 /// One batch: NHWC u8 pixels padded to the batch size (padding rows are zero, label 0).
 #[derive(Clone, Debug)]
 pub struct Batch {
-    /// Pixels, `batch * size * size * c` bytes rounded up to a multiple of 4.
+    /// Pixels, `batch * h * w * c` bytes rounded up to a multiple of 4.
     pub pixels: Vec<u8>,
     /// Labels, `batch`.
     pub labels: Vec<u32>,

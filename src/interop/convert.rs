@@ -113,13 +113,13 @@ pub fn to_timm(cfg: &ModelConfig, w: &Weights) -> Result<(SafeTensors, TimmEquiv
             problems.join("\n  ")
         )));
     }
-    // PyTorch's BatchNorm buffer: written as a one-value F32 tensor of shape [] (exact up
-    // to 2^24 steps; `load_state_dict` copies it into the int64 buffer).
+    // PyTorch's BatchNorm buffer: a one-value I64 tensor of shape [], as timm saves it
+    // (effnet holds the count as f32 in between: exact up to 2^24 steps).
     for m in maps.iter().filter(|m| m.running) {
         if let Some(layer) = m.name.strip_suffix(".running_var") {
             let name = format!("{layer}{IGNORED_SUFFIX}");
             let n = w.get(&name).and_then(|v| v.first().copied()).unwrap_or(0.0);
-            st.insert(name, &[], vec![n]);
+            st.insert_i64(name, &[], vec![n]);
         }
     }
     st.metadata.insert(META_ARCH.into(), eq.name.into());

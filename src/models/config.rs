@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::ImageSize;
 use crate::error::{Error, Result};
 pub use crate::nn::NormChoice;
 use crate::ops::conv::Padding;
@@ -536,11 +537,12 @@ fn norm_params(c: usize, proxy: bool) -> usize {
     }
 }
 
-/// The layer table at a given input resolution.
-pub fn layer_table(cfg: &ModelConfig, image: usize) -> Vec<LayerRow> {
+/// The layer table at a given input resolution (`N` or an [`ImageSize`]).
+pub fn layer_table(cfg: &ModelConfig, image: impl Into<ImageSize>) -> Vec<LayerRow> {
     let mut rows = Vec::new();
     let proxy = cfg.norm.proxy();
-    let mut hw = image.div_ceil(2);
+    let image = image.into();
+    let (mut hh, mut ww) = (image.h.div_ceil(2), image.w.div_ceil(2));
     let stem = cfg.stem_width();
     let mut push = |name: String, kind: String, out: [usize; 3], params: usize, macs: usize| {
         rows.push(LayerRow {
@@ -554,14 +556,14 @@ pub fn layer_table(cfg: &ModelConfig, image: usize) -> Vec<LayerRow> {
     push(
         "conv_stem".into(),
         "conv3x3/s2".into(),
-        [hw, hw, stem],
+        [hh, ww, stem],
         9 * cfg.in_channels * stem,
-        hw * hw * 9 * cfg.in_channels * stem,
+        hh * ww * 9 * cfg.in_channels * stem,
     );
     push(
         "bn1".into(),
         "norm+act".into(),
-        [hw, hw, stem],
+        [hh, ww, stem],
         norm_params(stem, proxy),
         0,
     );
@@ -574,19 +576,19 @@ pub fn layer_table(cfg: &ModelConfig, image: usize) -> Vec<LayerRow> {
             push(
                 format!("{p}.conv_pw"),
                 "conv1x1".into(),
-                [hw, hw, b.mid],
+                [hh, ww, b.mid],
                 b.cin * b.mid,
-                hw * hw * b.cin * b.mid,
+                hh * ww * b.cin * b.mid,
             );
             push(
                 format!("{p}.bn1"),
                 "norm+act".into(),
-                [hw, hw, b.mid],
+                [hh, ww, b.mid],
                 norm_params(b.mid, proxy),
                 0,
             );
         }
-        let ho = (hw - 1) / b.stride + 1;
+        let (ho, wo) = ((hh - 1) / b.stride + 1, (ww - 1) / b.stride + 1);
         let cpg = b.mid / b.groups;
         let kind = if cpg == 1 {
             format!("dwconv{}x{}/s{}", b.k, b.k, b.stride)
@@ -596,49 +598,49 @@ pub fn layer_table(cfg: &ModelConfig, image: usize) -> Vec<LayerRow> {
         push(
             format!("{p}.conv_dw"),
             kind,
-            [ho, ho, b.mid],
+            [ho, wo, b.mid],
             b.k * b.k * cpg * b.mid,
-            ho * ho * b.k * b.k * cpg * b.mid,
+            ho * wo * b.k * b.k * cpg * b.mid,
         );
-        hw = ho;
+        (hh, ww) = (ho, wo);
         push(
             format!("{p}.bn2"),
             "norm+act".into(),
-            [hw, hw, b.mid],
+            [hh, ww, b.mid],
             norm_params(b.mid, proxy),
             0,
         );
         push(
             format!("{p}.se"),
             format!("se {}->{}->{}", b.mid, b.se_hidden, b.mid),
-            [hw, hw, b.mid],
+            [hh, ww, b.mid],
             2 * b.mid * b.se_hidden + b.se_hidden + b.mid,
             2 * b.mid * b.se_hidden,
         );
         push(
             format!("{p}.conv_pwl"),
             "conv1x1".into(),
-            [hw, hw, b.cout],
+            [hh, ww, b.cout],
             b.mid * b.cout,
-            hw * hw * b.mid * b.cout,
+            hh * ww * b.mid * b.cout,
         );
         // The projection norm has no activation; with Proxy Norm it is LN with scale only.
         let pn = if proxy { b.cout } else { 2 * b.cout };
-        push(format!("{p}.bn3"), "norm".into(), [hw, hw, b.cout], pn, 0);
+        push(format!("{p}.bn3"), "norm".into(), [hh, ww, b.cout], pn, 0);
     }
     let last = cfg.blocks().last().map(|b| b.cout).unwrap_or(stem);
     let head = cfg.head_width();
     push(
         "conv_head".into(),
         "conv1x1".into(),
-        [hw, hw, head],
+        [hh, ww, head],
         last * head,
-        hw * hw * last * head,
+        hh * ww * last * head,
     );
     push(
         "bn2".into(),
         "norm+act".into(),
-        [hw, hw, head],
+        [hh, ww, head],
         norm_params(head, proxy),
         0,
     );
@@ -652,8 +654,8 @@ pub fn layer_table(cfg: &ModelConfig, image: usize) -> Vec<LayerRow> {
     rows
 }
 
-/// Total (parameters, MACs per image) at a resolution.
-pub fn totals(cfg: &ModelConfig, image: usize) -> (usize, usize) {
+/// Total (parameters, MACs per image) at a resolution (`N` or an [`ImageSize`]).
+pub fn totals(cfg: &ModelConfig, image: impl Into<ImageSize>) -> (usize, usize) {
     layer_table(cfg, image)
         .iter()
         .fold((0, 0), |(p, m), r| (p + r.params, m + r.macs))

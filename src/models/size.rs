@@ -3,15 +3,21 @@
 use std::fmt;
 use std::str::FromStr;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::{Error, Result};
 
 /// Smallest side a model accepts (five stride-2 stages leave at least one pixel).
 pub const MIN_SIDE: usize = 8;
 
-/// Height and width of the images a model is built for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// Largest side a training or evaluation run takes (16 times ImageNet's 512-pixel test
+/// sizes); larger sides would only allocate batches nobody can train on.
+pub const MAX_SIDE: usize = 8192;
+
+/// Height and width of the images a model is built for. In JSON (checkpoints, run
+/// configurations) a square size is one integer, as before non-square sizes existed, and
+/// any other is `{"h": H, "w": W}`; both forms, and the `"HxW"` string, read back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ImageSize {
     /// Rows.
     pub h: usize,
@@ -48,6 +54,11 @@ impl ImageSize {
         }
     }
 
+    /// True when both sides are in [`MIN_SIDE`]..=[`MAX_SIDE`].
+    pub fn in_range(&self) -> bool {
+        (MIN_SIDE..=MAX_SIDE).contains(&self.h) && (MIN_SIDE..=MAX_SIDE).contains(&self.w)
+    }
+
     /// Refuse sides below [`MIN_SIDE`].
     pub fn check_min(&self) -> Result<()> {
         if self.h < MIN_SIDE || self.w < MIN_SIDE {
@@ -56,6 +67,37 @@ impl ImageSize {
             )));
         }
         Ok(())
+    }
+}
+
+impl Serialize for ImageSize {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        if self.is_square() {
+            return s.serialize_u64(self.h as u64);
+        }
+        let mut st = s.serialize_struct("ImageSize", 2)?;
+        st.serialize_field("h", &self.h)?;
+        st.serialize_field("w", &self.w)?;
+        st.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for ImageSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        /// The forms an image size has been written in.
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Form {
+            Side(usize),
+            Sides { h: usize, w: usize },
+            Text(String),
+        }
+        match Form::deserialize(d)? {
+            Form::Side(n) => Ok(Self::square(n)),
+            Form::Sides { h, w } => Ok(Self::new(h, w)),
+            Form::Text(t) => t.parse().map_err(serde::de::Error::custom),
+        }
     }
 }
 

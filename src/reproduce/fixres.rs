@@ -154,7 +154,7 @@ pub fn run(gpu: &Gpu, cfg: &FixresConfig, command: &str) -> Result<Report> {
             &EvalArgs {
                 checkpoint: l.dir.clone(),
                 raw: false,
-                image_size: Some(hi),
+                image_size: Some(hi.into()),
                 data_dir: cfg.recipe.data_dir.clone(),
                 limit: cfg.recipe.eval_limit,
             },

@@ -221,7 +221,7 @@ pub fn run(gpu: &Gpu, name: &str, dir: &Path, args: &[String], mode: Mode) -> Re
                 image_size: phase
                     .strip_prefix("finetune-")
                     .and_then(|v| v.parse().ok())
-                    .unwrap_or(ta.image_size),
+                    .unwrap_or(ta.image_size.h),
                 name: phase,
                 steps: s.steps,
                 top1: e.map_or(f64::NAN, |e| e.top1),

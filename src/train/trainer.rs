@@ -26,6 +26,8 @@ use crate::data::{self, Batch, Dataset, Loader, LoaderConfig, Transform};
 use crate::dist::{agree, check_same, hash_bytes, sum_in_buckets, Comm, Shard, Solo};
 use crate::error::{Error, Result};
 use crate::gpu::{Arena, Gpu, Readback, Recorder, Submitted, Tensor};
+use crate::models::size::{MAX_SIDE, MIN_SIDE};
+use crate::models::ImageSize;
 use crate::util::plot::{self, Chart, Series};
 use crate::util::Rng;
 
@@ -51,8 +53,8 @@ pub struct TrainConfig {
     pub dataset: DatasetKind,
     /// Dataset folder (None: the dataset's default location).
     pub data_dir: Option<PathBuf>,
-    /// Training resolution.
-    pub image_size: usize,
+    /// Training resolution, `H x W` (a single integer in checkpoints of square runs).
+    pub image_size: ImageSize,
     /// Batch size.
     pub batch: usize,
     /// Epochs to train.
@@ -117,6 +119,10 @@ fn is_zero(v: &usize) -> bool {
 /// Numbers the kernels take as f32 must fit it.
 const F32_MAX: f64 = f32::MAX as f64;
 
+/// The most epochs (and warm-up epochs) a run takes: far beyond any real run, and small
+/// enough that epochs times steps per epoch stays an exact step count.
+pub const MAX_EPOCHS: f64 = 1e6;
+
 impl TrainConfig {
     /// Check every value against its valid range; the error names each flag that is out
     /// of range. Configurations read back from checkpoints go through the same check.
@@ -128,13 +134,21 @@ impl TrainConfig {
             }
         };
         let unit = |v: f64| (0.0..1.0).contains(&v);
-        want(self.image_size >= 8, "image-size", &self.image_size, ">= 8");
+        want(
+            self.image_size.in_range(),
+            "image-size",
+            &self.image_size,
+            &format!("N or HxW (height x width) with each side in {MIN_SIDE}..={MAX_SIDE}"),
+        );
         want(self.batch >= 1, "batch", &self.batch, ">= 1");
         want(
-            self.epochs.is_finite() && self.epochs > 0.0,
+            self.epochs > 0.0 && self.epochs <= MAX_EPOCHS,
             "epochs",
             &self.epochs,
-            "a finite number > 0",
+            &format!(
+                "a number > 0 and at most {MAX_EPOCHS:e} (for a run of a set length in steps, \
+                 give --max-steps)"
+            ),
         );
         if let Some(m) = self.max_steps {
             want(m >= 1, "max-steps", &m, ">= 1");
@@ -158,10 +172,10 @@ impl TrainConfig {
             "in [0, 1)",
         );
         want(
-            self.warmup_epochs.is_finite() && self.warmup_epochs >= 0.0,
+            self.warmup_epochs >= 0.0 && self.warmup_epochs <= MAX_EPOCHS,
             "warmup-epochs",
             &self.warmup_epochs,
-            "a finite number >= 0",
+            &format!("a number >= 0 and at most {MAX_EPOCHS:e}"),
         );
         if let Decay::Exponential { rate, every } = self.decay {
             want(
@@ -1228,16 +1242,14 @@ fn train_in(
             for p in inflight.drain(..) {
                 p.wait(gpu)?;
             }
-            let lr_of = |s: u64| schedule.lr_at(s as usize - 1);
-            let mut track = Tracker {
-                last_loss: &mut last_loss,
-                last_good: &mut last_good_step,
-                log: &mut steps_log,
-                lr_of: &lr_of,
-                rate: 0.0,
-                per_epoch,
+            let mut track = Tracker::new(
+                &mut last_loss,
+                &mut last_good_step,
+                &mut steps_log,
+                &schedule,
+                0.0,
                 ctx,
-            };
+            );
             drain(gpu, &mut pending, true, &mut track)?;
             if root && step > start_step && ctx.last_ckpt != Some(step) {
                 save_checkpoint(
@@ -1364,16 +1376,14 @@ fn train_in(
         let rate = window.1 as f64 / window_s;
         // Share of the window's wall time spent blocked on the loader.
         let wait_share = ((loader.waited() - window.2).as_secs_f64() / window_s).min(1.0);
-        let lr_of = |s: u64| schedule.lr_at(s as usize - 1);
-        let mut track = Tracker {
-            last_loss: &mut last_loss,
-            last_good: &mut last_good_step,
-            log: &mut steps_log,
-            lr_of: &lr_of,
+        let mut track = Tracker::new(
+            &mut last_loss,
+            &mut last_good_step,
+            &mut steps_log,
+            &schedule,
             rate,
-            per_epoch,
             ctx,
-        };
+        );
         drain(gpu, &mut pending, false, &mut track)?;
         train_time += t0.elapsed().as_secs_f64();
         if want_ckpt {
@@ -1457,16 +1467,14 @@ fn train_in(
     for p in inflight.drain(..) {
         p.wait(gpu)?;
     }
-    let lr_of = |s: u64| schedule.lr_at(s as usize - 1);
-    let mut track = Tracker {
-        last_loss: &mut last_loss,
-        last_good: &mut last_good_step,
-        log: &mut steps_log,
-        lr_of: &lr_of,
-        rate: 0.0,
-        per_epoch,
+    let mut track = Tracker::new(
+        &mut last_loss,
+        &mut last_good_step,
+        &mut steps_log,
+        &schedule,
+        0.0,
         ctx,
-    };
+    );
     drain(gpu, &mut pending, true, &mut track)?;
     let workers = loader.workers;
     let data_wait = loader.waited().as_secs_f64() / train_time.max(1e-9);
@@ -1659,14 +1667,42 @@ fn save_checkpoint(
     checkpoint::save(ckpt, gpu, model, meta)
 }
 
+/// What consuming loss readbacks updates: the last loss and the last step whose loss was
+/// finite, the step log, and what its records are computed from.
 struct Tracker<'a> {
     last_loss: &'a mut f64,
     last_good: &'a mut u64,
     log: &'a mut MetricsLog,
-    lr_of: &'a dyn Fn(u64) -> f64,
+    schedule: &'a Schedule,
     rate: f64,
-    per_epoch: usize,
     ctx: Context,
+}
+
+impl<'a> Tracker<'a> {
+    /// A tracker over the run's loss state and log; `rate` (img/s) goes into the records
+    /// it writes.
+    fn new(
+        last_loss: &'a mut f64,
+        last_good: &'a mut u64,
+        log: &'a mut MetricsLog,
+        schedule: &'a Schedule,
+        rate: f64,
+        ctx: Context,
+    ) -> Self {
+        Self {
+            last_loss,
+            last_good,
+            log,
+            schedule,
+            rate,
+            ctx,
+        }
+    }
+
+    /// The learning rate of (1-based) step `step`.
+    fn lr_of(&self, step: u64) -> f64 {
+        self.schedule.lr_at(step as usize - 1)
+    }
 }
 
 /// Consume finished loss readbacks in order (all of them, waiting, when `block`).
@@ -1701,14 +1737,8 @@ fn row_mean(v: &[f32], valid: usize) -> f64 {
 }
 
 fn finish(mean: f64, step: u64, t: &mut Tracker) -> Result<()> {
-    let (last_loss, last_good, log, lr_of, rate, per_epoch) = (
-        &mut *t.last_loss,
-        &mut *t.last_good,
-        &mut *t.log,
-        t.lr_of,
-        t.rate,
-        t.per_epoch,
-    );
+    let (lr, rate, per_epoch) = (t.lr_of(step), t.rate, t.schedule.steps_per_epoch);
+    let (last_loss, last_good, log) = (&mut *t.last_loss, &mut *t.last_good, &mut *t.log);
     if !mean.is_finite() {
         let since = if step == *last_good + 1 || step == t.ctx.start_step + 1 {
             format!("at step {step}")
@@ -1730,7 +1760,7 @@ fn finish(mean: f64, step: u64, t: &mut Tracker) -> Result<()> {
         step,
         epoch: step as f64 / per_epoch as f64,
         loss: mean,
-        lr: lr_of(step),
+        lr,
         img_per_s: rate,
     })
 }

@@ -4,7 +4,7 @@
 //! validates the header with the reference `safetensors` crate and streams the tensors;
 //! files effnet writes carry a checksum. Writes are atomic: a temporary file in the same folder, fsync, then rename.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 
 use safetensors::tensor::Metadata;
@@ -29,6 +29,9 @@ pub struct SafeTensors {
     pub tensors: BTreeMap<String, StTensor>,
     /// `__metadata__`.
     pub metadata: BTreeMap<String, String>,
+    /// Tensors stored as I64 (read from I64, written back as I64, values rounded to whole
+    /// numbers), such as PyTorch's `num_batches_tracked`; every other tensor is F32.
+    pub int64: BTreeSet<String>,
 }
 
 impl SafeTensors {
@@ -50,21 +53,43 @@ impl SafeTensors {
             .ok_or_else(|| Error::Config(format!("tensor '{name}' is missing from the checkpoint")))
     }
 
+    /// Add a tensor stored as I64 (see [`SafeTensors::int64`]).
+    pub fn insert_i64(&mut self, name: impl Into<String>, shape: &[usize], data: Vec<f32>) {
+        let name = name.into();
+        self.int64.insert(name.clone());
+        self.insert(name, shape, data);
+    }
+
+    /// A tensor's bytes as written: little-endian F32, or I64 for [`SafeTensors::int64`].
+    fn data_bytes<'a>(&self, name: &str, t: &'a StTensor) -> std::borrow::Cow<'a, [u8]> {
+        if self.int64.contains(name) {
+            let ints = t.data.iter().map(|&x| (x.round() as i64).to_le_bytes());
+            std::borrow::Cow::Owned(ints.flatten().collect())
+        } else {
+            f32_le_bytes(&t.data)
+        }
+    }
+
     /// Serialize, with an integrity checksum ([`CHECKSUM_KEY`]) in the metadata.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut off = 0usize;
         let mut infos = BTreeMap::new();
         for (name, t) in &self.tensors {
-            let len = t.data.len() * 4;
-            infos.insert(name.clone(), ("F32", t.shape.clone(), (off, off + len)));
+            let (dtype, width) = if self.int64.contains(name) {
+                ("I64", 8)
+            } else {
+                ("F32", 4)
+            };
+            let len = t.data.len() * width;
+            infos.insert(name.clone(), (dtype, t.shape.clone(), (off, off + len)));
             off += len;
         }
         let mut meta = self.metadata.clone();
         meta.remove(CHECKSUM_KEY);
         let mut crc = crc32fast::Hasher::new();
         crc.update(canonical_header(&infos, &meta).as_bytes());
-        for t in self.tensors.values() {
-            crc.update(&f32_le_bytes(&t.data));
+        for (name, t) in &self.tensors {
+            crc.update(&self.data_bytes(name, t));
         }
         meta.insert(CHECKSUM_KEY.into(), format!("{:08x}", crc.finalize()));
         let mut header = serde_json::Map::new();
@@ -85,8 +110,8 @@ impl SafeTensors {
         let mut out = Vec::with_capacity(8 + h.len() + off);
         out.extend_from_slice(&(h.len() as u64).to_le_bytes());
         out.extend_from_slice(&h);
-        for t in self.tensors.values() {
-            out.extend_from_slice(&f32_le_bytes(&t.data));
+        for (name, t) in &self.tensors {
+            out.extend_from_slice(&self.data_bytes(name, t));
         }
         out
     }
@@ -250,6 +275,9 @@ fn read_from(mut r: impl Read, len: u64, path: &Path) -> Result<SafeTensors> {
                 )))
             }
         };
+        if dtype == Dtype::I64 {
+            st.int64.insert(name.clone());
+        }
         st.tensors.insert(name, StTensor { shape, data });
     }
     if let Some(want) = want_crc {
