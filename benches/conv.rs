@@ -20,15 +20,16 @@ use std::time::Duration;
 fn cases() -> Vec<(String, Box<dyn OpCase>)> {
     let conv = |shape, per_group| {
         let spec = grouped(1, shape, per_group);
-        (spec.label(), Box::new(ConvCase { spec }) as Box<dyn OpCase>)
+        (
+            spec.label(),
+            Box::new(ConvCase::new(spec)) as Box<dyn OpCase>,
+        )
     };
     let lin = |shape: (usize, usize, usize)| {
         let (h, cin, cout) = shape;
         (
             format!("conv1x1 {cin}->{cout} @{h}x{h}"),
-            Box::new(LinearCase {
-                spec: pointwise(1, shape),
-            }) as Box<dyn OpCase>,
+            Box::new(LinearCase::new(pointwise(1, shape))) as Box<dyn OpCase>,
         )
     };
     vec![

@@ -131,7 +131,7 @@ fn a_case_times_each_kernel_with_its_declared_cost() {
         bias: false,
         padding: Padding::Symmetric,
     };
-    let t = time_case(gpu, &ConvCase { spec }, None, 1, 1).unwrap();
+    let t = time_case(gpu, &ConvCase::new(spec), None, 1, 1).unwrap();
     assert_eq!(t.forward.cost, spec.forward_cost());
     assert!((t.forward.cost.flops - 2.0 * spec.macs() as f64).abs() < 1.0);
     if gpu.features.timestamp_query {

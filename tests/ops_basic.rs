@@ -79,8 +79,10 @@ fn input_normalize_refuses_what_it_cannot_do() {
 }
 
 /// The f16-storage variants (activations, residual add, row and channel scales, sums and
-/// their broadcast, the fused normalizations) against the f64 reference forward and backward, at the f16
-/// tolerances of `Tolerance::f16_storage` (skipped on an adapter without SHADER_F16).
+/// their broadcast, the fused normalizations, convolutions, GEMM, linear layers, global
+/// average pooling, squeeze-excitation, input normalization) against the f64 reference
+/// forward and backward, at the f16 tolerances of `Tolerance::f16_storage` (skipped on an
+/// adapter without SHADER_F16).
 #[test]
 fn f16_storage_variants() {
     if !common::gpu().features.shader_f16 {

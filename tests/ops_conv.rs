@@ -273,21 +273,15 @@ fn folded_grids_cover_every_tile() {
     let gpu = Gpu::new(&GpuOptions::from_env()).unwrap();
     gpu.set_grid_dim_cap(3);
     let cases: Vec<Box<dyn OpCase>> = vec![
-        Box::new(ConvCase {
-            spec: ConvSpec {
-                bias: true,
-                ..spec(2, 37, 35, 5, 5, 3, 1, 5)
-            },
-        }),
-        Box::new(ConvCase {
-            spec: spec(2, 21, 19, 32, 32, 3, 2, 2),
-        }),
-        Box::new(ConvCase {
-            spec: ConvSpec {
-                bias: true,
-                ..spec(2, 9, 7, 13, 70, 1, 1, 1)
-            },
-        }),
+        Box::new(ConvCase::new(ConvSpec {
+            bias: true,
+            ..spec(2, 37, 35, 5, 5, 3, 1, 5)
+        })),
+        Box::new(ConvCase::new(spec(2, 21, 19, 32, 32, 3, 2, 2))),
+        Box::new(ConvCase::new(ConvSpec {
+            bias: true,
+            ..spec(2, 9, 7, 13, 70, 1, 1, 1)
+        })),
     ];
     for case in &cases {
         for r in check(&gpu, case.as_ref(), 7).unwrap() {

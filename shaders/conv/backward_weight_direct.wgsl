@@ -43,8 +43,11 @@ struct Params {
 // (r < rows) or out2[co]. Divisors: cout, nrq, go, gi, k, ow, oh >= 1. Loops: q < p1,
 // r, q < 4.
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read> dy: array<f32>;
+// x and dy hold activations: f16 in the f16-storage variant; dw, db and the partials
+// stay f32 (parameter gradients), as do the sums.
+alias act_t = f32;
+@group(0) @binding(1) var<storage, read> x: array<act_t>;
+@group(0) @binding(2) var<storage, read> dy: array<act_t>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 @group(0) @binding(4) var<storage, read_write> out2: array<f32>;
 
@@ -80,7 +83,7 @@ fn conv_backward_weight_direct(@builtin(workgroup_id) wid: vec3<u32>, @builtin(n
         var oy = (p0 / p.ow) % p.oh;
         var nn = p0 / (p.ow * p.oh);
         for (var q = p0; q < p1; q++) {
-            let g = dy[q * p.cout + co];
+            let g = f32(dy[q * p.cout + co]);
             let yb = i32(oy * p.stride);
             let xb = i32(ox * p.stride);
             let nb = nn * p.h;
@@ -89,7 +92,7 @@ fn conv_backward_weight_direct(@builtin(workgroup_id) wid: vec3<u32>, @builtin(n
                     let iy = yb + ky[r];
                     let ix = xb + kx[r];
                     if (iy >= 0 && iy < i32(p.h) && ix >= 0 && ix < i32(p.w)) {
-                        acc[r] += x[((nb + u32(iy)) * p.w + u32(ix)) * p.cin + ci[r]] * g;
+                        acc[r] += f32(x[((nb + u32(iy)) * p.w + u32(ix)) * p.cin + ci[r]]) * g;
                     }
                 } else if (kind[r] == 1u) {
                     acc[r] += g;

@@ -59,8 +59,11 @@ struct Params {
 // cur in {0, 16}: < 32. Divisors: per_split, ntiles, gpt, gi, k, go, BK, ow, oh >= 1,
 // ntpg only when > 0. Loops: st < ceil(len / BK), fixed 4- and 8-trip loops, k2 += 4.
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read> dy: array<f32>;
+// x and dy hold activations: f16 in the f16-storage variant; dw, db and the partials
+// stay f32 (parameter gradients), as do the sums.
+alias act_t = f32;
+@group(0) @binding(1) var<storage, read> x: array<act_t>;
+@group(0) @binding(2) var<storage, read> dy: array<act_t>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 @group(0) @binding(4) var<storage, read_write> out2: array<f32>;
 
@@ -159,8 +162,8 @@ fn conv_backward_weight_igemm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(nu
                         let iy = d.y + ky;
                         let ix = d.z + kx;
                         if (iy >= 0 && iy < i32(p.h) && ix >= 0 && ix < i32(p.w)) {
-                            v = x[(u32(d.x) + u32(iy) * p.w + u32(ix)) * p.cin
-                                  + (g0 + lg) * p.gi + ci];
+                            v = f32(x[(u32(d.x) + u32(iy) * p.w + u32(ix)) * p.cin
+                                      + (g0 + lg) * p.gi + ci]);
                         }
                     }
                 }
@@ -172,7 +175,7 @@ fn conv_backward_weight_igemm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(nu
         for (var k2 = t / 64u; k2 < BK; k2 += 4u) {
             var v = 0.0;
             if (col < ncols && kb + k2 < len) {
-                v = dy[(p0 + kb + k2) * p.cout + cbase + col];
+                v = f32(dy[(p0 + kb + k2) * p.cout + cbase + col]);
             }
             Bs[k2 * 16u + col / 4u][col % 4u] = v;
         }

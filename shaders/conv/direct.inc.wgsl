@@ -47,7 +47,9 @@ struct Params {
 // Divisors: cout, strips, oh, go, gi, s >= 1. Loops: ky, kx < k (step s), c < Gi, j < Go,
 // q < 4.
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> src: array<f32>;
+// src and out hold activations: f16 in the f16-storage variant (the sums stay f32).
+alias act_t = f32;
+@group(0) @binding(1) var<storage, read> src: array<act_t>;
 @group(0) @binding(2) var<storage, read> w: array<f32>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
-@group(0) @binding(4) var<storage, read_write> out: array<f32>;
+@group(0) @binding(4) var<storage, read_write> out: array<act_t>;

@@ -30,7 +30,7 @@
                     for (var q = 0u; q < 4u; q++) {
                         let ix = i32(ox[q] * s + kx) - i32(p.pad_left);
                         if (ox[q] < p.ow && ix >= 0 && ix < i32(p.aw)) {
-                            acc[q] += src[(rowb + u32(ix)) * p.ac + cb + c] * wv;
+                            acc[q] += f32(src[(rowb + u32(ix)) * p.ac + cb + c]) * wv;
                         }
                     }
                 }
@@ -66,7 +66,7 @@
                     for (var q = 0u; q < 4u; q++) {
                         let xx = xb + i32(q);
                         if (ox[q] < p.ow && xx >= 0 && xx < i32(p.aw)) {
-                            acc[q] += src[(rowb + u32(xx)) * p.ac + g * p.go + j] * wv;
+                            acc[q] += f32(src[(rowb + u32(xx)) * p.ac + g * p.go + j]) * wv;
                         }
                     }
                 }
@@ -80,6 +80,6 @@
     }
     for (var q = 0u; q < 4u; q++) {
         if (ox[q] < p.ow) {
-            out[((nn * p.oh + oy) * p.ow + ox[q]) * p.cout + co] = acc[q] + bv;
+            out[((nn * p.oh + oy) * p.ow + ox[q]) * p.cout + co] = act_t(acc[q] + bv);
         }
     }

@@ -76,10 +76,12 @@ struct Params {
 // BK in 2..16, ntpg only when > 0. Loops: fixed trip counts, or kb += BK up to kg,
 // k2 += 4 up to BK, c < sc*sc.
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> src: array<f32>;
+// src and out hold activations: f16 in the f16-storage variant (the sums stay f32).
+alias act_t = f32;
+@group(0) @binding(1) var<storage, read> src: array<act_t>;
 @group(0) @binding(2) var<storage, read> w: array<f32>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
-@group(0) @binding(4) var<storage, read_write> out: array<f32>;
+@group(0) @binding(4) var<storage, read_write> out: array<act_t>;
 
 // As[slot][pixel / 4] (slot = group-in-tile * BK + kk) with rows of 17 vec4 (one of
 // padding, so the staging stores of a warp hit 32 different banks), Bs[kk][column / 4].

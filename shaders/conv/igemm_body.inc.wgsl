@@ -127,7 +127,7 @@
                 let iy = by[i] + dyo;
                 let ix = bx[i] + dxo;
                 if (live && iy >= 0 && iy < i32(p.ah) && ix >= 0 && ix < i32(p.aw)) {
-                    v = src[(abase[i] + u32(iy) * p.aw + u32(ix)) * p.ac + ach + c];
+                    v = f32(src[(abase[i] + u32(iy) * p.aw + u32(ix)) * p.ac + ach + c]);
                 }
                 let m = mb + 8u * i;
                 As[slot * 17u + m / 4u][m % 4u] = v;
@@ -198,7 +198,7 @@
                 if (BIAS == 1u) {
                     v += bias[cbase + col];
                 }
-                out[obase + col] = v;
+                out[obase + col] = act_t(v);
             }
         }
     }

@@ -20,7 +20,10 @@ struct Params {
 // Loop: k < 4.
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> px: array<u32>;
-@group(0) @binding(2) var<storage, read_write> y: array<f32>;
+// y is the network input, an activation: f16 in the f16-storage variant (the arithmetic
+// stays f32).
+alias act_t = f32;
+@group(0) @binding(2) var<storage, read_write> y: array<act_t>;
 
 @compute @workgroup_size(256)
 fn normalize(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -36,7 +39,7 @@ fn normalize(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
         if (i < p.n) {
             let ch = i % p.c;
             let v = f32((bits >> (8u * k)) & 0xffu) / 255.0;
-            y[i] = (v - p.mean[ch]) / p.stdev[ch];
+            y[i] = act_t((v - p.mean[ch]) / p.stdev[ch]);
         }
     }
 }

@@ -94,7 +94,7 @@ pub fn cases(n: usize) -> Vec<(String, Box<dyn OpCase>)> {
     for (list, per_group) in [(B0_DEPTHWISE, 1), (G16_B0_GROUPED, 16)] {
         for shape in list {
             let spec = grouped(n, shape, per_group);
-            v.push((spec.label(), Box::new(ConvCase { spec })));
+            v.push((spec.label(), Box::new(ConvCase::new(spec))));
         }
     }
     for shape in B0_POINTWISE {
@@ -102,7 +102,7 @@ pub fn cases(n: usize) -> Vec<(String, Box<dyn OpCase>)> {
         let (h, cin, cout) = shape;
         v.push((
             format!("conv1x1 {cin}->{cout} @{h}x{h} n{n}"),
-            Box::new(LinearCase { spec }),
+            Box::new(LinearCase::new(spec)),
         ));
     }
     v

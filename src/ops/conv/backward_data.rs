@@ -4,7 +4,7 @@
 
 use super::{bk_for, cols, flag, ConvKernel, ConvSpec, DirectParams, IgemmParams, BKS, FLAG};
 use crate::error::Result;
-use crate::gpu::{Access, Grid, Kernel, Recorder, Tensor};
+use crate::gpu::{Access, Cost, Grid, Kernel, Recorder, Tensor};
 use crate::ops::gemm::{self, GemmSpec};
 
 pub(super) static BACKWARD_DATA_IGEMM: Kernel<IgemmParams> = Kernel::new(
@@ -12,13 +12,18 @@ pub(super) static BACKWARD_DATA_IGEMM: Kernel<IgemmParams> = Kernel::new(
     "conv_backward_data_igemm",
     &[Access::Read, Access::Read, Access::Read, Access::ReadWrite],
     &[("BK", &BKS), ("UNI", &FLAG), ("BIAS", &[0.0])],
-);
+)
+// dy and dx are activation gradients (f16 under mixed precision); the weights f32, the
+// sums f32.
+.with_f16(&[1, 4]);
 pub(super) static BACKWARD_DATA_DIRECT: Kernel<DirectParams> = Kernel::new(
     "conv/backward_data_direct.wgsl",
     "conv_backward_data_direct",
     &[Access::Read, Access::Read, Access::Read, Access::ReadWrite],
     &[("BIAS", &[0.0])],
-);
+)
+// As the implicit GEMM: dy, dx activation gradients; weights f32.
+.with_f16(&[1, 4]);
 /// Record `dx = d conv / dx` given `dy` `[n, ho, wo, cout]` (dx `[n, h, w, cin]` is
 /// overwritten). One dispatch.
 pub fn backward_data(
@@ -38,6 +43,8 @@ pub fn backward_data(
         ],
     )?;
     let (pad_top, pad_left) = (s.pad_top() as u32, s.pad_left() as u32);
+    // The spec's FLOPs; the bytes of the tensors as stored (f16 activations move half).
+    let cost = Cost::tensors(s.backward_data_cost().flops, &[dy, w], &[dx]);
     match s.kernels()[1] {
         ConvKernel::Gemm => {
             let g = GemmSpec {
@@ -101,7 +108,7 @@ pub fn backward_data(
                 &params,
                 &[dy, w, w, dx],
                 Grid::Linear(tiles as u32),
-                s.backward_data_cost(),
+                cost,
             )
         }
         ConvKernel::Direct => {
@@ -138,7 +145,7 @@ pub fn backward_data(
                 &params,
                 &[dy, w, w, dx],
                 Grid::Linear(total.div_ceil(256) as u32),
-                s.backward_data_cost(),
+                cost,
             )
         }
     }

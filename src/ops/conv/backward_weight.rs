@@ -99,7 +99,10 @@ pub(super) static BACKWARD_WEIGHT_IGEMM: Kernel<IgemmWgradParams> = Kernel::new(
         Access::ReadWrite,
     ],
     &[("BK", &BKS), ("UNI", &FLAG), ("BIAS", &FLAG)],
-);
+)
+// x and dy are activations (f16 under mixed precision); dw, db and the split partials
+// are parameter gradients (f32: they feed the f32 optimizer and the split reduction).
+.with_f16(&[1, 2]);
 pub(super) static BACKWARD_WEIGHT_DIRECT: Kernel<DirectWgradParams> = Kernel::new(
     "conv/backward_weight_direct.wgsl",
     "conv_backward_weight_direct",
@@ -110,7 +113,9 @@ pub(super) static BACKWARD_WEIGHT_DIRECT: Kernel<DirectWgradParams> = Kernel::ne
         Access::ReadWrite,
     ],
     &[("BIAS", &FLAG)],
-);
+)
+// As the implicit GEMM: x, dy activations; dw, db, partials f32.
+.with_f16(&[1, 2]);
 pub(super) static BACKWARD_WEIGHT_REDUCE: Kernel<WgradReduceParams> = Kernel::new(
     "conv/backward_weight_reduce.wgsl",
     "conv_backward_weight_reduce",
@@ -172,11 +177,12 @@ pub fn backward_weight(
     // x and dy read once; the first pass writes dw (and dbias) or, when split, the
     // partial sums that the reduction pass reads and sums into dw (and dbias).
     let outs = rows_b * s.cout;
-    let cost = Cost::f32s(
+    let cost = Cost::tensors(
         2.0 * s.macs() as f64 + if s.bias { npix * s.cout } else { 0 } as f64,
-        x.len() + dy.len(),
-        nsplit * outs,
-    );
+        &[x, dy],
+        &[],
+    )
+    .plus(Cost::f32s(0.0, 0, nsplit * outs));
     match s.kernels()[2] {
         ConvKernel::Direct => {
             let nrq = rows_b.div_ceil(4);

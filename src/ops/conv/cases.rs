@@ -1,18 +1,42 @@
 //! Harness cases of the grouped convolution: depthwise, channel multipliers, G8/G16,
-//! Cout/G != Cin/G, dense, 1x1, groups wider than a tile, split weight gradients.
+//! Cout/G != Cin/G, dense, 1x1, groups wider than a tile, split weight gradients; and
+//! their f16-storage variants.
 
 use super::{
     backward_data, backward_ref, backward_weight, forward, forward_ref, ConvSpec, Padding,
 };
 use crate::error::Result;
-use crate::gpu::{Gpu, Recorder, Tensor};
-use crate::ops::harness::{upload_dy, HostTensor, Input, OpCase, Prepared, Tolerance};
+use crate::gpu::{Dtype, Gpu, Recorder, Tensor};
+use crate::ops::harness::{
+    dtype_suffix, upload_dy_as, HostTensor, Input, OpCase, Prepared, Tolerance,
+};
 use crate::util::Rng;
 
 /// Harness case: one convolution (forward, data and weight gradients).
 pub struct ConvCase {
     /// The convolution.
     pub spec: ConvSpec,
+    /// Storage type of the activations x, y, dy, dx (f16: the kernels' f16-storage
+    /// variants); the weights, the bias and their gradients are f32 either way.
+    pub dtype: Dtype,
+}
+
+impl ConvCase {
+    /// The f32 case of `spec`.
+    pub fn new(spec: ConvSpec) -> Self {
+        Self {
+            spec,
+            dtype: Dtype::F32,
+        }
+    }
+
+    /// The case of `spec` with f16 activations.
+    pub fn f16(spec: ConvSpec) -> Self {
+        Self {
+            spec,
+            dtype: Dtype::F16,
+        }
+    }
 }
 
 impl OpCase for ConvCase {
@@ -20,7 +44,7 @@ impl OpCase for ConvCase {
         let s = &self.spec;
         let [f, b, w] = s.kernels();
         format!(
-            "conv[{}{} {}x{}x{}x{} k{} s{} g{} {}->{}{}; {}/{}/{}]",
+            "conv[{}{} {}x{}x{}x{} k{} s{} g{} {}->{}{}; {}/{}/{}]{}",
             match s.padding {
                 Padding::Symmetric => "",
                 Padding::TfSame => "tf-",
@@ -42,7 +66,8 @@ impl OpCase for ConvCase {
             if s.bias { " bias" } else { "" },
             f.name(),
             b.name(),
-            w.name()
+            w.name(),
+            dtype_suffix(self.dtype)
         )
     }
     fn inputs(&self, rng: &mut Rng) -> Vec<Input> {
@@ -91,25 +116,31 @@ impl OpCase for ConvCase {
         dy: Option<&[HostTensor]>,
     ) -> Result<Box<dyn Prepared + '_>> {
         let s = self.spec;
+        let act = self.dtype;
         let b = if s.bias {
             Some(i[2].upload(gpu)?)
         } else {
             None
         };
         // Poison the outputs: every launcher must overwrite them.
-        let nan = |shape: &[usize]| gpu.upload(&vec![f32::NAN; shape.iter().product()], shape);
+        let nan = |shape: &[usize], dtype| {
+            gpu.upload_as(&vec![f32::NAN; shape.iter().product()], shape, dtype)
+        };
         Ok(Box::new(ConvRun {
             s,
-            x: i[0].upload(gpu)?,
+            x: i[0].upload_as(gpu, act)?,
             w: i[1].upload(gpu)?,
             b,
-            y: nan(&s.out_shape())?,
-            g: upload_dy(gpu, dy, 0, &s.out_shape())?,
-            dx: nan(&s.in_shape())?,
-            dw: nan(&s.weight_shape())?,
-            db: nan(&[s.cout])?,
-            scratch: nan(&[s.scratch_len().max(1)])?,
+            y: nan(&s.out_shape(), act)?,
+            g: upload_dy_as(gpu, dy, 0, &s.out_shape(), act)?,
+            dx: nan(&s.in_shape(), act)?,
+            dw: nan(&s.weight_shape(), Dtype::F32)?,
+            db: nan(&[s.cout], Dtype::F32)?,
+            scratch: nan(&[s.scratch_len().max(1)], Dtype::F32)?,
         }))
+    }
+    fn activations(&self) -> Dtype {
+        self.dtype
     }
     fn tolerance(&self) -> Tolerance {
         Tolerance {
@@ -117,6 +148,7 @@ impl OpCase for ConvCase {
             backward: 5e-6,
             gradcheck: 1e-6,
         }
+        .for_dtype(self.dtype)
     }
 }
 
@@ -241,10 +273,35 @@ fn tf(s: ConvSpec) -> ConvSpec {
     }
 }
 
-/// Harness cases for this module.
+/// The shapes of the f16-storage cases: one per kernel body and direction with the
+/// model's features, kept small (the f32 cases above cover the edge shapes): depthwise
+/// k3 and k5 (direct), G16-like packed groups (implicit GEMM), a dense k3, stride 2 and
+/// TF "SAME" padding, split weight gradients of both bodies, and a 1x1 (the GEMM).
+pub fn f16_case_specs() -> Vec<ConvSpec> {
+    vec![
+        // Depthwise k3 with bias, stride 1; k5 stride 2 (direct bodies).
+        spec(2, 7, 9, 6, 6, 3, 1, 6, true),
+        spec(1, 9, 11, 5, 5, 5, 2, 5, false),
+        // Packed groups of 16 channels, stride 2 with bias (implicit GEMM).
+        spec(1, 9, 7, 48, 48, 3, 2, 3, true),
+        // Dense k3, the stem's 3 input channels, stride 2.
+        spec(2, 9, 9, 3, 10, 3, 2, 1, false),
+        // TF "SAME" padding: depthwise and G16 at stride 2 on even sizes.
+        tf(spec(2, 8, 7, 6, 6, 3, 2, 6, true)),
+        tf(spec(1, 8, 10, 32, 32, 3, 2, 2, true)),
+        // Split weight gradients (direct and implicit GEMM; 528 pixels: two splits).
+        spec(2, 37, 35, 5, 5, 3, 1, 5, true),
+        spec(1, 24, 22, 8, 8, 3, 1, 2, false),
+        // 1x1 dense with bias: the GEMM forward and data gradient.
+        spec(2, 3, 5, 13, 70, 1, 1, 1, true),
+    ]
+}
+
+/// Harness cases for this module: every shape in f32, and the f16 shapes.
 pub fn cases() -> Vec<Box<dyn OpCase>> {
-    case_specs()
-        .into_iter()
-        .map(|spec| Box::new(ConvCase { spec }) as Box<dyn OpCase>)
+    let f32s = case_specs().into_iter().map(ConvCase::new);
+    let f16s = f16_case_specs().into_iter().map(ConvCase::f16);
+    f32s.chain(f16s)
+        .map(|c| Box::new(c) as Box<dyn OpCase>)
         .collect()
 }

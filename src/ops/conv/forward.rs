@@ -3,7 +3,7 @@
 
 use super::{bk_for, cols, flag, ConvKernel, ConvSpec, DirectParams, IgemmParams, BKS, FLAG};
 use crate::error::{Error, Result};
-use crate::gpu::{Access, Grid, Kernel, Recorder, Tensor};
+use crate::gpu::{Access, Cost, Grid, Kernel, Recorder, Tensor};
 use crate::ops::gemm::{self, GemmSpec};
 
 pub(super) static FORWARD_IGEMM: Kernel<IgemmParams> = Kernel::new(
@@ -11,13 +11,18 @@ pub(super) static FORWARD_IGEMM: Kernel<IgemmParams> = Kernel::new(
     "conv_forward_igemm",
     &[Access::Read, Access::Read, Access::Read, Access::ReadWrite],
     &[("BK", &BKS), ("UNI", &FLAG), ("BIAS", &FLAG)],
-);
+)
+// x and y are activations (f16 under mixed precision); the weights and the bias are f32
+// parameters (master weights), the sums f32.
+.with_f16(&[1, 4]);
 pub(super) static FORWARD_DIRECT: Kernel<DirectParams> = Kernel::new(
     "conv/forward_direct.wgsl",
     "conv_forward_direct",
     &[Access::Read, Access::Read, Access::Read, Access::ReadWrite],
     &[("BIAS", &FLAG)],
-);
+)
+// As the implicit GEMM: x, y activations; weights, bias f32.
+.with_f16(&[1, 4]);
 /// Record `y = conv(x, w) (+ bias)`: x `[n, h, w, cin]`, w `[k, k, cin/G, cout]`,
 /// y `[n, ho, wo, cout]` (overwritten). One dispatch.
 pub fn forward(
@@ -45,6 +50,12 @@ pub fn forward(
         )));
     }
     let (pad_top, pad_left) = (s.pad_top() as u32, s.pad_left() as u32);
+    // The spec's FLOPs; the bytes of the tensors as stored (f16 activations move half).
+    let flops = s.forward_cost().flops;
+    let cost = match bias {
+        Some(b) => Cost::tensors(flops, &[x, w, b], &[y]),
+        None => Cost::tensors(flops, &[x, w], &[y]),
+    };
     match s.kernels()[0] {
         ConvKernel::Gemm => gemm::gemm(
             rec,
@@ -97,7 +108,7 @@ pub fn forward(
                 &params,
                 &[x, w, bias.unwrap_or(w), y],
                 Grid::Linear(tiles as u32),
-                s.forward_cost(),
+                cost,
             )
         }
         ConvKernel::Direct => {
@@ -128,7 +139,7 @@ pub fn forward(
                 &params,
                 &[x, w, bias.unwrap_or(w), y],
                 Grid::Linear(total.div_ceil(256) as u32),
-                s.forward_cost(),
+                cost,
             )
         }
     }

@@ -1,10 +1,13 @@
 //! Harness cases of the GEMM: every transpose combination, accumulate and bias on ragged
-//! sizes, and each tile shape.
+//! sizes, and each tile shape; the f16-storage variants (A, C and their gradients f16, B
+//! and the bias f32).
 
 use super::{gemm, gemm_ref, GemmSpec};
 use crate::error::Result;
-use crate::gpu::{Gpu, Recorder, Tensor};
-use crate::ops::harness::{upload_dy, HostTensor, Input, OpCase, Prepared, Tolerance};
+use crate::gpu::{Dtype, Gpu, Recorder, Tensor};
+use crate::ops::harness::{
+    dtype_suffix, upload_dy_as, HostTensor, Input, OpCase, Prepared, Tolerance,
+};
 use crate::ops::reduce::{self, Axes};
 use crate::util::Rng;
 
@@ -14,6 +17,11 @@ pub struct GemmCase {
     pub spec: GemmSpec,
     /// With a bias.
     pub bias: bool,
+    /// Storage type of A, C and their gradients (f16: the activation-times-weight
+    /// variant forward and for dA, the activation-times-activation one for dB; A stored
+    /// `[m, k]`, since dA of a transposed A would multiply a weight by an activation).
+    /// B, the bias and their gradients are f32 either way.
+    pub dtype: Dtype,
 }
 
 impl GemmCase {
@@ -39,14 +47,15 @@ impl OpCase for GemmCase {
     fn name(&self) -> String {
         let s = &self.spec;
         format!(
-            "gemm[{}x{}x{}{}{}{}{}]",
+            "gemm[{}x{}x{}{}{}{}{}]{}",
             s.m,
             s.n,
             s.k,
             if s.trans_a { ",tA" } else { "" },
             if s.trans_b { ",tB" } else { "" },
             if s.accumulate { ",acc" } else { "" },
-            if self.bias { ",bias" } else { "" }
+            if self.bias { ",bias" } else { "" },
+            dtype_suffix(self.dtype)
         )
     }
     fn inputs(&self, rng: &mut Rng) -> Vec<Input> {
@@ -115,15 +124,16 @@ impl OpCase for GemmCase {
         dy: Option<&[HostTensor]>,
     ) -> Result<Box<dyn Prepared + '_>> {
         let s = &self.spec;
+        let act = self.dtype;
         let bias = if self.bias {
             Some(i[2].upload(gpu)?)
         } else {
             None
         };
         let c = if s.accumulate {
-            i[i.len() - 1].upload(gpu)?
+            i[i.len() - 1].upload_as(gpu, act)?
         } else {
-            gpu.zeros(&[s.m, s.n])?
+            gpu.zeros_of(&[s.m, s.n], act)?
         };
         let ax = Axes {
             o: 1,
@@ -132,23 +142,22 @@ impl OpCase for GemmCase {
         };
         Ok(Box::new(GemmRun {
             case: self,
-            a: i[0].upload(gpu)?,
+            a: i[0].upload_as(gpu, act)?,
             b: i[1].upload(gpu)?,
             bias,
             c,
-            g: upload_dy(gpu, dy, 0, &[s.m, s.n])?,
-            da: gpu.zeros(&self.a_shape())?,
+            g: upload_dy_as(gpu, dy, 0, &[s.m, s.n], act)?,
+            da: gpu.zeros_of(&self.a_shape(), act)?,
             db: gpu.zeros(&self.b_shape())?,
             dbias: gpu.zeros(&[s.n])?,
             scratch: gpu.zeros(&[ax.scratch_len().max(1)])?,
         }))
     }
+    fn activations(&self) -> Dtype {
+        self.dtype
+    }
     fn tolerance(&self) -> Tolerance {
-        Tolerance {
-            forward: 1e-5,
-            backward: 1e-5,
-            gradcheck: 1e-6,
-        }
+        Tolerance::default().for_dtype(self.dtype)
     }
 }
 
@@ -254,12 +263,14 @@ pub fn cases() -> Vec<Box<dyn OpCase>> {
                 ..GemmSpec::new(67, 70, 37)
             },
             bias: k >= 2,
+            dtype: Dtype::F32,
         }));
     }
     // Thin outputs (256 x 16 and 128 x 32 tiles), ragged everywhere.
     v.push(Box::new(GemmCase {
         spec: GemmSpec::new(263, 13, 19),
         bias: true,
+        dtype: Dtype::F32,
     }));
     v.push(Box::new(GemmCase {
         spec: GemmSpec {
@@ -267,10 +278,37 @@ pub fn cases() -> Vec<Box<dyn OpCase>> {
             ..GemmSpec::new(130, 29, 5)
         },
         bias: false,
+        dtype: Dtype::F32,
     }));
     v.push(Box::new(GemmCase {
         spec: GemmSpec::new(1, 3, 1),
         bias: true,
+        dtype: Dtype::F32,
     }));
+    // f16 storage: A [m, k] with B plain (dB = A^T . dC) and transposed (dB = dC^T . A),
+    // accumulate into an f16 C, bias, and a thin tile.
+    for (spec, bias) in [
+        (
+            GemmSpec {
+                accumulate: true,
+                ..GemmSpec::new(67, 70, 37)
+            },
+            true,
+        ),
+        (
+            GemmSpec {
+                trans_b: true,
+                ..GemmSpec::new(67, 70, 37)
+            },
+            false,
+        ),
+        (GemmSpec::new(263, 13, 19), true),
+    ] {
+        v.push(Box::new(GemmCase {
+            spec,
+            bias,
+            dtype: Dtype::F16,
+        }));
+    }
     v
 }

@@ -5,6 +5,16 @@
 //! chosen by rule from `n` (the fewest padded columns; see [`GemmSpec::tile`]). Linear
 //! layers and 1x1 convolutions ([`super::linear`], [`super::conv`]) run on it; a GEMM's
 //! gradients are GEMMs with other transposes ([`GemmCase`] checks them that way).
+//!
+//! Storage types (mixed precision): the kernel is built from one body
+//! (`gemm/gemm.inc.wgsl`) as two modules, one per operand combination, each with its own
+//! f16-storage variant; [`gemm`] picks the module from B's dtype and the variant from the
+//! tensors bound:
+//! - `gemm/gemm.wgsl`: A and C activations (f16 or f32), B and the bias f32 parameters:
+//!   `x . W`, `dy . W^T` (linear layers, 1x1 convolutions) and every all-f32 product
+//!   (the moments code);
+//! - `gemm/gemm_act_act.wgsl`: A and B activations (f16 or f32), C f32, no bias: a weight
+//!   gradient `x^T . dy`, which is a parameter gradient and stays f32.
 
 mod cases;
 mod reference;
@@ -13,7 +23,7 @@ pub use cases::{cases, GemmCase};
 pub use reference::gemm_ref;
 
 use crate::error::{Error, Result};
-use crate::gpu::{uniform_block, Access, Cost, Grid, Kernel, KernelDef, Recorder, Tensor};
+use crate::gpu::{uniform_block, Access, Cost, Dtype, Grid, Kernel, KernelDef, Recorder, Tensor};
 
 uniform_block! {
     /// Parameters of `gemm/gemm.wgsl`.
@@ -28,18 +38,34 @@ uniform_block! {
     }
 }
 
-static GEMM: Kernel<GemmParams> = Kernel::new(
-    "gemm/gemm.wgsl",
+const BINDINGS: &[Access] = &[Access::Read, Access::Read, Access::Read, Access::ReadWrite];
+const OVERRIDES: &[(&str, &[f64])] = &[
+    ("TA", &[0.0, 1.0]),
+    ("TB", &[0.0, 1.0]),
+    ("BIAS", &[0.0, 1.0]),
+    ("ACC", &[0.0, 1.0]),
+    ("TNT", &[4.0, 8.0, 16.0]),
+];
+
+// A and C are activations (f16 under mixed precision: the 1x1 convolutions' x and y, dy
+// and dx); B and the bias are f32 parameters (master weights). Sums in f32.
+static GEMM: Kernel<GemmParams> =
+    Kernel::new("gemm/gemm.wgsl", "gemm", BINDINGS, OVERRIDES).with_f16(&[1, 4]);
+// A and B are activations (x and dy, f16 under mixed precision); C is a weight gradient
+// (f32: it feeds the f32 optimizer). No bias (BIAS = 0): binding 3 is a placeholder, A.
+static GEMM_ACT_ACT: Kernel<GemmParams> = Kernel::new(
+    "gemm/gemm_act_act.wgsl",
     "gemm",
-    &[Access::Read, Access::Read, Access::Read, Access::ReadWrite],
+    BINDINGS,
     &[
         ("TA", &[0.0, 1.0]),
         ("TB", &[0.0, 1.0]),
-        ("BIAS", &[0.0, 1.0]),
+        ("BIAS", &[0.0]),
         ("ACC", &[0.0, 1.0]),
         ("TNT", &[4.0, 8.0, 16.0]),
     ],
-);
+)
+.with_f16(&[1, 2, 3]);
 
 /// One matrix product `C[m, n] = op(A)[m, k] . op(B)[k, n] (+ bias) (+ C)`, row-major.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -129,7 +155,9 @@ fn flag(b: bool) -> f64 {
     }
 }
 
-/// Record `C = op(A) . op(B) (+ bias[n]) (+ C if accumulate)` (one dispatch).
+/// Record `C = op(A) . op(B) (+ bias[n]) (+ C if accumulate)` (one dispatch). Every
+/// tensor f32; or A and C f16 with B and the bias f32 (activation times weight); or A and
+/// B f16 with C f32 and no bias (a weight gradient from activations).
 pub fn gemm(
     rec: &mut Recorder,
     s: &GemmSpec,
@@ -147,8 +175,27 @@ pub fn gemm(
     let bn = 4 * tnt as usize;
     let ntiles = s.n.div_ceil(bn);
     let tiles = s.m.div_ceil(bm) * ntiles;
+    let (kernel, placeholder) = if b.dtype() == Dtype::F16 {
+        if bias.is_some() {
+            return Err(Error::Config(format!(
+                "gemm {s:?}: a product of two f16 activations (a weight gradient) takes no \
+                 bias; add the bias gradient with reduce::sum_axis"
+            )));
+        }
+        (&GEMM_ACT_ACT, a)
+    } else {
+        (&GEMM, b)
+    };
+    // The spec's FLOPs; the bytes of the tensors as stored (f16 moves half).
+    let flops = s.cost(bias.is_some()).flops;
+    let cost = match (bias, s.accumulate) {
+        (Some(t), true) => Cost::tensors(flops, &[a, b, t, c], &[c]),
+        (Some(t), false) => Cost::tensors(flops, &[a, b, t], &[c]),
+        (None, true) => Cost::tensors(flops, &[a, b, c], &[c]),
+        (None, false) => Cost::tensors(flops, &[a, b], &[c]),
+    };
     rec.dispatch(
-        &GEMM,
+        kernel,
         &[
             ("TA", flag(s.trans_a)),
             ("TB", flag(s.trans_b)),
@@ -163,11 +210,11 @@ pub fn gemm(
             ntiles: ntiles as u32,
             tiles: tiles as u32,
         },
-        &[a, b, bias.unwrap_or(b), c],
+        &[a, b, bias.unwrap_or(placeholder), c],
         Grid::Linear(tiles as u32),
-        s.cost(bias.is_some()),
+        cost,
     )
 }
 
 /// The kernels of this module (for the portability test).
-pub static KERNELS: &[&KernelDef] = &[&GEMM.def];
+pub static KERNELS: &[&KernelDef] = &[&GEMM.def, &GEMM_ACT_ACT.def];

@@ -1,13 +1,13 @@
 //! Harness cases of the input normalization: random u8 pixels, including odd element
-//! counts whose last u32 word is partly padding.
+//! counts whose last u32 word is partly padding; an f16 output (mixed precision).
 
 use super::reference;
 use crate::error::Result;
-use crate::gpu::{Gpu, Recorder, Tensor};
-use crate::ops::harness::{HostTensor, Input, OpCase, Prepared};
+use crate::gpu::{Dtype, Gpu, Recorder, Tensor};
+use crate::ops::harness::{dtype_suffix, HostTensor, Input, OpCase, Prepared, Tolerance};
 use crate::util::Rng;
 
-/// u8 NHWC pixels -> normalized f32 of the same shape.
+/// u8 NHWC pixels -> normalized f32 (or f16) of the same shape.
 pub struct NormalizeCase {
     /// Shape [N, H, W, C].
     pub shape: Vec<usize>,
@@ -15,6 +15,8 @@ pub struct NormalizeCase {
     pub mean: Vec<f32>,
     /// Per-channel standard deviation.
     pub std: Vec<f32>,
+    /// Storage type of the output.
+    pub dtype: Dtype,
 }
 
 fn bytes(t: &HostTensor) -> Vec<u8> {
@@ -34,7 +36,11 @@ pub fn pack_words(px: &[u8]) -> Vec<u32> {
 
 impl OpCase for NormalizeCase {
     fn name(&self) -> String {
-        format!("input_normalize{:?}", self.shape)
+        format!(
+            "input_normalize{:?}{}",
+            self.shape,
+            dtype_suffix(self.dtype)
+        )
     }
     fn inputs(&self, rng: &mut Rng) -> Vec<Input> {
         let n: usize = self.shape.iter().product();
@@ -62,8 +68,14 @@ impl OpCase for NormalizeCase {
         Ok(Box::new(NormalizeRun {
             case: self,
             px: gpu.upload_u32(&words, &[words.len()])?,
-            y: gpu.zeros(&self.shape)?,
+            y: gpu.zeros_of(&self.shape, self.dtype)?,
         }))
+    }
+    fn activations(&self) -> Dtype {
+        self.dtype
+    }
+    fn tolerance(&self) -> Tolerance {
+        Tolerance::default().for_dtype(self.dtype)
     }
 }
 
@@ -91,18 +103,22 @@ impl Prepared for NormalizeRun<'_> {
 }
 
 /// Harness cases for this module: RGB with ImageNet-like statistics, and grayscale with an
-/// element count that is not a multiple of four.
+/// element count that is not a multiple of four; each with an f32 and an f16 output.
 pub fn cases() -> Vec<Box<dyn OpCase>> {
-    vec![
-        Box::new(NormalizeCase {
+    let mut v: Vec<Box<dyn OpCase>> = Vec::new();
+    for dtype in [Dtype::F32, Dtype::F16] {
+        v.push(Box::new(NormalizeCase {
             shape: vec![2, 5, 7, 3],
             mean: vec![0.485, 0.456, 0.406],
             std: vec![0.229, 0.224, 0.225],
-        }),
-        Box::new(NormalizeCase {
+            dtype,
+        }));
+        v.push(Box::new(NormalizeCase {
             shape: vec![3, 3, 3, 1],
             mean: vec![0.286],
             std: vec![0.353],
-        }),
-    ]
+            dtype,
+        }));
+    }
+    v
 }

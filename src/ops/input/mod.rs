@@ -1,6 +1,7 @@
 //! The network input from the loader's pixels: batches travel to the GPU as NHWC u8 (a
 //! quarter of the bytes of f32) and this op, the first kernel of every step, converts them
-//! to the normalized f32 input tensor, `y = (x / 255 - mean[c]) / std[c]`.
+//! to the normalized input tensor, `y = (x / 255 - mean[c]) / std[c]`: f32, or f16 under
+//! mixed precision (the network input is an activation; the arithmetic stays f32).
 //!
 //! The op has no backward: its input is data, with no parameters upstream, so the harness
 //! checks the forward against the f64 reference ([`reference`]) and the gradient checks
@@ -21,7 +22,10 @@ static NORMALIZE: Kernel<NormalizeParams> = Kernel::new(
     "normalize",
     &[Access::Read, Access::ReadWrite],
     &[],
-);
+)
+// y is the network input, an activation (f16 under mixed precision); the pixels are u32
+// words.
+.with_f16(&[2]);
 
 /// The kernels of this module (for the portability and contract tests).
 pub static KERNELS: &[&KernelDef] = &[&NORMALIZE.def];
@@ -95,10 +99,11 @@ pub fn padded_pixel_bytes(elements: usize) -> usize {
 }
 
 /// Record `y = (pixels / 255 - mean) / std` per channel. `pixels` holds the u8 values of
-/// `y`'s elements packed four per u32 word (at least `y.len()` bytes); `y` is f32 NHWC
-/// whose last dimension is the channel count `mean.len()`.
+/// `y`'s elements packed four per u32 word (at least `y.len()` bytes); `y` is NHWC (f32
+/// or f16) whose last dimension is the channel count `mean.len()`.
 ///
-/// Work: 3 FLOPs per element (scale, subtract, divide), reading one byte and writing four.
+/// Work: 3 FLOPs per element (scale, subtract, divide), reading one byte and writing four
+/// (two for f16).
 pub fn normalize(
     rec: &mut Recorder,
     pixels: &Tensor,
@@ -124,7 +129,7 @@ pub fn normalize(
         Grid::Linear(groups_for(n.div_ceil(4), 256)),
         Cost {
             flops: 3.0 * n as f64,
-            bytes: (padded_pixel_bytes(n) + 4 * n) as f64,
+            bytes: (padded_pixel_bytes(n) as u64 + y.bytes()) as f64,
         },
     )
 }

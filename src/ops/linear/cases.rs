@@ -1,10 +1,13 @@
 //! Harness cases of the linear layer: a bias, no bias, and rows long enough for the split-K
-//! weight gradient.
+//! weight gradient; f16 activations (x, y, dy, dx) as in the 1x1 convolutions of a
+//! mixed-precision model.
 
 use super::{backward_data, backward_ref, backward_weight, forward, forward_ref, LinearSpec};
 use crate::error::Result;
-use crate::gpu::{Gpu, Recorder, Tensor};
-use crate::ops::harness::{upload_dy, HostTensor, Input, OpCase, Prepared};
+use crate::gpu::{Dtype, Gpu, Recorder, Tensor};
+use crate::ops::harness::{
+    dtype_suffix, upload_dy_as, HostTensor, Input, OpCase, Prepared, Tolerance,
+};
 use crate::util::Rng;
 
 /// Harness case: a linear layer (forward, data and weight gradients through the
@@ -12,17 +15,31 @@ use crate::util::Rng;
 pub struct LinearCase {
     /// The layer.
     pub spec: LinearSpec,
+    /// Storage type of x, y, dy, dx (f16: the GEMM's and the weight gradient's
+    /// f16-storage variants); W, b and their gradients are f32 either way.
+    pub dtype: Dtype,
+}
+
+impl LinearCase {
+    /// The f32 case of `spec`.
+    pub fn new(spec: LinearSpec) -> Self {
+        Self {
+            spec,
+            dtype: Dtype::F32,
+        }
+    }
 }
 
 impl OpCase for LinearCase {
     fn name(&self) -> String {
         let s = &self.spec;
         format!(
-            "linear[{}x{}->{}{}]",
+            "linear[{}x{}->{}{}]{}",
             s.rows,
             s.cin,
             s.cout,
-            if s.bias { ",bias" } else { "" }
+            if s.bias { ",bias" } else { "" },
+            dtype_suffix(self.dtype)
         )
     }
     fn inputs(&self, rng: &mut Rng) -> Vec<Input> {
@@ -77,16 +94,22 @@ impl OpCase for LinearCase {
         };
         Ok(Box::new(LinearRun {
             s,
-            x: i[0].upload(gpu)?,
+            x: i[0].upload_as(gpu, self.dtype)?,
             w: i[1].upload(gpu)?,
             b,
-            y: gpu.zeros(&[s.rows, s.cout])?,
-            g: upload_dy(gpu, dy, 0, &[s.rows, s.cout])?,
-            dx: gpu.zeros(&[s.rows, s.cin])?,
+            y: gpu.zeros_of(&[s.rows, s.cout], self.dtype)?,
+            g: upload_dy_as(gpu, dy, 0, &[s.rows, s.cout], self.dtype)?,
+            dx: gpu.zeros_of(&[s.rows, s.cin], self.dtype)?,
             dw: gpu.zeros(&[s.cin, s.cout])?,
             db: gpu.zeros(&[s.cout])?,
             scratch: gpu.zeros(&[s.scratch_len().max(1)])?,
         }))
+    }
+    fn activations(&self) -> Dtype {
+        self.dtype
+    }
+    fn tolerance(&self) -> Tolerance {
+        Tolerance::default().for_dtype(self.dtype)
     }
 }
 
@@ -133,32 +156,28 @@ impl Prepared for LinearRun {
     }
 }
 
-/// Harness cases for this module.
+/// Harness cases for this module: f32 with a bias, rows long enough for the split weight
+/// gradient, no bias; and f16 activations on a 1x1-convolution shape (split weight
+/// gradient, ragged channels).
 pub fn cases() -> Vec<Box<dyn OpCase>> {
-    vec![
-        Box::new(LinearCase {
-            spec: LinearSpec {
-                rows: 3,
-                cin: 21,
-                cout: 10,
-                bias: true,
-            },
-        }),
-        Box::new(LinearCase {
-            spec: LinearSpec {
-                rows: 1100,
-                cin: 6,
-                cout: 9,
-                bias: true,
-            },
-        }),
-        Box::new(LinearCase {
-            spec: LinearSpec {
-                rows: 45,
-                cin: 17,
-                cout: 70,
-                bias: false,
-            },
-        }),
+    let spec = |rows, cin, cout, bias| LinearSpec {
+        rows,
+        cin,
+        cout,
+        bias,
+    };
+    let f32s = [
+        spec(3, 21, 10, true),
+        spec(1100, 6, 9, true),
+        spec(45, 17, 70, false),
     ]
+    .map(LinearCase::new);
+    let f16s = [spec(1100, 6, 9, true), spec(45, 17, 70, false)].map(|spec| LinearCase {
+        spec,
+        dtype: Dtype::F16,
+    });
+    f32s.into_iter()
+        .chain(f16s)
+        .map(|c| Box::new(c) as Box<dyn OpCase>)
+        .collect()
 }

@@ -1,22 +1,34 @@
 //! Harness cases of global average pooling: odd sizes, and a long reduction on one sample
-//! (the split path).
+//! (the split path); f16 inputs (mixed precision: x and dx f16, the pooled y and its
+//! gradient f32 sums).
 
 use super::{backward, forward, forward_ref, GapSpec};
 use crate::error::Result;
-use crate::gpu::{Gpu, Recorder, Tensor};
-use crate::ops::harness::{upload_dy, HostTensor, Input, OpCase, Prepared, Tolerance};
+use crate::gpu::{Dtype, Gpu, Recorder, Tensor};
+use crate::ops::harness::{
+    dtype_suffix, upload_dy, HostTensor, Input, OpCase, Prepared, Tolerance,
+};
 use crate::util::Rng;
 
 /// Harness case for global average pooling.
 pub struct GapCase {
     /// Shape.
     pub spec: GapSpec,
+    /// Storage type of x and dx (the pooled y and dy are f32 either way).
+    pub dtype: Dtype,
 }
 
 impl OpCase for GapCase {
     fn name(&self) -> String {
         let s = &self.spec;
-        format!("gap[{}x{}x{}x{}]", s.n, s.h, s.w, s.c)
+        format!(
+            "gap[{}x{}x{}x{}]{}",
+            s.n,
+            s.h,
+            s.w,
+            s.c,
+            dtype_suffix(self.dtype)
+        )
     }
     fn inputs(&self, rng: &mut Rng) -> Vec<Input> {
         let s = &self.spec;
@@ -47,12 +59,15 @@ impl OpCase for GapCase {
         let s = self.spec;
         Ok(Box::new(GapRun {
             s,
-            x: i[0].upload(gpu)?,
+            x: i[0].upload_as(gpu, self.dtype)?,
             y: gpu.zeros(&[s.n, s.c])?,
             scratch: gpu.zeros(&[s.scratch_len().max(1)])?,
             dy: upload_dy(gpu, dy, 0, &[s.n, s.c])?,
-            dx: gpu.zeros(&i[0].shape)?,
+            dx: gpu.zeros_of(&i[0].shape, self.dtype)?,
         }))
+    }
+    fn activations(&self) -> Dtype {
+        self.dtype
     }
     fn tolerance(&self) -> Tolerance {
         Tolerance {
@@ -60,6 +75,7 @@ impl OpCase for GapCase {
             backward: 1e-6,
             gradcheck: 1e-6,
         }
+        .for_dtype(self.dtype)
     }
 }
 
@@ -88,24 +104,17 @@ impl Prepared for GapRun {
     }
 }
 
-/// Harness cases: odd sizes, and a long reduction on one sample (the split path).
+/// Harness cases: odd sizes, and a long reduction on one sample (the split path), each
+/// with f32 and with f16 activations.
 pub fn cases() -> Vec<Box<dyn OpCase>> {
-    vec![
-        Box::new(GapCase {
-            spec: GapSpec {
-                n: 3,
-                h: 5,
-                w: 7,
-                c: 19,
-            },
-        }),
-        Box::new(GapCase {
-            spec: GapSpec {
-                n: 1,
-                h: 51,
-                w: 49,
-                c: 5,
-            },
-        }),
-    ]
+    let mut v: Vec<Box<dyn OpCase>> = Vec::new();
+    for dtype in [Dtype::F32, Dtype::F16] {
+        for (n, h, w, c) in [(3, 5, 7, 19), (1, 51, 49, 5)] {
+            v.push(Box::new(GapCase {
+                spec: GapSpec { n, h, w, c },
+                dtype,
+            }));
+        }
+    }
+    v
 }

@@ -24,7 +24,10 @@ pub(super) static SE_DX: Kernel<SeBackwardDataParams> = Kernel::new(
     "se_backward_data",
     &[Access::Read, Access::Read, Access::Read, Access::ReadWrite],
     &[],
-);
+)
+// dy and dx are activation gradients (f16 under mixed precision); the gate and the pooled
+// gradient are per-channel f32 (the excitation's f32 output and an f32 sum).
+.with_f16(&[1, 4]);
 /// Record the backward pass: `dx` and the parameter gradients (all overwritten) from
 /// `dy`, the input `x` and what [`forward`] saved. `scratch` as for [`forward`].
 #[allow(clippy::too_many_arguments)]
@@ -84,6 +87,6 @@ pub fn backward(
         },
         &[dy, &saved.gate, &tmp.dpooled, dx],
         Grid::Linear(groups_for(n, 256)),
-        Cost::f32s(3.0 * n as f64, n + 2 * s.n * s.c, n),
+        Cost::tensors(3.0 * n as f64, &[dy, &saved.gate, &tmp.dpooled], &[dx]),
     )
 }

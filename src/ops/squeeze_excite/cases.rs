@@ -1,26 +1,37 @@
 //! Harness cases of squeeze-excitation: odd sizes, batch 1, a hidden width of 1, and a
-//! long (split) pooling.
+//! long (split) pooling; f16 activations (x, y, dy, dx) with f32 parameters and
+//! per-channel values.
 
 use super::{
     backward, backward_ref, forward, forward_ref, SeGrads, SeSaved, SeSpec, SeTemp, SeWeights,
 };
 use crate::error::Result;
-use crate::gpu::{Gpu, Recorder, Tensor};
-use crate::ops::harness::{upload_dy, HostTensor, Input, OpCase, Prepared, Tolerance};
+use crate::gpu::{Dtype, Gpu, Recorder, Tensor};
+use crate::ops::harness::{
+    dtype_suffix, upload_dy_as, HostTensor, Input, OpCase, Prepared, Tolerance,
+};
 use crate::util::Rng;
 
 /// Harness case: one squeeze-excitation block (gradients to x and all four parameters).
 pub struct SeCase {
     /// The block.
     pub spec: SeSpec,
+    /// Storage type of x, y, dy, dx; the parameters, their gradients and the small
+    /// per-channel tensors (pooled, gate, ...) are f32 either way.
+    pub dtype: Dtype,
 }
 
 impl OpCase for SeCase {
     fn name(&self) -> String {
         let s = &self.spec;
         format!(
-            "squeeze_excite[{}x{}x{}x{} hidden {}]",
-            s.n, s.h, s.w, s.c, s.hidden
+            "squeeze_excite[{}x{}x{}x{} hidden {}]{}",
+            s.n,
+            s.h,
+            s.w,
+            s.c,
+            s.hidden,
+            dtype_suffix(self.dtype)
         )
     }
     fn inputs(&self, rng: &mut Rng) -> Vec<Input> {
@@ -72,19 +83,28 @@ impl OpCase for SeCase {
         dy: Option<&[HostTensor]>,
     ) -> Result<Box<dyn Prepared + '_>> {
         let s = &self.spec;
+        // x (input 0) and its gradient in the activation type, the parameters f32.
+        let dtype = |k: usize| if k == 0 { self.dtype } else { Dtype::F32 };
         Ok(Box::new(SeRun {
             s: *s,
-            t: i.iter().map(|h| h.upload(gpu)).collect::<Result<_>>()?,
-            y: gpu.zeros(&i[0].shape)?,
-            g: upload_dy(gpu, dy, 0, &i[0].shape)?,
+            t: i.iter()
+                .enumerate()
+                .map(|(k, h)| h.upload_as(gpu, dtype(k)))
+                .collect::<Result<_>>()?,
+            y: gpu.zeros_of(&i[0].shape, self.dtype)?,
+            g: upload_dy_as(gpu, dy, 0, &i[0].shape, self.dtype)?,
             saved: SeSaved::new(gpu, s)?,
             tmp: SeTemp::new(gpu, s)?,
             scratch: gpu.zeros(&[s.scratch_len().max(1)])?,
             grads: i
                 .iter()
-                .map(|h| gpu.zeros(&h.shape))
+                .enumerate()
+                .map(|(k, h)| gpu.zeros_of(&h.shape, dtype(k)))
                 .collect::<Result<_>>()?,
         }))
+    }
+    fn activations(&self) -> Dtype {
+        self.dtype
     }
     fn tolerance(&self) -> Tolerance {
         Tolerance {
@@ -94,6 +114,7 @@ impl OpCase for SeCase {
             // rounding on the small squeeze-weight gradients.
             gradcheck: 2e-5,
         }
+        .for_dtype(self.dtype)
     }
 }
 /// The tensors of one [`SeCase`] run: the inputs (x, w1, b1, w2, b2) and their
@@ -161,26 +182,17 @@ impl Prepared for SeRun {
     }
 }
 
-/// Harness cases: odd sizes, batch 1, a hidden width of 1, and a long pooling (split).
+/// Harness cases: odd sizes, batch 1, a hidden width of 1, and a long pooling (split),
+/// each with f32 and with f16 activations.
 pub fn cases() -> Vec<Box<dyn OpCase>> {
-    vec![
-        Box::new(SeCase {
-            spec: SeSpec {
-                n: 2,
-                h: 5,
-                w: 3,
-                c: 7,
-                hidden: 3,
-            },
-        }),
-        Box::new(SeCase {
-            spec: SeSpec {
-                n: 1,
-                h: 47,
-                w: 45,
-                c: 6,
-                hidden: 1,
-            },
-        }),
-    ]
+    let mut v: Vec<Box<dyn OpCase>> = Vec::new();
+    for dtype in [Dtype::F32, Dtype::F16] {
+        for (n, h, w, c, hidden) in [(2, 5, 3, 7, 3), (1, 47, 45, 6, 1)] {
+            v.push(Box::new(SeCase {
+                spec: SeSpec { n, h, w, c, hidden },
+                dtype,
+            }));
+        }
+    }
+    v
 }
