@@ -546,18 +546,29 @@ impl EfficientNet {
     pub fn record_loss(&mut self, rec: &mut Recorder, label_smoothing: f32) -> Result<()> {
         self.track_batch();
         self.forward(rec, true, None)?;
+        self.record_xent(rec, label_smoothing)
+    }
+
+    /// Record the loss and its gradient on the logits; with a loss scale (mixed
+    /// precision) the f32 dlogits carry the scale into the f16 gradients.
+    fn record_xent(&self, rec: &mut Recorder, label_smoothing: f32) -> Result<()> {
         let id = self.logits_id();
         let logits = self.acts[id].reshape(&[self.batch, self.cfg.classes])?;
         let dlogits = self.grad(id).reshape(&[self.batch, self.cfg.classes])?;
-        loss::softmax_xent(
-            rec,
-            &logits,
-            &self.labels,
-            &self.loss_w,
-            &self.loss_rows,
-            &dlogits,
-            label_smoothing,
-        )
+        let (labels, w, rows) = (&self.labels, &self.loss_w, &self.loss_rows);
+        match &self.loss_scale {
+            Some(scaler) => loss::softmax_xent_scaled(
+                rec,
+                &logits,
+                labels,
+                w,
+                rows,
+                &dlogits,
+                label_smoothing,
+                scaler,
+            ),
+            None => loss::softmax_xent(rec, &logits, labels, w, rows, &dlogits, label_smoothing),
+        }
     }
 
     /// Every node's output in graph order (residual forks have none), valid after a
@@ -832,31 +843,7 @@ impl Trainable for EfficientNet {
     ) -> Result<()> {
         self.track_batch();
         self.forward(rec, true, Some(rng))?;
-        let id = self.logits_id();
-        let logits = self.acts[id].reshape(&[self.batch, self.cfg.classes])?;
-        let dlogits = self.grad(id).reshape(&[self.batch, self.cfg.classes])?;
-        match &self.loss_scale {
-            // Mixed precision: dlogits (f32) carry the loss scale into the f16 gradients.
-            Some(scaler) => loss::softmax_xent_scaled(
-                rec,
-                &logits,
-                &self.labels,
-                &self.loss_w,
-                &self.loss_rows,
-                &dlogits,
-                label_smoothing,
-                scaler,
-            )?,
-            None => loss::softmax_xent(
-                rec,
-                &logits,
-                &self.labels,
-                &self.loss_w,
-                &self.loss_rows,
-                &dlogits,
-                label_smoothing,
-            )?,
-        }
+        self.record_xent(rec, label_smoothing)?;
         let stop = if head_only {
             self.finetune_stages
                 .iter()
