@@ -4,6 +4,7 @@
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use effnet::cli::bench_train::Bencher;
+use effnet::gpu::Precision;
 use effnet::models::{ModelConfig, NormChoice};
 use effnet::{Gpu, GpuOptions};
 
@@ -19,7 +20,7 @@ fn bench(c: &mut Criterion) {
         cfg.depth = 0.25;
         cfg.norm = NormChoice::parse(norm).unwrap();
         cfg.classes = 10;
-        let mut b = Bencher::from_config(&gpu, &cfg, batch, 32).unwrap();
+        let mut b = Bencher::from_config(&gpu, &cfg, batch, 32, Precision::F32).unwrap();
         let mut step = 1;
         g.bench_function(format!("g16-b0-w0.25-{norm}-b{batch}-32px"), |bb| {
             bb.iter(|| {

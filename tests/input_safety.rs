@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use effnet::cli::predict;
 use effnet::data::{self, Dataset, Pixels};
-use effnet::gpu::MemoryBudget;
+use effnet::gpu::{MemoryBudget, Precision};
 use effnet::models::efficientnet::EfficientNet;
 use effnet::models::{footprint, ModelConfig, NormChoice};
 use effnet::util::safetensors::{SafeTensors, CHECKSUM_KEY};
@@ -441,20 +441,34 @@ fn footprint_is_a_close_lower_bound_of_what_is_allocated() {
         cfg.dropout = dropout;
         cfg.classes = 10;
         let (batch, image) = (4, 64);
-        let est = footprint::estimate(&cfg, batch, image).unwrap();
-        let before = gpu.allocated_bytes();
-        let model = EfficientNet::new(gpu, &cfg, batch, image).unwrap();
-        let real = gpu.allocated_bytes() - before;
-        drop(model);
-        let r = est.total_bytes() as f64 / real as f64;
-        eprintln!(
-            "{norm:?}: estimate {} of {real} bytes allocated ({r:.3})",
-            est.total_bytes()
-        );
-        assert!(
-            (0.8..=1.0).contains(&r),
-            "{norm:?}: estimate {est:?}, allocated {real} ({r:.3})"
-        );
+        let mut est_act = Vec::new();
+        // Mixed precision only allocates here (no kernel runs), so it needs SHADER_F16
+        // alone.
+        let mixed = gpu.features.shader_f16.then_some(Precision::Mixed);
+        for p in std::iter::once(Precision::F32).chain(mixed) {
+            let size = effnet::models::ImageSize::square(image);
+            let est = footprint::estimate_at(&cfg, batch, size, p).unwrap();
+            let before = gpu.allocated_bytes();
+            let model = EfficientNet::with_precision(gpu, &cfg, batch, size, p).unwrap();
+            let real = gpu.allocated_bytes() - before;
+            drop(model);
+            let r = est.total_bytes() as f64 / real as f64;
+            eprintln!(
+                "{norm:?} {}: estimate {} of {real} bytes allocated ({r:.3})",
+                p.name(),
+                est.total_bytes()
+            );
+            assert!(
+                (0.8..=1.0).contains(&r),
+                "{norm:?} {}: estimate {est:?}, allocated {real} ({r:.3})",
+                p.name()
+            );
+            est_act.push(est.activation_bytes as f64);
+        }
+        // f16 activations: half the bytes, but for the small f32 tail after the pool.
+        if let [f32_bytes, mixed_bytes] = est_act[..] {
+            assert!(mixed_bytes < 0.51 * f32_bytes, "{est_act:?}");
+        }
     }
 }
 
@@ -600,6 +614,7 @@ fn predict_checks_training_checkpoint_shapes_as_eval_does() {
         crop_pct: 0.875,
         labels: None,
         raw: false,
+        precision: effnet::cli::precision::PrecisionArg::F32,
     };
     let e = predict::run(gpu, &pa).expect_err("refused").to_string();
     assert!(

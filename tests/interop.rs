@@ -568,6 +568,7 @@ fn tmp(name: &str) -> PathBuf {
 
 fn predict_args(arch: &str, weights: &Path, input: &[&Path], extra: &[&str]) -> PredictArgs {
     #[derive(clap::Parser)]
+    #[command(args_override_self = true)]
     struct Wrap {
         #[command(flatten)]
         a: PredictArgs,
@@ -576,6 +577,8 @@ fn predict_args(arch: &str, weights: &Path, input: &[&Path], extra: &[&str]) -> 
     v.extend(["--weights".into(), weights.display().to_string()]);
     v.push("--input".into());
     v.extend(input.iter().map(|p| p.display().to_string()));
+    // Exact f32 logits (parity with the references); an `extra` --precision overrides.
+    v.extend(["--precision".into(), "f32".into()]);
     v.extend(extra.iter().map(|s| s.to_string()));
     <Wrap as clap::Parser>::parse_from(v).a
 }

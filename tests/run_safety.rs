@@ -673,6 +673,7 @@ fn eval_image_size_rule_and_data_dir() {
                 image_size: image_size.map(Into::into),
                 data_dir: data_dir.map(PathBuf::from),
                 limit: Some(16),
+                precision: effnet::cli::precision::PrecisionArg::F32,
             },
         )
     };

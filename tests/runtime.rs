@@ -2,6 +2,7 @@
 mod common;
 
 use effnet::gpu::{Arena, Grid, Recorder};
+use effnet::models::efficientnet::EfficientNet;
 use effnet::ops::act::{self, Act};
 use effnet::{Gpu, GpuOptions};
 
@@ -254,4 +255,46 @@ fn mixed_precision_needs_shader_f16() {
     assert!(effnet::ops::check(&gpu, f16_case.as_ref(), 1)
         .unwrap()
         .is_empty());
+    // The model refuses to build in mixed precision, before allocating anything.
+    let mut cfg = effnet::models::Preset {
+        scale: 0,
+        g16: true,
+    }
+    .config();
+    cfg.width = 0.25;
+    cfg.depth = 0.25;
+    let size = effnet::models::ImageSize::square(16);
+    let e = match EfficientNet::with_precision(&gpu, &cfg, 2, size, Precision::Mixed) {
+        Ok(_) => panic!("a mixed-precision model built without SHADER_F16"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        e.contains("SHADER_F16") && e.contains("--precision f32"),
+        "{e}"
+    );
+    // --precision mixed is a clear error; auto falls back to f32 and says why.
+    use effnet::cli::precision::{choose, PrecisionArg};
+    let e = choose(&gpu, PrecisionArg::Mixed).unwrap_err().to_string();
+    assert!(e.contains("--precision mixed needs f16"), "{e}");
+    let auto = choose(&gpu, PrecisionArg::Auto).unwrap();
+    assert_eq!(auto.precision, Precision::F32);
+    assert!(auto.header().contains("no SHADER_F16"), "{}", auto.header());
+    // `effnet train --precision mixed` stops at the flag, naming it.
+    #[derive(clap::Parser)]
+    struct Wrap {
+        #[command(flatten)]
+        a: effnet::cli::train::TrainArgs,
+    }
+    let dir = std::env::temp_dir().join(format!("effnet-nof16-{}", std::process::id()));
+    let a = <Wrap as clap::Parser>::parse_from([
+        "t",
+        "--precision",
+        "mixed",
+        "--run-dir",
+        dir.to_str().unwrap(),
+    ])
+    .a;
+    let e = effnet::cli::train::run(&gpu, &a).unwrap_err().to_string();
+    assert!(e.contains("--precision mixed needs f16"), "{e}");
+    assert!(!dir.exists(), "the refused run created its folder");
 }

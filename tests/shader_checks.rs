@@ -17,6 +17,7 @@
 //! `EFFNET_SHADER_CHECKS=1 effnet selftest` there against a plain run to compare.
 
 use effnet::cli::bench_train::Bencher;
+use effnet::gpu::Precision;
 use effnet::models::{ModelConfig, NormChoice};
 use effnet::nn::model::Trainable;
 use effnet::ops::harness::gpu_results;
@@ -72,7 +73,7 @@ fn one_step(gpu: &Gpu, norm: NormChoice) -> Vec<Vec<u32>> {
     cfg.depth = 0.25;
     cfg.norm = norm;
     cfg.classes = 10;
-    let mut b = Bencher::from_config(gpu, &cfg, 2, 32).unwrap();
+    let mut b = Bencher::from_config(gpu, &cfg, 2, 32, Precision::F32).unwrap();
     b.train_step(gpu, 1).unwrap().wait(gpu).unwrap();
     let m = b.model();
     let mut out = vec![bits(&gpu.read(m.loss_rows()).unwrap())];

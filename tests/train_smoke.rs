@@ -7,8 +7,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use clap::Parser;
+use effnet::cli::precision::PrecisionArg;
 use effnet::cli::train::{model_config, train_config, TrainArgs};
 use effnet::models::efficientnet::EfficientNet;
+use effnet::nn::model::Trainable;
 use effnet::train::run_dir::{Mode, RunDir};
 use effnet::train::trainer;
 use effnet::util::safetensors::SafeTensors;
@@ -48,6 +50,10 @@ fn args(extra: &[&str]) -> TrainArgs {
         "64",
         "--eval-every",
         "0",
+        // Exact f32 results (bit-exact resumes, trainer and eval agreeing); the mixed
+        // tests override it.
+        "--precision",
+        "f32",
     ];
     v.extend_from_slice(extra);
     Wrap::parse_from(v).a
@@ -68,6 +74,16 @@ fn tmp(name: &str) -> PathBuf {
 }
 
 fn run(a: &TrainArgs, dir: &Path, resume: bool) -> trainer::TrainSummary {
+    run_with(a, dir, resume, |_| {}).unwrap()
+}
+
+/// [`run`] with the configuration adjusted by `tweak`, returning the trainer's result.
+fn run_with(
+    a: &TrainArgs,
+    dir: &Path,
+    resume: bool,
+    tweak: impl FnOnce(&mut trainer::TrainConfig),
+) -> effnet::error::Result<trainer::TrainSummary> {
     let (start, mode) = if resume {
         // The split run changes --max-steps, which sets the schedule's length (constant
         // here, so the learning rates are the same).
@@ -78,13 +94,23 @@ fn run(a: &TrainArgs, dir: &Path, resume: bool) -> trainer::TrainSummary {
     } else {
         (trainer::Start::Fresh, Mode::Fresh)
     };
+    let path = dir;
     let dir = RunDir::open(dir, mode).unwrap();
     let gpu = common::gpu();
-    let cfg = train_config(a).unwrap();
+    let mut cfg = train_config(a).unwrap();
+    // As `effnet train` decides it: the flag, else on a resume the run's own.
+    let cli = TrainArgs {
+        run_dir: path.to_path_buf(),
+        resume,
+        ..a.clone()
+    };
+    cfg.precision = effnet::cli::train::train_precision(gpu, &cli)?.precision;
+    tweak(&mut cfg);
     let (tr, te) = trainer::load_datasets(&cfg).unwrap();
     let (mean, std) = ([0.2860f32], [0.3530f32]);
     let mcfg = model_config(a, tr.classes.len(), tr.c).unwrap();
-    let mut m = EfficientNet::with_size(gpu, &mcfg, cfg.batch, cfg.image_size).unwrap();
+    let mut m =
+        EfficientNet::with_precision(gpu, &mcfg, cfg.batch, cfg.image_size, cfg.precision).unwrap();
     trainer::train(
         gpu,
         &mut m,
@@ -98,7 +124,6 @@ fn run(a: &TrainArgs, dir: &Path, resume: bool) -> trainer::TrainSummary {
         10,
         true,
     )
-    .unwrap()
 }
 
 fn losses(dir: &Path) -> Vec<f64> {
@@ -111,6 +136,152 @@ fn losses(dir: &Path) -> Vec<f64> {
                 .unwrap()
         })
         .collect()
+}
+
+/// One field of every metrics.jsonl record.
+fn metric(dir: &Path, key: &str) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()[key].clone())
+        .collect()
+}
+
+/// Every tensor of two checkpoints equal bit for bit, and the same metadata under `keys`.
+fn same_checkpoints(a: &Path, b: &Path, keys: &[&str], what: &str) {
+    let a = SafeTensors::load(&a.join("checkpoint.safetensors")).unwrap();
+    let b = SafeTensors::load(&b.join("checkpoint.safetensors")).unwrap();
+    for k in keys {
+        assert_eq!(
+            a.metadata.get(*k),
+            b.metadata.get(*k),
+            "{what}: metadata {k}"
+        );
+    }
+    assert_eq!(a.tensors.len(), b.tensors.len());
+    for (name, t) in &a.tensors {
+        let u = &b.tensors[name];
+        let same = t
+            .data
+            .iter()
+            .zip(&u.data)
+            .all(|(x, y)| x.to_bits() == y.to_bits());
+        assert!(same, "{what}: {name} differs");
+    }
+}
+
+/// Mixed precision on the tiny model: the loss is finite and falls, metrics.jsonl carries
+/// the loss scale and the skipped-step count; a run split by a resume equals a straight
+/// one bit for bit (parameters, optimizer state, average and the scaler's state); its
+/// checkpoint continues in f32 from exactly its parameters.
+#[test]
+fn mixed_precision_trains_and_resumes_bit_exactly() {
+    if !have_data() {
+        return;
+    }
+    let (straight, split) = (tmp("mixed-straight"), tmp("mixed-split"));
+    let mixed = |steps: &str| {
+        args(&[
+            "--norm",
+            "ln-pn",
+            "--max-steps",
+            steps,
+            "--ema-decay",
+            "0.9",
+            "--precision",
+            "mixed",
+        ])
+    };
+    let s = run(&mixed("40"), &straight, false);
+    assert_eq!(s.steps, 40);
+    let l = losses(&straight);
+    assert!(l.iter().all(|v| v.is_finite()), "{l:?}");
+    let first: f64 = l[..8].iter().sum::<f64>() / 8.0;
+    let last: f64 = l[l.len() - 8..].iter().sum::<f64>() / 8.0;
+    assert!(
+        last < first - 0.1,
+        "mixed loss did not fall: {first:.4} -> {last:.4}"
+    );
+    let scales = metric(&straight, "loss_scale");
+    let skipped = metric(&straight, "skipped_steps");
+    assert!(
+        scales.iter().all(|v| v.as_f64().is_some_and(|s| s >= 1.0)),
+        "{scales:?}"
+    );
+    assert!(skipped.iter().all(|v| v.as_u64().is_some()), "{skipped:?}");
+    // Split at step 20 and resumed (the precision is the run's own without the flag).
+    run(&mixed("20"), &split, false);
+    let again = TrainArgs {
+        precision: None,
+        ..mixed("40")
+    };
+    run(&again, &split, true);
+    same_checkpoints(
+        &straight,
+        &split,
+        &["step", "rng", trainer::META_LOSS_SCALER],
+        "mixed resume",
+    );
+    assert_eq!(losses(&straight)[20..], losses(&split)[20..]);
+    // The mixed checkpoint resumed in f32: loaded bit for bit, and training goes on.
+    let gpu = common::gpu();
+    let a = args(&["--norm", "ln-pn", "--max-steps", "44", "--ema-decay", "0.9"]);
+    let mcfg = model_config(&a, 10, 1).unwrap();
+    let mut m = EfficientNet::new(gpu, &mcfg, 16, 16).unwrap();
+    let ckpt = trainer::checkpoint_path(&split);
+    effnet::train::checkpoint::load(&ckpt, gpu, &mut m).unwrap();
+    let file = SafeTensors::load(&ckpt).unwrap();
+    for (i, d) in m.store().defs.iter().enumerate() {
+        let got = gpu.read(m.store().w(effnet::nn::ParamId(i))).unwrap();
+        let want = &file.tensors[&format!("w/{}", d.name)].data;
+        assert!(
+            got.iter()
+                .zip(want)
+                .all(|(x, y)| x.to_bits() == y.to_bits()),
+            "{} not loaded exactly into the f32 model",
+            d.name
+        );
+    }
+    let s = run(&a, &split, true);
+    assert_eq!(s.steps, 44);
+    assert!(s.last_loss.is_finite());
+    let st = SafeTensors::load(&ckpt).unwrap();
+    assert!(!st.metadata.contains_key(trainer::META_LOSS_SCALER));
+    assert!(metric(&split, "loss_scale")[40..]
+        .iter()
+        .all(|v| v.is_null()));
+    let _ = std::fs::remove_dir_all(&straight);
+    let _ = std::fs::remove_dir_all(&split);
+}
+
+/// A loss whose gradient overflows f16 at every scale (the scaler pinned at 1e30) skips
+/// every step and stops after STUCK_STEPS of them at the smallest scale, saying so.
+#[test]
+fn mixed_precision_stops_when_every_scale_overflows() {
+    if !have_data() {
+        return;
+    }
+    let dir = tmp("mixed-stuck");
+    let a = args(&["--norm", "gn", "--max-steps", "30", "--precision", "mixed"]);
+    let e = run_with(&a, &dir, false, |c| {
+        c.loss_scale = Some(effnet::train::loss_scale::ScalerConfig {
+            init: 1e30,
+            min_scale: 1e30,
+            max_scale: 1e30,
+            ..Default::default()
+        })
+    })
+    .expect_err("a run skipping every step must stop")
+    .to_string();
+    assert!(
+        e.contains("even at the smallest loss scale") && e.contains("--precision f32"),
+        "{e}"
+    );
+    let skipped = metric(&dir, "skipped_steps");
+    let n = skipped.len() as u64;
+    assert!(n <= trainer::STUCK_STEPS as u64 + 1, "ran {n} steps");
+    assert_eq!(skipped.last().and_then(|v| v.as_u64()), Some(n));
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -170,20 +341,8 @@ fn resume_is_bit_exact() {
         run(&workers(&half, 2), &split, false);
         run(&workers(&full, 3), &split, true);
         let a = SafeTensors::load(&straight.join("checkpoint.safetensors")).unwrap();
-        let b = SafeTensors::load(&split.join("checkpoint.safetensors")).unwrap();
         assert_eq!(a.metadata.get("step"), Some(&(2 * k).to_string()));
-        assert_eq!(a.metadata.get("step"), b.metadata.get("step"));
-        assert_eq!(a.metadata.get("rng"), b.metadata.get("rng"));
-        assert_eq!(a.tensors.len(), b.tensors.len());
-        for (name, t) in &a.tensors {
-            let u = &b.tensors[name];
-            let same = t
-                .data
-                .iter()
-                .zip(&u.data)
-                .all(|(x, y)| x.to_bits() == y.to_bits());
-            assert!(same, "{norm}: {name} differs after resume");
-        }
+        same_checkpoints(&straight, &split, &["step", "rng"], norm);
         let la = losses(&straight);
         let lb = losses(&split);
         assert_eq!(
@@ -315,6 +474,7 @@ fn trainer_and_eval_agree_on_the_same_checkpoint() {
                     image_size: None,
                     data_dir: None,
                     limit: Some(64),
+                    precision: PrecisionArg::F32,
                 },
             )
             .unwrap();
@@ -408,6 +568,7 @@ fn folder_dataset_trains_with_workers_and_keeps_class_names() {
         image_size: None,
         data_dir: None,
         limit: None,
+        precision: PrecisionArg::F32,
     };
     let r = effnet::cli::train::eval(gpu, &e).unwrap();
     assert_eq!(r.images, 12);
@@ -475,6 +636,7 @@ fn non_square_run_trains_evaluates_and_resumes_bit_exactly() {
         image_size: Some("48x24".parse().unwrap()),
         data_dir: None,
         limit: None,
+        precision: PrecisionArg::F32,
     };
     assert_eq!(effnet::cli::train::eval(gpu, &e).unwrap().images, 12);
     for dir in [&data, &straight, &split] {

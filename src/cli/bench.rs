@@ -8,8 +8,9 @@ use clap::{Args, ValueEnum};
 
 use super::{bench_data, bench_train};
 use crate::bench::{self, peak};
+use crate::cli::precision::{self, PrecisionArg};
 use crate::error::{Error, Result};
-use crate::gpu::{Gpu, GpuOptions, Precision};
+use crate::gpu::{Gpu, GpuOptions};
 use crate::models::{NormChoice, Preset};
 
 /// What `effnet bench` measures.
@@ -64,11 +65,12 @@ pub struct BenchArgs {
     /// `train/` sub-folder when there is one); see `examples/gen_jpegs.rs`.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
-    /// `bench norm`: storage precision of the activations: f32, or mixed (f16 activations
-    /// and gradients through the kernels' f16 variants; needs SHADER_F16). The other
-    /// benchmarks run f32 only so far and refuse mixed.
-    #[arg(long, value_enum, default_value_t = Precision::F32)]
-    pub precision: Precision,
+    /// `bench norm` and `bench train`: storage precision of the activations: auto (mixed
+    /// where the adapter has SHADER_F16 and the f16 kernels pass the start-up check), f32,
+    /// or mixed (f16 activations and gradients through the kernels' f16 variants; needs
+    /// SHADER_F16). The other benchmarks run f32 only and refuse mixed.
+    #[arg(long, value_enum, default_value_t = PrecisionArg::Auto)]
+    pub precision: PrecisionArg,
     /// `bench data`: loader worker counts to measure, e.g. `1,2,4` (default: cores - 1).
     #[arg(long, value_delimiter = ',')]
     pub workers: Vec<usize>,
@@ -78,11 +80,10 @@ pub struct BenchArgs {
 pub fn run(opts: &GpuOptions, a: &BenchArgs) -> Result<()> {
     let gpu = || Gpu::new(opts);
     let (batch, iters) = (a.batch.max(1), a.iters.max(1));
-    if a.precision == Precision::Mixed && !matches!(a.what, BenchWhat::Norm) {
+    if a.precision == PrecisionArg::Mixed && !matches!(a.what, BenchWhat::Norm | BenchWhat::Train) {
         return Err(Error::Config(format!(
-            "--precision mixed: `effnet bench {}` runs f32 only so far (the model's f16 \
-             wiring is not done); `effnet bench norm --precision mixed` times the f16 \
-             normalization kernels",
+            "--precision mixed: `effnet bench {}` runs f32 only; `effnet bench norm` and \
+             `effnet bench train` take --precision mixed",
             a.what
                 .to_possible_value()
                 .map_or("?".into(), |v| v.get_name().to_string())
@@ -102,7 +103,11 @@ pub fn run(opts: &GpuOptions, a: &BenchArgs) -> Result<()> {
         BenchWhat::Norm => {
             let gpu = &gpu()?;
             let p = peak::get(gpu, a.refresh)?;
-            bench::norm::run(gpu, batch, iters, a.json, &p, a.precision)?;
+            let chosen = precision::choose(gpu, a.precision)?;
+            if !a.json {
+                println!("{}", chosen.header());
+            }
+            bench::norm::run(gpu, batch, iters, a.json, &p, chosen.precision)?;
         }
         BenchWhat::Ops => {
             let gpu = &gpu()?;
@@ -140,22 +145,38 @@ fn print_peak(gpu: &Gpu, a: &BenchArgs) -> Result<()> {
 /// `effnet bench train`: a whole model's img/s and dispatches per step, and with
 /// `--data-dir` the loader's img/s at the same batch and size beside it.
 fn train(gpu: &Gpu, a: &BenchArgs, batch: usize, iters: usize) -> Result<()> {
-    let r = bench_train::run(gpu, a.model, a.norm, batch, a.image_size, iters)?;
+    let chosen = precision::choose(gpu, a.precision)?;
+    if !a.json {
+        println!("{}", chosen.header());
+    }
+    let r = bench_train::run(
+        gpu,
+        a.model,
+        a.norm,
+        batch,
+        a.image_size,
+        iters,
+        chosen.precision,
+    )?;
     if a.json {
         println!("{}", serde_json::to_string(&r).expect("serializable"));
     } else {
         println!(
-            "{} ({}) batch {} at {}px on {}: training {:.1} img/s, inference {:.1} img/s, \
-             {:.1} MiB of GPU buffers, first step after {:.2} s, {} dispatches per \
-             training step (shader runtime checks {})",
+            "{} ({}, {}) batch {} at {}px on {}: training {:.1} img/s, inference {:.1} \
+             img/s, {:.1} MiB of GPU buffers ({:.1} MiB of f32 parameter arenas, {:.1} MiB \
+             of activations and their gradients, estimated), first step after {:.2} s, {} \
+             dispatches per training step (shader runtime checks {})",
             r.model,
             r.norm,
+            r.precision,
             r.batch,
             r.image_size,
             r.adapter,
             r.train_img_s,
             r.infer_img_s,
             r.gpu_bytes as f64 / 1048576.0,
+            r.param_bytes as f64 / 1048576.0,
+            r.activation_bytes as f64 / 1048576.0,
             r.startup_s,
             r.dispatches,
             if gpu.shader_checks { "on" } else { "off" }

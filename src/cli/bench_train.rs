@@ -7,10 +7,11 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::error::Result;
-use crate::gpu::{Gpu, Recorder};
+use crate::gpu::{Gpu, Precision, Recorder};
 use crate::models::efficientnet::EfficientNet;
-use crate::models::{ModelConfig, NormChoice, Preset};
+use crate::models::{footprint, ImageSize, ModelConfig, NormChoice, Preset};
 use crate::nn::model::Trainable;
+use crate::train::loss_scale::LossScaler;
 use crate::train::optim::{self, Optimizer};
 use crate::util::Rng;
 
@@ -27,12 +28,19 @@ pub struct TrainBench {
     pub image_size: usize,
     /// Adapter name.
     pub adapter: String,
+    /// Storage precision of the activations (`f32` or `mixed`).
+    pub precision: String,
     /// Training images per second (steady state, submissions pipelined).
     pub train_img_s: f64,
     /// Inference images per second.
     pub infer_img_s: f64,
     /// Bytes of GPU buffers effnet allocated (all planned at build; peak).
     pub gpu_bytes: u64,
+    /// Of which (estimated from the configuration, as the model's size check does): the
+    /// f32 parameter arenas (weights, gradients, optimizer moments, weight average).
+    pub param_bytes: u64,
+    /// Of which (estimated likewise): the activations and their gradients.
+    pub activation_bytes: u64,
     /// Seconds from building the model to the end of the first training step.
     pub startup_s: f64,
     /// Dispatches one training step records.
@@ -44,6 +52,8 @@ pub struct TrainBench {
 /// A model ready to be stepped with synthetic data.
 pub struct Bencher {
     model: EfficientNet,
+    /// The loss scaler of a mixed-precision model.
+    scaler: Option<LossScaler>,
     opt: Optimizer,
     rng: Rng,
     dispatches: usize,
@@ -62,13 +72,22 @@ impl Bencher {
         let mut cfg = preset.config();
         cfg.norm = norm;
         cfg.classes = classes;
-        Self::from_config(gpu, &cfg, batch, image)
+        Self::from_config(gpu, &cfg, batch, image, Precision::F32)
     }
 
-    /// Build from a full configuration.
-    pub fn from_config(gpu: &Gpu, cfg: &ModelConfig, batch: usize, image: usize) -> Result<Self> {
+    /// Build from a full configuration, at `precision`.
+    pub fn from_config(
+        gpu: &Gpu,
+        cfg: &ModelConfig,
+        batch: usize,
+        image: usize,
+        precision: Precision,
+    ) -> Result<Self> {
         let classes = cfg.classes;
-        let model = EfficientNet::new(gpu, cfg, batch, image)?;
+        let size = ImageSize::square(image);
+        let mut model = EfficientNet::with_precision(gpu, cfg, batch, size, precision)?;
+        let scaler = LossScaler::for_precision(gpu, precision)?;
+        model.set_loss_scale(scaler.as_ref().map(|s| s.state.clone()));
         let mut rng = Rng::new(7);
         let opt = Optimizer::parse("adamw")?;
         model.store().initialize(gpu, &mut rng, opt.s2_init())?;
@@ -81,6 +100,7 @@ impl Bencher {
         gpu.write_f32(model.loss_weights(), &vec![1.0 / batch as f32; batch])?;
         Ok(Self {
             model,
+            scaler,
             opt,
             rng,
             dispatches: 0,
@@ -92,23 +112,13 @@ impl Bencher {
         let mut rec = Recorder::new(gpu);
         self.model
             .record_train_step(&mut rec, &mut self.rng, 0.1, false)?;
-        let s = self.model.store();
-        optim::update(
-            &mut rec,
-            &self.opt,
-            &s.segments,
-            &s.w.chunks,
-            &s.g.chunks,
-            &s.s1.chunks,
-            &s.s2.chunks,
-            1e-3,
-            0.05,
-            step,
-            1.0,
-        )?;
+        let (s, sc) = (self.model.store(), self.scaler.as_ref());
+        optim::update_step(&mut rec, sc, &self.opt, &s.segments, s, 1e-3, 0.05, step)?;
         self.model.record_after_update(&mut rec)?;
-        let s = self.model.store();
-        optim::ema(&mut rec, &s.w.chunks, &s.ema.chunks, 0.999)?;
+        optim::ema_step(&mut rec, sc, &s.w.chunks, &s.ema.chunks, 0.999)?;
+        if let Some(sc) = sc {
+            sc.record_update(&mut rec)?;
+        }
         self.dispatches = rec.dispatch_count();
         rec.submit()
     }
@@ -139,10 +149,15 @@ pub fn run(
     batch: usize,
     image: usize,
     steps: usize,
+    precision: Precision,
 ) -> Result<TrainBench> {
     let t0 = Instant::now();
     let before = gpu.allocated_bytes();
-    let mut b = Bencher::new(gpu, preset, norm, batch, image, 1000)?;
+    let mut cfg = preset.config();
+    cfg.norm = norm;
+    cfg.classes = 1000;
+    let fp = footprint::estimate_at(&cfg, batch, ImageSize::square(image), precision)?;
+    let mut b = Bencher::from_config(gpu, &cfg, batch, image, precision)?;
     b.train_step(gpu, 1)?.wait(gpu)?;
     let startup_s = t0.elapsed().as_secs_f64();
     let gpu_bytes = gpu.allocated_bytes() - before;
@@ -179,9 +194,12 @@ pub fn run(
         batch,
         image_size: image,
         adapter: gpu.info.name.clone(),
+        precision: precision.name().into(),
         train_img_s,
         infer_img_s,
         gpu_bytes,
+        param_bytes: fp.param_bytes,
+        activation_bytes: fp.activation_bytes,
         startup_s,
         dispatches: b.dispatches(),
         shader_checks: gpu.shader_checks,

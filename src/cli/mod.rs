@@ -7,6 +7,7 @@ pub mod grads;
 pub mod info;
 pub mod model;
 pub mod moments;
+pub mod precision;
 pub mod predict;
 pub mod profile;
 pub mod reproduce;

@@ -5,8 +5,9 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 
+use crate::cli::precision::{self, PrecisionArg};
 use crate::error::{Error, Result};
-use crate::gpu::{Gpu, Recorder};
+use crate::gpu::{Gpu, Precision, Recorder};
 use crate::interop::{self, arch, convert, TimmEquivalent, Weights};
 use crate::models::efficientnet::EfficientNet;
 use crate::models::{ImageSize, ModelConfig, NormChoice};
@@ -60,6 +61,10 @@ pub struct PredictArgs {
     /// With an effnet training checkpoint: use its raw weights, not their average.
     #[arg(long)]
     pub raw: bool,
+    /// Storage precision of the activations (see `effnet train --help`); the logits are
+    /// f32 either way.
+    #[arg(long, value_enum, default_value_t = PrecisionArg::Auto)]
+    pub precision: PrecisionArg,
 }
 
 /// A model ready to build: configuration, weights in effnet's layouts and the input
@@ -530,7 +535,7 @@ pub fn read_input_files(
 
 /// Evaluation-mode logits `[n, classes]` of NHWC inputs `[n, h, w, c]` (`size`: a side
 /// for square images, or an [`ImageSize`]), in batches of `batch` (the last one padded
-/// with zeros).
+/// with zeros), all in f32.
 pub fn logits(
     gpu: &Gpu,
     r: &Resolved,
@@ -539,9 +544,21 @@ pub fn logits(
     size: impl Into<ImageSize>,
     batch: usize,
 ) -> Result<Vec<f32>> {
-    let size = size.into();
+    logits_at(gpu, r, inputs, n, size.into(), batch, Precision::F32)
+}
+
+/// [`logits`] with the activations stored at `precision`.
+pub fn logits_at(
+    gpu: &Gpu,
+    r: &Resolved,
+    inputs: &[f32],
+    n: usize,
+    size: ImageSize,
+    batch: usize,
+    precision: Precision,
+) -> Result<Vec<f32>> {
     let batch = batch.clamp(1, n.max(1));
-    let mut model = EfficientNet::with_size(gpu, &r.cfg, batch, size)?;
+    let mut model = EfficientNet::with_precision(gpu, &r.cfg, batch, size, precision)?;
     if let Some((path, shapes)) = &r.file_shapes {
         check_shapes(path, &model, shapes)?;
     }
@@ -589,10 +606,15 @@ pub fn run(gpu: &Gpu, a: &PredictArgs) -> Result<Vec<f32>> {
             .collect(),
         None => r.class_names.clone(),
     };
-    let out = logits(gpu, &r, &data, n, size, a.batch)?;
+    let chosen = precision::choose(gpu, a.precision)?;
+    let out = logits_at(gpu, &r, &data, n, size, a.batch, chosen.precision)?;
     println!(
-        "{}: {} classes, {n} input(s) at {size}px on {} ({:?})",
-        r.cfg.name, classes, gpu.info.name, gpu.info.backend
+        "{}: {} classes, {n} input(s) at {size}px on {} ({:?}), {}",
+        r.cfg.name,
+        classes,
+        gpu.info.name,
+        gpu.info.backend,
+        chosen.header()
     );
     for (i, name) in names.iter().enumerate() {
         let top = top_k(&out[i * classes..(i + 1) * classes], a.top_k.max(1));

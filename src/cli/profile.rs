@@ -11,11 +11,13 @@ use std::time::Instant;
 use clap::Args;
 
 use crate::bench::peak;
+use crate::cli::precision::{self, PrecisionArg};
 use crate::error::{Error, Result};
 use crate::gpu::{Cost, Gpu, Recorder};
 use crate::models::efficientnet::EfficientNet;
-use crate::models::{NormChoice, Preset};
+use crate::models::{ImageSize, NormChoice, Preset};
 use crate::nn::model::Trainable;
+use crate::train::loss_scale::LossScaler;
 use crate::train::optim::{self, Optimizer};
 use crate::util::Rng;
 
@@ -49,6 +51,9 @@ pub struct ProfileArgs {
     /// Measure the adapter's peak again instead of using the cached one.
     #[arg(long)]
     pub refresh_peak: bool,
+    /// Storage precision (see `effnet train --help`).
+    #[arg(long, value_enum, default_value_t = PrecisionArg::Auto)]
+    pub precision: PrecisionArg,
 }
 
 /// Run the profile.
@@ -69,8 +74,13 @@ pub fn run(gpu: &Gpu, a: &ProfileArgs) -> Result<()> {
         cfg.depth = d;
     }
     cfg.classes = a.classes;
+    let chosen = precision::choose(gpu, a.precision)?;
+    println!("{}", chosen.header());
     let t_build = Instant::now();
-    let mut m = EfficientNet::new(gpu, &cfg, a.batch, a.image_size)?;
+    let size = ImageSize::square(a.image_size);
+    let mut m = EfficientNet::with_precision(gpu, &cfg, a.batch, size, chosen.precision)?;
+    let scaler = LossScaler::for_precision(gpu, chosen.precision)?;
+    m.set_loss_scale(scaler.as_ref().map(|s| s.state.clone()));
     let mut rng = Rng::new(1);
     m.store().initialize(gpu, &mut rng, 0.0)?;
     let x: Vec<f32> = (0..m.input().len()).map(|_| rng.normal() as f32).collect();
@@ -86,24 +96,14 @@ pub fn run(gpu: &Gpu, a: &ProfileArgs) -> Result<()> {
             m.record_train_step(rec, rng, 0.1, false)?;
             let nfb = rec.dispatch_count();
             rec.set_tag("optimizer");
-            let s = m.store();
-            optim::update(
-                rec,
-                &opt,
-                &segs,
-                &s.w.chunks,
-                &s.g.chunks,
-                &s.s1.chunks,
-                &s.s2.chunks,
-                0.01,
-                1e-5,
-                1,
-                1.0,
-            )?;
+            let (s, sc) = (m.store(), scaler.as_ref());
+            optim::update_step(rec, sc, &opt, &segs, s, 0.01, 1e-5, 1)?;
             m.record_after_update(rec)?;
-            // The weight average, as the trainer updates it every step.
-            let s = m.store();
-            optim::ema(rec, &s.w.chunks, &s.ema.chunks, 0.999)?;
+            // The weight average and the loss scale, as the trainer updates them every step.
+            optim::ema_step(rec, sc, &s.w.chunks, &s.ema.chunks, 0.999)?;
+            if let Some(sc) = sc {
+                sc.record_update(rec)?;
+            }
             Ok((nfb, rec.dispatch_count()))
         };
     // Warm-up step (builds every pipeline).

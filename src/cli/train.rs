@@ -7,10 +7,11 @@ use std::sync::Arc;
 
 use clap::Args;
 
+use crate::cli::precision::{self, Chosen, PrecisionArg};
 use crate::data::Dataset;
 use crate::dist::{agree, check_same, hash_bytes, Comm, Shard, Solo};
 use crate::error::{Error, Result};
-use crate::gpu::Gpu;
+use crate::gpu::{Gpu, Precision};
 use crate::interop::ModelName;
 use crate::models::efficientnet::EfficientNet;
 use crate::models::{ImageSize, ModelConfig, NormChoice};
@@ -244,6 +245,12 @@ pub struct TrainArgs {
     /// checkpoint or evaluation.
     #[arg(long, default_value_t = 600.0)]
     pub collective_timeout: f64,
+    /// Storage precision: auto (mixed where the adapter has SHADER_F16 and the f16 kernels
+    /// pass a start-up check, else f32), f32, or mixed (f16 activations and gradients, f32
+    /// weights and accumulation, dynamic loss scaling). Default: auto for a new run, the
+    /// run's own precision for --resume.
+    #[arg(long, value_enum)]
+    pub precision: Option<PrecisionArg>,
 }
 
 /// The long help of `effnet train`: FixRes, then the model-name mapping.
@@ -397,6 +404,12 @@ pub fn train_config(a: &TrainArgs) -> Result<TrainConfig> {
         init: a.init.clone(),
         freeze_stages: a.freeze_stages,
         freeze_bn: a.freeze_bn,
+        // Resolved on the adapter by `run` (`auto`, and a resume without the flag).
+        precision: match a.precision {
+            Some(PrecisionArg::Mixed) => Precision::Mixed,
+            _ => Precision::F32,
+        },
+        loss_scale: None,
     };
     if a.freeze_stages > 7 {
         return Err(Error::Config(format!(
@@ -476,6 +489,33 @@ pub fn check_fixres(train: usize, test: usize) -> Result<()> {
     Ok(())
 }
 
+/// The precision of `effnet train`: `--precision` when given; on `--resume` without it,
+/// the run's own (from its checkpoint); else `auto`.
+pub fn train_precision(gpu: &Gpu, a: &TrainArgs) -> Result<Chosen> {
+    if let (None, true) = (a.precision, a.resume) {
+        let ckpt = trainer::checkpoint_path(&a.run_dir);
+        if ckpt.is_file() {
+            let st = SafeTensors::load(&ckpt)?;
+            let stored = st
+                .metadata
+                .get("train_config")
+                .and_then(|s| serde_json::from_str::<TrainConfig>(s).ok())
+                .map(|c| c.precision);
+            if let Some(p) = stored {
+                let arg = match p {
+                    Precision::F32 => PrecisionArg::F32,
+                    Precision::Mixed => PrecisionArg::Mixed,
+                };
+                return precision::choose(gpu, arg).map(|c| Chosen {
+                    why: "the run's own, resumed".into(),
+                    ..c
+                });
+            }
+        }
+    }
+    precision::choose(gpu, a.precision.unwrap_or(PrecisionArg::Auto))
+}
+
 /// The run folder mode the flags ask for.
 fn mode_of(a: &TrainArgs) -> Mode {
     if a.resume {
@@ -516,7 +556,9 @@ pub fn run_ranked(
     let (rank, ranks) = (comm.rank(), comm.size());
     let root = rank == 0;
     let shard = Shard::of(a.batch, rank, ranks)?;
-    let cfg = train_config(a)?;
+    let mut cfg = train_config(a)?;
+    let chosen = train_precision(gpu, a)?;
+    cfg.precision = chosen.precision;
     // Every flag is checked before anything is trained, the fine-tune's included.
     let fcfg = a
         .finetune_size
@@ -561,11 +603,12 @@ pub fn run_ranked(
             gpu.info.backend
         );
         println!(
-            "data: {} train / {} test images, {} classes; run folder {}",
+            "data: {} train / {} test images, {} classes; run folder {}; {}",
             train_ds.len(),
             test_ds.len(),
             classes,
-            a.run_dir.display()
+            a.run_dir.display(),
+            chosen.header()
         );
     }
     let meta = serde_json::to_string(&mcfg).expect("json");
@@ -576,7 +619,7 @@ pub fn run_ranked(
     let mut model = agree(
         comm,
         "building the model",
-        EfficientNet::with_size(gpu, &mcfg, shard.len, cfg.image_size),
+        EfficientNet::with_precision(gpu, &mcfg, shard.len, cfg.image_size, cfg.precision),
     )?;
     model.set_shard(shard)?;
     let mut out = Vec::new();
@@ -643,7 +686,7 @@ pub fn run_ranked(
         let mut fmodel = agree(
             comm,
             "building the fine-tune's model",
-            EfficientNet::with_size(gpu, &mcfg, shard.len, ft),
+            EfficientNet::with_precision(gpu, &mcfg, shard.len, ft, fcfg.precision),
         )?;
         fmodel.set_shard(shard)?;
         fmodel.set_finetune_stages(&a.finetune_stages)?;
@@ -843,6 +886,10 @@ pub struct EvalArgs {
     /// Evaluate on at most N images (N >= 1).
     #[arg(long)]
     pub limit: Option<usize>,
+    /// Storage precision of the activations (see `effnet train --help`; the checkpoint's
+    /// weights are f32 whatever the run's precision).
+    #[arg(long, value_enum, default_value_t = PrecisionArg::Auto)]
+    pub precision: PrecisionArg,
 }
 
 /// Parse a `[0.1, 0.2]` metadata list of `n` finite floats.
@@ -939,7 +986,10 @@ pub fn eval(gpu: &Gpu, a: &EvalArgs) -> Result<trainer::EvalResult> {
         ));
     }
     let test = Arc::new(test);
-    let mut model = EfficientNet::with_size(gpu, &mcfg, cfg.batch, cfg.image_size)?;
+    let chosen = precision::choose(gpu, a.precision)?;
+    println!("{}", chosen.header());
+    let size = cfg.image_size;
+    let mut model = EfficientNet::with_precision(gpu, &mcfg, cfg.batch, size, chosen.precision)?;
     checkpoint::load(&path, gpu, &mut model)?;
     if !a.raw {
         AverageSwap::new(gpu, &model)?.swap(gpu, &model)?;

@@ -15,10 +15,14 @@ use super::tensor::Dtype;
 use crate::error::{Error, Result};
 
 /// The storage precision of a run (`--precision`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Precision {
-    /// Everything in f32.
+    /// Everything in f32 (also what a configuration without a precision means: every run
+    /// before mixed precision existed).
+    #[default]
     F32,
     /// f16 activations and activation gradients; f32 master weights, gradients, optimizer
     /// state, statistics and accumulation, with dynamic loss scaling.

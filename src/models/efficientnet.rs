@@ -4,7 +4,7 @@
 
 use crate::dist::Shard;
 use crate::error::{Error, Result};
-use crate::gpu::{Gpu, Recorder, Tensor};
+use crate::gpu::{Dtype, Gpu, Precision, Recorder, Tensor};
 use crate::models::config::ModelConfig;
 use crate::models::size::ImageSize;
 use crate::nn::layers::{ConvLayer, LinearLayer, NormActLayer, NormRole, SeLayer};
@@ -84,6 +84,8 @@ pub struct EfficientNet {
     pub batch: usize,
     /// Input resolution (height x width).
     pub size: ImageSize,
+    /// Storage precision of the activations and their gradients.
+    pub precision: Precision,
     store: ParamStore,
     nodes: Vec<Node>,
     acts: Vec<Tensor>,
@@ -95,6 +97,9 @@ pub struct EfficientNet {
     loss_w: Tensor,
     loss_rows: Tensor,
     ones: Tensor,
+    /// The loss scaler's state in a mixed-precision run: the loss gradient is multiplied
+    /// by its scale ([`Trainable::set_loss_scale`]).
+    loss_scale: Option<Tensor>,
     head_start: usize,
     /// Node index where each stage's first block begins (index = stage number 1..=7).
     stage_start: [usize; 8],
@@ -126,14 +131,24 @@ struct GraphBuilder<'a> {
     pb: ParamBuilder,
     acts: Vec<Tensor>,
     shapes: Vec<[usize; 4]>,
+    /// Element type of each activation (its gradient has the same).
+    dtypes: Vec<Dtype>,
+    /// `precision.activations()`: what [`Self::act`] allocates.
+    act_dtype: Dtype,
     nodes: Vec<Node>,
 }
 
 impl GraphBuilder<'_> {
-    /// A new activation tensor; returns its index.
+    /// A new activation tensor at the run's activation precision; returns its index.
     fn act(&mut self, s: [usize; 4]) -> Result<usize> {
-        self.acts.push(self.gpu.zeros(&s)?);
+        self.act_of(s, self.act_dtype)
+    }
+
+    /// A new activation tensor of element type `dtype`; returns its index.
+    fn act_of(&mut self, s: [usize; 4], dtype: Dtype) -> Result<usize> {
+        self.acts.push(self.gpu.zeros_of(&s, dtype)?);
         self.shapes.push(s);
+        self.dtypes.push(dtype);
         Ok(self.acts.len() - 1)
     }
 
@@ -194,14 +209,33 @@ impl EfficientNet {
     }
 
     /// Build the graph for `size.h x size.w` inputs (square or not) and allocate every
-    /// buffer.
+    /// buffer, all f32.
     pub fn with_size(gpu: &Gpu, cfg: &ModelConfig, batch: usize, size: ImageSize) -> Result<Self> {
+        Self::with_precision(gpu, cfg, batch, size, Precision::F32)
+    }
+
+    /// Build the graph with activations and activation gradients stored at
+    /// `precision.activations()` (f16 in mixed precision; the exceptions that stay f32 are
+    /// stated where they are allocated). Parameters, their gradients, the optimizer state
+    /// and every statistic stay f32. Mixed precision needs `SHADER_F16`.
+    pub fn with_precision(
+        gpu: &Gpu,
+        cfg: &ModelConfig,
+        batch: usize,
+        size: ImageSize,
+        precision: Precision,
+    ) -> Result<Self> {
         cfg.validate()?;
         size.check_min()?;
+        precision.check_supported(gpu)?;
         // Refuse what the adapter cannot hold before allocating anything.
-        crate::models::footprint::estimate_size(cfg, batch, size)?.check(
+        crate::models::footprint::estimate_at(cfg, batch, size, precision)?.check(
             gpu,
-            &format!("model {} at batch {batch} and {size}px", cfg.name),
+            &format!(
+                "model {} at batch {batch} and {size}px ({} precision)",
+                cfg.name,
+                precision.name()
+            ),
         )?;
         let b = batch;
         let mut g = GraphBuilder {
@@ -211,6 +245,8 @@ impl EfficientNet {
             pb: ParamBuilder::default(),
             acts: Vec::new(),
             shapes: Vec::new(),
+            dtypes: Vec::new(),
+            act_dtype: precision.activations(),
             nodes: Vec::new(),
         };
         let input = g.act([b, size.h, size.w, cfg.in_channels])?;
@@ -310,11 +346,16 @@ impl EfficientNet {
             (1, 1, 1),
             NormRole::Head,
         )?;
-        let y = g.act([b, 1, 1, head])?;
+        // The pooled features stay f32 (so does everything after them: dropout, logits and
+        // their gradients): the pool's sums accumulate in f32 and are written as they are,
+        // the classifier's GEMM is [B, head] x [head, classes], too small for f16 storage
+        // to matter, and the loss reads f32 logits and writes f32 dlogits that carry the
+        // loss scale (a scaled dlogit could overflow f16 before any check sees it).
+        let y = g.act_of([b, 1, 1, head], Dtype::F32)?;
         g.nodes.push(Node::Gap { x: cur, y });
         cur = y;
         if cfg.dropout > 0.0 {
-            let y = g.act([b, 1, 1, head])?;
+            let y = g.act_of([b, 1, 1, head], Dtype::F32)?;
             g.nodes.push(Node::Dropout {
                 x: cur,
                 y,
@@ -324,25 +365,28 @@ impl EfficientNet {
             cur = y;
         }
         let l = LinearLayer::new(gpu, &mut g.pb, "classifier", b, head, cfg.classes)?;
-        let y = g.act([b, 1, 1, cfg.classes])?;
+        let y = g.act_of([b, 1, 1, cfg.classes], Dtype::F32)?;
         g.nodes.push(Node::Linear { l, x: cur, y });
         let GraphBuilder {
             pb,
             acts,
             shapes,
+            dtypes,
             mut nodes,
             ..
         } = g;
 
-        // Gradient slots: one per activation except the input, plus one per residual branch.
+        // Gradient slots: one per activation except the input, plus one per residual branch,
+        // each of its activation's element type.
         let mut grads: Vec<Option<Tensor>> = shapes
             .iter()
+            .zip(&dtypes)
             .enumerate()
-            .map(|(i, s)| {
+            .map(|(i, (s, &d))| {
                 if i == input {
                     Ok(None)
                 } else {
-                    gpu.zeros(s).map(Some)
+                    gpu.zeros_of(s, d).map(Some)
                 }
             })
             .collect::<Result<_>>()?;
@@ -360,7 +404,7 @@ impl EfficientNet {
             })
             .collect();
         for (fork_at, first, block_in, out) in extra_slots {
-            grads.push(Some(gpu.zeros(&shapes[block_in])?));
+            grads.push(Some(gpu.zeros_of(&shapes[block_in], dtypes[block_in])?));
             let slot = grads.len() - 1;
             dx_slot[first] = Some(slot);
             nodes[fork_at] = Node::Fork {
@@ -374,6 +418,7 @@ impl EfficientNet {
             cfg: cfg.clone(),
             batch: b,
             size,
+            precision,
             store,
             nodes,
             acts,
@@ -383,6 +428,7 @@ impl EfficientNet {
             loss_w: gpu.zeros(&[b])?,
             loss_rows: gpu.zeros(&[b])?,
             ones: gpu.upload(&vec![1.0; b], &[b])?,
+            loss_scale: None,
             head_start,
             stage_start,
             finetune_stages: Vec::new(),
@@ -414,7 +460,8 @@ impl EfficientNet {
     /// (off by default: training never needs it; parity checks against PyTorch do).
     pub fn enable_input_grad(&mut self, gpu: &Gpu) -> Result<()> {
         if self.grads[INPUT].is_none() {
-            self.grads[INPUT] = Some(gpu.zeros(self.acts[INPUT].shape())?);
+            let x = &self.acts[INPUT];
+            self.grads[INPUT] = Some(gpu.zeros_of(x.shape(), x.dtype())?);
             for (k, n) in self.nodes.iter().enumerate() {
                 if matches!(n, Node::Conv { x: INPUT, .. }) {
                     self.dx_slot[k] = Some(INPUT);
@@ -499,18 +546,29 @@ impl EfficientNet {
     pub fn record_loss(&mut self, rec: &mut Recorder, label_smoothing: f32) -> Result<()> {
         self.track_batch();
         self.forward(rec, true, None)?;
+        self.record_xent(rec, label_smoothing)
+    }
+
+    /// Record the loss and its gradient on the logits; with a loss scale (mixed
+    /// precision) the f32 dlogits carry the scale into the f16 gradients.
+    fn record_xent(&self, rec: &mut Recorder, label_smoothing: f32) -> Result<()> {
         let id = self.logits_id();
         let logits = self.acts[id].reshape(&[self.batch, self.cfg.classes])?;
         let dlogits = self.grad(id).reshape(&[self.batch, self.cfg.classes])?;
-        loss::softmax_xent(
-            rec,
-            &logits,
-            &self.labels,
-            &self.loss_w,
-            &self.loss_rows,
-            &dlogits,
-            label_smoothing,
-        )
+        let (labels, w, rows) = (&self.labels, &self.loss_w, &self.loss_rows);
+        match &self.loss_scale {
+            Some(scaler) => loss::softmax_xent_scaled(
+                rec,
+                &logits,
+                labels,
+                w,
+                rows,
+                &dlogits,
+                label_smoothing,
+                scaler,
+            ),
+            None => loss::softmax_xent(rec, &logits, labels, w, rows, &dlogits, label_smoothing),
+        }
     }
 
     /// Every node's output in graph order (residual forks have none), valid after a
@@ -785,18 +843,7 @@ impl Trainable for EfficientNet {
     ) -> Result<()> {
         self.track_batch();
         self.forward(rec, true, Some(rng))?;
-        let id = self.logits_id();
-        let logits = self.acts[id].reshape(&[self.batch, self.cfg.classes])?;
-        let dlogits = self.grad(id).reshape(&[self.batch, self.cfg.classes])?;
-        loss::softmax_xent(
-            rec,
-            &logits,
-            &self.labels,
-            &self.loss_w,
-            &self.loss_rows,
-            &dlogits,
-            label_smoothing,
-        )?;
+        self.record_xent(rec, label_smoothing)?;
         let stop = if head_only {
             self.finetune_stages
                 .iter()
@@ -816,6 +863,14 @@ impl Trainable for EfficientNet {
 
     fn record_eval(&mut self, rec: &mut Recorder) -> Result<()> {
         self.forward(rec, false, None)
+    }
+
+    fn precision(&self) -> Precision {
+        self.precision
+    }
+
+    fn set_loss_scale(&mut self, scaler: Option<Tensor>) {
+        self.loss_scale = scaler;
     }
 
     fn record_after_update(&self, rec: &mut Recorder) -> Result<()> {

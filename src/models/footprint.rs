@@ -11,7 +11,7 @@
 //! model it refuses can never fit.
 
 use crate::error::{Error, Result};
-use crate::gpu::{Gpu, MemoryBudget};
+use crate::gpu::{Gpu, MemoryBudget, Precision};
 use crate::models::config::ModelConfig;
 use crate::models::size::ImageSize;
 
@@ -19,7 +19,7 @@ use crate::models::size::ImageSize;
 /// optimizer moments, weight average); the trainer adds one more for the average swap.
 pub const PARAM_COPIES: u64 = 5;
 
-/// Bytes a model needs, for a batch size and resolution (f32 everywhere).
+/// Bytes a model needs, for a batch size, resolution and precision.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Footprint {
     /// Parameters.
@@ -59,6 +59,19 @@ pub fn estimate(cfg: &ModelConfig, batch: usize, image: usize) -> Result<Footpri
 
 /// [`estimate`] for `h x w` images.
 pub fn estimate_size(cfg: &ModelConfig, batch: usize, image: ImageSize) -> Result<Footprint> {
+    estimate_at(cfg, batch, image, Precision::F32)
+}
+
+/// [`estimate_size`] with activations and their gradients stored at
+/// `precision.activations()`, except the f32 tail after the global pool (pooled features,
+/// dropout, logits) that the model keeps f32 in every precision. Parameters and their
+/// arenas are f32 in every precision.
+pub fn estimate_at(
+    cfg: &ModelConfig,
+    batch: usize,
+    image: ImageSize,
+    precision: Precision,
+) -> Result<Footprint> {
     cfg.check_ranges()?;
     let overflow = || too_large(cfg, batch, image);
     let b = batch as u64;
@@ -108,25 +121,38 @@ pub fn estimate_size(cfg: &ModelConfig, batch: usize, image: ImageSize) -> Resul
     let head = cfg.head_width();
     let last = cfg.blocks().last().map_or(stem, |x| x.cout);
     add(act(hw, head)?, 2)?; // head conv, norm
-    let one = ImageSize::square(1);
-    add(act(one, head)?, if cfg.dropout > 0.0 { 2 } else { 1 })?; // pool, dropout
-    add(act(one, cfg.classes)?, 1)?; // logits
-    weights.push(last as u64 * head as u64);
-    weights.push(head as u64 * cfg.classes as u64);
+    let largest_act = largest;
     // One gradient per activation but the input, plus one per residual branch.
     let elements = acts
         .checked_mul(2)
         .and_then(|v| v.checked_sub(input))
         .and_then(|v| v.checked_add(extra_grads))
         .ok_or_else(overflow)?;
+    // The f32 tail: pool, dropout, logits, each with its gradient.
+    let one = ImageSize::square(1);
+    let tail = act(one, head)?
+        .checked_mul(if cfg.dropout > 0.0 { 2 } else { 1 })
+        .and_then(|v| v.checked_add(act(one, cfg.classes).ok()?))
+        .and_then(|v| v.checked_mul(2))
+        .ok_or_else(overflow)?;
+    weights.push(last as u64 * head as u64);
+    weights.push(head as u64 * cfg.classes as u64);
     // Parameters do not depend on the resolution: count them at the smallest one.
     let params = crate::models::totals(cfg, 8).0 as u64;
-    let largest = largest.max(weights.into_iter().max().unwrap_or(0));
+    let act_size = precision.activations().size();
+    let largest = largest_act
+        .checked_mul(act_size)
+        .ok_or_else(overflow)?
+        .max(weights.into_iter().max().unwrap_or(0).saturating_mul(4));
+    let activation_bytes = elements
+        .checked_mul(act_size)
+        .and_then(|v| v.checked_add(tail.checked_mul(4)?))
+        .ok_or_else(overflow)?;
     Ok(Footprint {
         params,
         param_bytes: params.checked_mul(4 * PARAM_COPIES).ok_or_else(overflow)?,
-        activation_bytes: elements.checked_mul(4).ok_or_else(overflow)?,
-        largest_tensor_bytes: largest.checked_mul(4).ok_or_else(overflow)?,
+        activation_bytes,
+        largest_tensor_bytes: largest,
     })
 }
 

@@ -2,7 +2,7 @@
 //! labels from, and recorders for a training step and an evaluation forward pass.
 
 use crate::error::Result;
-use crate::gpu::{Gpu, Recorder, Tensor};
+use crate::gpu::{Gpu, Precision, Recorder, Tensor};
 use crate::nn::ParamStore;
 use crate::util::Rng;
 
@@ -45,6 +45,12 @@ pub trait Trainable {
     ) -> Result<()>;
     /// Record an evaluation forward pass (running statistics, no dropout).
     fn record_eval(&mut self, rec: &mut Recorder) -> Result<()>;
+    /// The storage precision of the activations and their gradients.
+    fn precision(&self) -> Precision;
+    /// Multiply the loss gradient of training steps by the scale held in this loss scaler
+    /// state tensor ([`crate::train::loss_scale::LossScaler::state`]; mixed precision), or
+    /// not (`None`).
+    fn set_loss_scale(&mut self, scaler: Option<Tensor>);
     /// Record work that must follow each optimizer update: state derived from the
     /// parameters (Proxy Norm statistics).
     fn record_after_update(&self, rec: &mut Recorder) -> Result<()>;

@@ -157,6 +157,8 @@ pub fn run(gpu: &Gpu, cfg: &FixresConfig, command: &str) -> Result<Report> {
                 image_size: Some(hi.into()),
                 data_dir: cfg.recipe.data_dir.clone(),
                 limit: cfg.recipe.eval_limit,
+                // As the runs themselves (their default).
+                precision: crate::cli::precision::PrecisionArg::Auto,
             },
         )?;
         low_at_hi.push(r.top1);

@@ -17,7 +17,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::gpu::{
-    uniform_block, Access, Cost, Gpu, Grid, Kernel, KernelDef, Readback, Recorder, Tensor,
+    uniform_block, Access, Cost, Gpu, Grid, Kernel, KernelDef, Precision, Readback, Recorder,
+    Tensor,
 };
 use crate::ops::finite::count_nonfinite;
 
@@ -228,6 +229,19 @@ impl LossScaler {
         config.validate()?;
         let state = gpu.upload_u32(&state.to_words(), &[STATE_WORDS])?;
         Ok(Self { state, config })
+    }
+
+    /// A scaler with GradScaler's constants at its initial state for a model at
+    /// `precision`, or none in f32 (benchmarks and profiles; the trainer restores its
+    /// state from checkpoints).
+    pub fn for_precision(gpu: &Gpu, precision: Precision) -> Result<Option<Self>> {
+        match precision {
+            Precision::F32 => Ok(None),
+            Precision::Mixed => {
+                let c = ScalerConfig::default();
+                Self::new(gpu, c, &ScalerState::initial(&c)).map(Some)
+            }
+        }
     }
 
     /// Record the count of the non-finite values of every gradient chunk into the state

@@ -108,6 +108,12 @@ pub struct StepRecord {
     pub lr: f64,
     /// Images per second (averaged since the last record).
     pub img_per_s: f64,
+    /// Mixed precision: the loss scale after this step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss_scale: Option<f32>,
+    /// Mixed precision: steps skipped so far (a non-finite gradient), in the whole run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skipped_steps: Option<u32>,
 }
 
 /// One evaluation record.

@@ -10,6 +10,7 @@ use crate::gpu::{
     groups_for, uniform_block, Access, Cost, Grid, Kernel, KernelDef, Recorder, Tensor,
 };
 pub use crate::nn::params::Segment;
+use crate::nn::ParamStore;
 
 uniform_block! {
     /// Parameters of `optim/update.wgsl`.
@@ -230,6 +231,51 @@ pub fn update(
     gscale: f32,
 ) -> Result<()> {
     update_with(rec, opt, segments, w, g, s1, s2, lr, wd, step, gscale, None)
+}
+
+/// The update of one training step over `store`'s arenas and `segments`: [`update`] in
+/// f32, or with a loss `scaler` (mixed precision) the non-finite check of every gradient
+/// chunk then [`update_scaled`]. The caller records [`LossScaler::record_update`] after
+/// the weight average ([`ema_step`]).
+#[allow(clippy::too_many_arguments)]
+pub fn update_step(
+    rec: &mut Recorder,
+    scaler: Option<&LossScaler>,
+    opt: &Optimizer,
+    segments: &[Segment],
+    store: &ParamStore,
+    lr: f32,
+    wd: f32,
+    step: u64,
+) -> Result<()> {
+    let (w, g, s1, s2) = (
+        &store.w.chunks,
+        &store.g.chunks,
+        &store.s1.chunks,
+        &store.s2.chunks,
+    );
+    match scaler {
+        Some(sc) => {
+            sc.record_check(rec, g)?;
+            update_scaled(rec, opt, segments, w, g, s1, s2, lr, wd, step, 1.0, sc)
+        }
+        None => update(rec, opt, segments, w, g, s1, s2, lr, wd, step, 1.0),
+    }
+}
+
+/// The weight average of one training step: [`ema`], or [`ema_scaled`] with a loss
+/// `scaler` (skipped with the update).
+pub fn ema_step(
+    rec: &mut Recorder,
+    scaler: Option<&LossScaler>,
+    w: &[Tensor],
+    avg: &[Tensor],
+    decay: f32,
+) -> Result<()> {
+    match scaler {
+        Some(sc) => ema_scaled(rec, w, avg, decay, sc),
+        None => ema(rec, w, avg, decay),
+    }
 }
 
 /// [`update`] for gradients that carry the dynamic loss scale of `scaler` (mixed

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use super::checkpoint;
 use super::input_stage::InputStage;
+use super::loss_scale::{LossScaler, ScalerConfig, ScalerState};
 use super::metrics::{self, EvalRecord, MetricsLog, StepRecord};
 use super::model::Trainable;
 use super::optim::{self, Optimizer, Segment};
@@ -25,7 +26,7 @@ use super::stop::{self, StopSignal};
 use crate::data::{self, Batch, Dataset, Loader, LoaderConfig, Transform};
 use crate::dist::{agree, check_same, hash_bytes, sum_in_buckets, Comm, Shard, Solo};
 use crate::error::{Error, Result};
-use crate::gpu::{Arena, Gpu, Readback, Recorder, Submitted, Tensor};
+use crate::gpu::{Arena, Gpu, Precision, Readback, Recorder, Submitted, Tensor};
 use crate::models::size::{MAX_SIDE, MIN_SIDE};
 use crate::models::ImageSize;
 use crate::util::plot::{self, Chart, Series};
@@ -106,11 +107,31 @@ pub struct TrainConfig {
     /// fixed, gradients flowing through them.
     #[serde(default, skip_serializing_if = "is_false")]
     pub freeze_bn: bool,
+    /// Storage precision (`--precision`; f32 for runs written before it existed). The
+    /// model must be built at it; resuming in the other precision is allowed.
+    #[serde(default, skip_serializing_if = "is_f32")]
+    pub precision: Precision,
+    /// The dynamic loss scaler's constants in mixed precision (None: GradScaler's,
+    /// [`ScalerConfig::default`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss_scale: Option<ScalerConfig>,
 }
 
 fn is_false(v: &bool) -> bool {
     !*v
 }
+
+fn is_f32(p: &Precision) -> bool {
+    *p == Precision::F32
+}
+
+/// Checkpoint metadata key of the loss scaler's state (JSON [`ScalerState`]; absent in f32
+/// runs, and in checkpoints older than mixed precision).
+pub const META_LOSS_SCALER: &str = "loss_scaler";
+
+/// Consecutive steps that overflow at the smallest loss scale before a mixed-precision run
+/// stops ([`ScalerState::stuck`]).
+pub const STUCK_STEPS: u32 = 8;
 
 fn is_zero(v: &usize) -> bool {
     *v == 0
@@ -206,6 +227,9 @@ impl TrainConfig {
         );
         if let Some(l) = self.eval_limit {
             want(l >= 1, "eval-limit", &l, ">= 1");
+        }
+        if let Some(Err(e)) = self.loss_scale.map(|c| c.validate()) {
+            bad.push(e.to_string());
         }
         if bad.is_empty() {
             Ok(())
@@ -493,6 +517,8 @@ struct Pending {
     step: u64,
     loss: Loss,
     valid: usize,
+    /// Mixed precision: the loss scaler's state after the step, being read back.
+    scaler: Option<Readback>,
 }
 
 /// A step's training loss on its way to the host.
@@ -556,8 +582,11 @@ pub fn checkpoint_path(run_dir: &Path) -> PathBuf {
 
 /// Settings that may change on resume without asking: they do not change what is trained.
 /// `skip_bad_images` is among them: a run stopped by an unreadable image continues with it.
-const FREE_KEYS: [&str; 8] = [
+/// `precision` is among them: a mixed run may continue in f32 (its weights are f32) and
+/// the other way round.
+const FREE_KEYS: [&str; 9] = [
     "init",
+    "precision",
     "log_every",
     "workers",
     "skip_bad_images",
@@ -960,6 +989,14 @@ fn train_in(
 ) -> Result<TrainSummary> {
     let t_start = Instant::now();
     cfg.validate()?;
+    if model.precision() != cfg.precision {
+        return Err(Error::Config(format!(
+            "the model was built in {} precision but the run is configured for {}: build it \
+             with EfficientNet::with_precision at the run's precision",
+            model.precision().name(),
+            cfg.precision.name()
+        )));
+    }
     check_norm_stats(norm_stats.0, norm_stats.1)?;
     model.set_frozen_stages(cfg.freeze_stages)?;
     model.freeze_bn(cfg.freeze_bn)?;
@@ -1045,6 +1082,7 @@ fn train_in(
     let mut step: u64 = 0;
     let mut history = None;
     let mut last_ckpt = None;
+    let mut scaler_state: Option<ScalerState> = None;
     let resumed = matches!(start, Start::Resume { .. });
     // Rank 0 loads (or initializes) the run; the other ranks receive its state below.
     let loaded: Result<()> = (|| {
@@ -1081,6 +1119,21 @@ fn train_in(
                 }
                 rng = Rng::from_state([st[0], st[1], st[2], st[3]]);
                 history = meta.get("config_history").cloned();
+                // A mixed run's scaler state (an f32 run, or one from before mixed
+                // precision, has none: a mixed session then starts at the initial scale).
+                scaler_state = meta
+                    .get(META_LOSS_SCALER)
+                    .map(|s| {
+                        serde_json::from_str::<ScalerState>(s)
+                            .map_err(|e| {
+                                Error::file(&ckpt, format!("bad {META_LOSS_SCALER} metadata: {e}"))
+                            })
+                            .and_then(|st| {
+                                ScalerState::from_words(&st.to_words())
+                                    .map_err(|e| Error::file(&ckpt, e.to_string()))
+                            })
+                    })
+                    .transpose()?;
                 last_ckpt = Some(step);
                 // Records past the checkpoint were written by the interrupted session and are
                 // about to be written again.
@@ -1114,6 +1167,25 @@ fn train_in(
     }
     let history = history_with(history.as_ref(), step, cfg);
     model.rebuild_derived(gpu)?;
+    // Mixed precision: the dynamic loss scaler, whose state the loss gradient, the
+    // gradient check, the update and the weight average read on the GPU.
+    let scaler = match cfg.precision {
+        Precision::F32 => None,
+        Precision::Mixed => {
+            let c = cfg.loss_scale.unwrap_or_default();
+            let st = scaler_state.unwrap_or_else(|| ScalerState::initial(&c));
+            Some(LossScaler::new(gpu, c, &st)?)
+        }
+    };
+    if let (Some(sc), Some(_)) = (&scaler, par) {
+        // Every rank starts from rank 0's scale (the same summed gradients then keep the
+        // ranks' scalers equal).
+        let mut w = gpu.read_u32(&sc.state)?;
+        comm.broadcast("the loss scaler", bytemuck::cast_slice_mut(&mut w))?;
+        gpu.write_u32(&sc.state, &w)?;
+    }
+    model.set_loss_scale(scaler.as_ref().map(|s| s.state.clone()));
+    let scaler_cfg = scaler.as_ref().map(|s| s.config);
     let mut lc = loader_config(cfg, &train_ds, true);
     lc.batch = shard.len;
     let mut elc = loader_config(cfg, test_ds, false);
@@ -1249,6 +1321,7 @@ fn train_in(
                 &schedule,
                 0.0,
                 ctx,
+                scaler_cfg,
             );
             drain(gpu, &mut pending, true, &mut track)?;
             if root && step > start_step && ctx.last_ckpt != Some(step) {
@@ -1262,6 +1335,7 @@ fn train_in(
                     &fixed_meta,
                     &history,
                     &ctx,
+                    scaler.as_ref(),
                 )?;
             }
             if !quiet && tty {
@@ -1321,28 +1395,27 @@ fn train_in(
             .map(|sum| sum / valid.max(1) as f64);
             rec = Recorder::new(gpu);
         }
-        {
-            let s = model.store();
-            optim::update(
-                &mut rec,
-                &cfg.optimizer,
-                &segments,
-                &s.w.chunks,
-                &s.g.chunks,
-                &s.s1.chunks,
-                &s.s2.chunks,
-                lr,
-                cfg.weight_decay as f32,
-                step + 1,
-                1.0,
-            )?;
-        }
+        let sc = scaler.as_ref();
+        let (wd, t) = (cfg.weight_decay as f32, step + 1);
+        optim::update_step(
+            &mut rec,
+            sc,
+            &cfg.optimizer,
+            &segments,
+            model.store(),
+            lr,
+            wd,
+            t,
+        )?;
         model.record_after_update(&mut rec)?;
         if cfg.ema_decay > 0.0 {
             let s = model.store();
             let d = optim::ema_decay_at(cfg.ema_decay, step + 1) as f32;
-            optim::ema(&mut rec, &s.w.chunks, &s.ema.chunks, d)?;
-            optim::ema(&mut rec, &state, &state_avg, d)?;
+            optim::ema_step(&mut rec, sc, &s.w.chunks, &s.ema.chunks, d)?;
+            optim::ema_step(&mut rec, sc, &state, &state_avg, d)?;
+        }
+        if let Some(sc) = &scaler {
+            sc.record_update(&mut rec)?;
         }
         let submitted = rec.submit()?;
         if par.is_none() {
@@ -1370,6 +1443,7 @@ fn train_in(
                     None => Loss::Rows(gpu.read_async(model.loss_rows())?),
                 },
                 valid,
+                scaler: scaler.as_ref().map(|s| s.read_async(gpu)).transpose()?,
             });
         }
         let window_s = window.0.elapsed().as_secs_f64().max(1e-9);
@@ -1383,6 +1457,7 @@ fn train_in(
             &schedule,
             rate,
             ctx,
+            scaler_cfg,
         );
         drain(gpu, &mut pending, false, &mut track)?;
         train_time += t0.elapsed().as_secs_f64();
@@ -1401,6 +1476,7 @@ fn train_in(
                     &fixed_meta,
                     &history,
                     &ctx,
+                    scaler.as_ref(),
                 )?;
             }
             ctx.last_ckpt = Some(step);
@@ -1474,6 +1550,7 @@ fn train_in(
         &schedule,
         0.0,
         ctx,
+        scaler_cfg,
     );
     drain(gpu, &mut pending, true, &mut track)?;
     let workers = loader.workers;
@@ -1643,6 +1720,7 @@ fn save_checkpoint(
     fixed: &BTreeMap<String, String>,
     history: &str,
     ctx: &Context,
+    scaler: Option<&LossScaler>,
 ) -> Result<()> {
     if let Some(bad) = checkpoint::non_finite(gpu, model)? {
         return Err(Error::Config(format!(
@@ -1664,6 +1742,13 @@ fn save_checkpoint(
     );
     meta.extend(fixed.iter().map(|(k, v)| (k.clone(), v.clone())));
     meta.insert("config_history".to_string(), history.to_string());
+    if let Some(sc) = scaler {
+        let st = sc.read(gpu)?;
+        meta.insert(
+            META_LOSS_SCALER.to_string(),
+            serde_json::to_string(&st).expect("json"),
+        );
+    }
     checkpoint::save(ckpt, gpu, model, meta)
 }
 
@@ -1676,11 +1761,13 @@ struct Tracker<'a> {
     schedule: &'a Schedule,
     rate: f64,
     ctx: Context,
+    /// Mixed precision: the loss scaler's constants.
+    scaler: Option<ScalerConfig>,
 }
 
 impl<'a> Tracker<'a> {
     /// A tracker over the run's loss state and log; `rate` (img/s) goes into the records
-    /// it writes.
+    /// it writes, `scaler` is the loss scaler's constants in mixed precision.
     fn new(
         last_loss: &'a mut f64,
         last_good: &'a mut u64,
@@ -1688,6 +1775,7 @@ impl<'a> Tracker<'a> {
         schedule: &'a Schedule,
         rate: f64,
         ctx: Context,
+        scaler: Option<ScalerConfig>,
     ) -> Self {
         Self {
             last_loss,
@@ -1696,6 +1784,7 @@ impl<'a> Tracker<'a> {
             schedule,
             rate,
             ctx,
+            scaler,
         }
     }
 
@@ -1722,7 +1811,15 @@ fn drain(gpu: &Gpu, pending: &mut VecDeque<Pending>, block: bool, t: &mut Tracke
             (Loss::Rows(_), Some(v)) => row_mean(&v, p.valid),
             (Loss::Rows(rb), None) => row_mean(&rb.wait(gpu)?, p.valid),
         };
-        finish(mean, p.step, t)?;
+        // Submitted with the loss's readback, so ready at about the same time.
+        let scaler = match p.scaler {
+            Some(rb) => {
+                let words: Vec<u32> = rb.wait(gpu)?.iter().map(|v| v.to_bits()).collect();
+                Some(ScalerState::from_words(&words)?)
+            }
+            None => None,
+        };
+        finish(mean, p.step, scaler, t)?;
     }
     Ok(())
 }
@@ -1736,7 +1833,7 @@ fn row_mean(v: &[f32], valid: usize) -> f64 {
         / valid.max(1) as f64
 }
 
-fn finish(mean: f64, step: u64, t: &mut Tracker) -> Result<()> {
+fn finish(mean: f64, step: u64, scaler: Option<ScalerState>, t: &mut Tracker) -> Result<()> {
     let (lr, rate, per_epoch) = (t.lr_of(step), t.rate, t.schedule.steps_per_epoch);
     let (last_loss, last_good, log) = (&mut *t.last_loss, &mut *t.last_good, &mut *t.log);
     if !mean.is_finite() {
@@ -1748,11 +1845,25 @@ fn finish(mean: f64, step: u64, t: &mut Tracker) -> Result<()> {
                 *last_good
             )
         };
+        let mixed = if t.scaler.is_some() {
+            " In mixed precision an f16 activation may also have overflowed (f16 stops at \
+             65504): if --precision f32 trains, the model's activations outgrow f16."
+        } else {
+            ""
+        };
         return Err(Error::Config(format!(
-            "the training loss became {mean} {since}. {} {}",
+            "the training loss became {mean} {since}. {} {}{mixed}",
             t.ctx.kept(),
             t.ctx.loss_cause(step)
         )));
+    }
+    if let (Some(st), Some(c)) = (scaler, t.scaler) {
+        st.stuck(&c, STUCK_STEPS).map_err(|e| {
+            Error::Config(format!(
+                "training stopped at step {step}: {e}. {}",
+                t.ctx.kept()
+            ))
+        })?;
     }
     *last_loss = mean;
     *last_good = step;
@@ -1762,6 +1873,8 @@ fn finish(mean: f64, step: u64, t: &mut Tracker) -> Result<()> {
         loss: mean,
         lr,
         img_per_s: rate,
+        loss_scale: scaler.map(|s| s.scale),
+        skipped_steps: scaler.map(|s| s.skipped),
     })
 }
 
