@@ -548,12 +548,29 @@ fn folder_dataset_trains_with_workers_and_keeps_class_names() {
         "3",
         "--workers",
         "2",
+        // 3 steps an epoch: every round(0.67 x 3) = 2 steps, and at the end.
+        "--eval-every",
+        "0.67",
         "--run-dir",
         &r,
     ]);
     let out = effnet::cli::train::run(gpu, &a).unwrap();
     let s = &out[0].1;
     assert_eq!((s.steps, s.workers, s.skipped_images), (3, 2, 0));
+    let eval_steps: Vec<u64> = std::fs::read_to_string(run_dir.join("eval.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["step"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(
+        eval_steps,
+        [2, 3],
+        "a fraction of an epoch evaluates mid-epoch"
+    );
     assert!((0.0..=1.0).contains(&s.data_wait), "{}", s.data_wait);
     assert!(s.last_loss.is_finite());
     // The class list travels in the checkpoint; eval reads it (and checks the test set).

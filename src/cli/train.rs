@@ -185,7 +185,8 @@ pub struct TrainArgs {
     /// Ctrl-C / SIGTERM.
     #[arg(long, default_value_t = 500)]
     pub checkpoint_every: usize,
-    /// Evaluate every N epochs (0: only at the end).
+    /// Evaluate every N epochs (0: only at the end; a fraction such as 0.25 evaluates
+    /// mid-epoch, every round(N x steps per epoch) steps).
     #[arg(long, default_value_t = 1.0)]
     pub eval_every: f64,
     /// Evaluate on at most N test images.

@@ -1229,15 +1229,13 @@ fn train_in(
         last_ckpt,
     };
 
-    // Evaluations come at the end and every --eval-every epochs, each after a checkpoint of
+    // Evaluations come at the end and every --eval-every epochs, rounded to whole steps (at
+    // least one, so a fraction of an epoch evaluates mid-epoch), each after a checkpoint of
     // the same step.
-    let eval_due = |step: u64| {
-        let epoch_f = step as f64 / per_epoch as f64;
-        step as usize == total
-            || ((step as usize).is_multiple_of(per_epoch)
-                && cfg.eval_every > 0.0
-                && (epoch_f / cfg.eval_every).fract().abs() < 1e-9)
-    };
+    let eval_interval =
+        (cfg.eval_every > 0.0).then(|| ((cfg.eval_every * per_epoch as f64).round() as u64).max(1));
+    let eval_due =
+        |step: u64| step as usize == total || eval_interval.is_some_and(|n| step.is_multiple_of(n));
     let mut run_eval = |model: &mut dyn Trainable, step: u64| -> Result<EvalResult> {
         let epoch_f = step as f64 / per_epoch as f64;
         let use_ema = cfg.ema_decay > 0.0;
@@ -1377,7 +1375,7 @@ fn train_in(
         let epoch_end = (step as usize + 1).is_multiple_of(per_epoch);
         let want_ckpt = (step + 1).is_multiple_of(cfg.checkpoint_every as u64)
             || epoch_end
-            || step as usize + 1 == total;
+            || eval_due(step + 1);
         let want_loss = (step + 1).is_multiple_of(cfg.log_every as u64) || want_ckpt;
         let mut host_loss = None;
         if par.is_some() {
