@@ -47,6 +47,11 @@ fn flags(norm: &str, dir: &Path, steps: usize) -> Vec<String> {
         "1",
         "--collective-timeout",
         "60",
+        // f32: the exactness checks compare at f32 reduction tolerance. In mixed precision
+        // the ranks' f32-level differences in the reduced gradients flip f16 roundings of
+        // the next step's activations, so trajectories part at f16 scale (~1e-4).
+        "--precision",
+        "f32",
         "--norm",
     ]
     .iter()
