@@ -277,56 +277,47 @@ fn bad_worlds_are_refused_at_start() {
     let _ = std::fs::remove_dir_all(&d);
 }
 
-#[test]
-fn a_hung_rank_stops_the_run_within_the_timeout() {
-    let Some((child, d)) = two_ranks_past_a_checkpoint("hang") else {
-        return;
-    };
-    // Stop rank 1 (a hang: it neither exits nor answers).
-    let hung = rank_pids(&child)[1].to_string();
-    Command::new("kill")
-        .args(["-STOP", &hung])
-        .status()
-        .unwrap();
-    let stopped = Instant::now();
+/// Two ranks past their first checkpoint, then `signal` to rank 1: the run must fail
+/// within 30 s of it (the deadline is 5 s) with the last checkpoint intact. Returns the
+/// output, or None where MPI or the data is missing.
+fn rank_1_gets(signal: &str, name: &str) -> Option<String> {
+    let (child, d) = two_ranks_past_a_checkpoint(name)?;
+    let pid = rank_pids(&child)[1].to_string();
+    Command::new("kill").args([signal, &pid]).status().unwrap();
+    let sent = Instant::now();
     let out = child.wait_with_output().unwrap();
-    let waited = stopped.elapsed();
+    let waited = sent.elapsed();
     let t = text(&out);
     assert!(!out.status.success(), "{t}");
     assert!(waited < Duration::from_secs(30), "took {waited:?}: {t}");
-    assert!(t.contains("waited 5 s for the other ranks"), "{t}");
-    // The last checkpoint is intact.
     SafeTensors::load(&d.join("checkpoint.safetensors")).unwrap();
-    let _ = Command::new("kill").args(["-KILL", &hung]).status();
+    // A stopped rank 1 may outlive mpirun.
+    let _ = Command::new("kill").args(["-KILL", &pid]).status();
     let _ = std::fs::remove_dir_all(&d);
+    Some(t)
+}
+
+#[test]
+fn a_hung_rank_stops_the_run_within_the_timeout() {
+    // SIGSTOP: a hang (rank 1 neither exits nor answers); rank 0's deadline stops it.
+    let Some(t) = rank_1_gets("-STOP", "hang") else {
+        return;
+    };
+    assert!(t.contains("waited 5 s for the other ranks"), "{t}");
 }
 
 #[test]
 fn a_rank_that_dies_stops_the_run_within_the_timeout() {
-    let Some((child, d)) = two_ranks_past_a_checkpoint("die") else {
+    // SIGKILL: a crash (no handler runs, no message from rank 1). mpirun (Open MPI)
+    // notices and ends rank 0 at once, naming the rank and the signal; rank 0's deadline
+    // would stop it otherwise.
+    let Some(t) = rank_1_gets("-KILL", "die") else {
         return;
     };
-    // Kill rank 1 outright (a crash: no handler runs, no message from it).
-    let dead = rank_pids(&child)[1].to_string();
-    Command::new("kill")
-        .args(["-KILL", &dead])
-        .status()
-        .unwrap();
-    let killed = Instant::now();
-    let out = child.wait_with_output().unwrap();
-    let waited = killed.elapsed();
-    let t = text(&out);
-    assert!(!out.status.success(), "{t}");
-    assert!(waited < Duration::from_secs(30), "took {waited:?}: {t}");
-    // mpirun (Open MPI) notices the death and ends rank 0 at once, naming the rank and
-    // the signal; rank 0's deadline (5 s) would stop it otherwise.
     assert!(
         t.contains("process rank 1") && t.contains("exited on signal 9"),
         "{t}"
     );
-    // The last checkpoint is intact.
-    SafeTensors::load(&d.join("checkpoint.safetensors")).unwrap();
-    let _ = std::fs::remove_dir_all(&d);
 }
 
 /// A SIGTERM to one rank only stops both at the same step boundary, rank 0 checkpoints,
