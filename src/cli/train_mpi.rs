@@ -41,6 +41,9 @@ pub fn run(opts: &GpuOptions, a: &TrainArgs) -> Result<()> {
         // agree; finalizing then lets rank 0 finish its checkpoint.
         Ok(()) => Ok(()),
         Err(e @ Error::Interrupted { .. }) => Err(e),
+        // Every rank knows of this failure and stops with its own message; an abort here
+        // would kill the ranks still printing theirs.
+        Err(e) if comm.failed_together() => Err(Error::Config(format!("rank {rank}/{ranks}: {e}"))),
         Err(e) => {
             // An error may be this rank's alone: end the others rather than leave them
             // waiting for it (checkpoints are atomic, so the last one stays intact).

@@ -28,6 +28,14 @@ pub trait Comm {
     fn gather_u64(&self, what: &'static str, v: u64) -> Result<Vec<u64>>;
     /// Rank 0's `buf` into every rank's `buf` (same length everywhere).
     fn broadcast(&self, what: &'static str, buf: &mut [u8]) -> Result<()>;
+    /// Record that every rank is about to fail together ([`agree`] or [`check_same`] found a
+    /// failure all ranks know of), so that the error can end this rank normally instead of
+    /// aborting the world (an abort races the other ranks' own messages).
+    fn note_failed_together(&self) {}
+    /// Whether [`Comm::note_failed_together`] was called.
+    fn failed_together(&self) -> bool {
+        false
+    }
 }
 
 /// The world size an MPI launcher (`mpirun`, `mpiexec`, `srun`) announces in this
@@ -127,6 +135,9 @@ pub fn agree<T>(comm: &dyn Comm, what: &'static str, local: Result<T>) -> Result
         .filter(|(_, &f)| f != 0)
         .map(|(r, _)| r.to_string())
         .collect();
+    if !failed.is_empty() {
+        comm.note_failed_together();
+    }
     match local {
         Err(e) => Err(e),
         Ok(_) if !failed.is_empty() => Err(Error::Config(format!(
@@ -151,6 +162,7 @@ pub fn check_same(comm: &dyn Comm, what: &'static str, fix: &str, hash: u64) -> 
     if differ.is_empty() {
         return Ok(());
     }
+    comm.note_failed_together();
     Err(Error::Config(format!(
         "the ranks disagree on {what}: rank 0 has {:016x}, {} differ. {fix}",
         all[0],

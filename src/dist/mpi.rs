@@ -1,6 +1,7 @@
 //! [`Comm`] over MPI (rsmpi on the system's Open MPI or MPICH), with a [`Watchdog`]
 //! deadline around every collective.
 
+use std::cell::Cell;
 use std::time::Duration;
 
 use mpi::collective::{CommunicatorCollectives, Root, SystemOperation};
@@ -19,6 +20,7 @@ pub struct MpiComm {
     size: usize,
     local_rank: usize,
     watchdog: Watchdog,
+    failed_together: Cell<bool>,
     // Finalizes MPI when dropped (last).
     _universe: Universe,
 }
@@ -38,6 +40,7 @@ impl MpiComm {
             rank,
             size,
             local_rank,
+            failed_together: Cell::new(false),
             _universe: universe,
         })
     }
@@ -110,6 +113,14 @@ impl Comm for MpiComm {
         self.arrive();
         self.world.process_at_rank(0).broadcast_into(buf);
         Ok(())
+    }
+
+    fn note_failed_together(&self) {
+        self.failed_together.set(true);
+    }
+
+    fn failed_together(&self) -> bool {
+        self.failed_together.get()
     }
 }
 
