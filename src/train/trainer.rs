@@ -165,7 +165,7 @@ impl TrainConfig {
         want(
             self.epochs > 0.0 && self.epochs <= MAX_EPOCHS,
             "epochs",
-            &self.epochs,
+            &Num(self.epochs),
             &format!(
                 "a number > 0 and at most {MAX_EPOCHS:e} (for a run of a set length in steps, \
                  give --max-steps)"
@@ -177,25 +177,25 @@ impl TrainConfig {
         want(
             self.lr > 0.0 && self.lr <= F32_MAX,
             "lr",
-            &self.lr,
+            &Num(self.lr),
             "a finite number > 0 (and within f32 range)",
         );
         want(
             self.weight_decay >= 0.0 && self.weight_decay <= F32_MAX,
             "weight-decay",
-            &self.weight_decay,
+            &Num(self.weight_decay),
             "a finite number >= 0",
         );
         want(
             unit(self.label_smoothing),
             "label-smoothing",
-            &self.label_smoothing,
+            &Num(self.label_smoothing),
             "in [0, 1)",
         );
         want(
             self.warmup_epochs >= 0.0 && self.warmup_epochs <= MAX_EPOCHS,
             "warmup-epochs",
-            &self.warmup_epochs,
+            &Num(self.warmup_epochs),
             &format!("a number >= 0 and at most {MAX_EPOCHS:e}"),
         );
         if let Decay::Exponential { rate, every } = self.decay {
@@ -209,7 +209,7 @@ impl TrainConfig {
         want(
             unit(self.ema_decay),
             "ema-decay",
-            &self.ema_decay,
+            &Num(self.ema_decay),
             "in [0, 1)",
         );
         want(self.log_every >= 1, "log-every", &self.log_every, ">= 1");
@@ -222,7 +222,7 @@ impl TrainConfig {
         want(
             self.eval_every.is_finite() && self.eval_every >= 0.0,
             "eval-every",
-            &self.eval_every,
+            &Num(self.eval_every),
             "a finite number >= 0 (0: only at the end)",
         );
         if let Some(l) = self.eval_limit {
@@ -235,6 +235,22 @@ impl TrainConfig {
             Ok(())
         } else {
             Err(Error::Config(bad.join("; ")))
+        }
+    }
+}
+
+/// A number from the command line as an error message shows it: as `{}` prints it, except
+/// in scientific notation where that would be hundreds of digits (`--epochs 1e300`) or a
+/// long fraction.
+struct Num(f64);
+
+impl std::fmt::Display for Num {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let a = self.0.abs();
+        if a.is_finite() && a != 0.0 && !(1e-4..1e7).contains(&a) {
+            write!(f, "{:e}", self.0)
+        } else {
+            write!(f, "{}", self.0)
         }
     }
 }
