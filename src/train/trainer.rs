@@ -1174,7 +1174,7 @@ fn train_in(
         Precision::Mixed => {
             let c = cfg.loss_scale.unwrap_or_default();
             let st = scaler_state.unwrap_or_else(|| ScalerState::initial(&c));
-            Some(LossScaler::new(gpu, c, &st)?)
+            Some(LossScaler::new(gpu, c, &st, &cfg.optimizer, total as u64)?)
         }
     };
     if let (Some(sc), Some(_)) = (&scaler, par) {
