@@ -7,6 +7,7 @@
 //! the world size does not divide, ranks with different flags, a rank without an adapter,
 //! a rank that hangs and one that dies.
 #![cfg(feature = "mpi")]
+mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -19,44 +20,24 @@ const EXE: &str = env!("CARGO_BIN_EXE_effnet");
 /// A tiny model for a few steps; dropout and drop-connect stay on (their masks must follow
 /// the shards).
 fn flags(norm: &str, dir: &Path, steps: usize) -> Vec<String> {
-    let mut v: Vec<String> = [
-        "train",
-        "--model",
-        "b0-g16",
-        "--width",
-        "0.25",
-        "--depth",
-        "0.25",
-        "--image-size",
-        "16",
-        "--batch",
-        "16",
-        "--lr",
-        "0.003",
-        "--warmup-epochs",
-        "0",
-        "--schedule",
-        "constant",
-        "--log-every",
-        "1",
-        "--eval-limit",
-        "48",
-        "--eval-every",
-        "0",
-        "--workers",
-        "1",
-        "--collective-timeout",
-        "60",
-        // f32: the exactness checks compare at f32 reduction tolerance. In mixed precision
-        // the ranks' f32-level differences in the reduced gradients flip f16 roundings of
-        // the next step's activations, so trajectories part at f16 scale (~1e-4).
-        "--precision",
-        "f32",
-        "--norm",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let mut v: Vec<String> = std::iter::once("train")
+        .chain(common::TINY_TRAIN)
+        .chain([
+            "--eval-limit",
+            "48",
+            "--workers",
+            "1",
+            "--collective-timeout",
+            "60",
+            // f32: the exactness checks compare at f32 reduction tolerance. In mixed precision
+            // the ranks' f32-level differences in the reduced gradients flip f16 roundings of
+            // the next step's activations, so trajectories part at f16 scale (~1e-4).
+            "--precision",
+            "f32",
+            "--norm",
+        ])
+        .map(String::from)
+        .collect();
     v.push(norm.into());
     v.push("--max-steps".into());
     v.push(steps.to_string());

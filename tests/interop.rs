@@ -984,6 +984,9 @@ fn grads_parity(arch: &str, mode: &str) -> String {
         }
         if k.starts_with("state_after.") {
             stats = stats.max(e);
+            // timm's dtype, as `export` writes it (the references hold the count as f32).
+            let int = k.ends_with(".num_batches_tracked");
+            assert_eq!(got.int64.contains(k), int, "{arch} {mode}: {k} dtype");
         }
     }
     let e = |k: &str| rel_l2(&got.tensors[k].data, &want.tensors[k].data);

@@ -15,6 +15,27 @@ fn err_contains(r: effnet::Result<()>, what: &str) {
     assert!(e.to_string().contains(what), "{e}");
 }
 
+/// GEMM's product of two f16 activations (a weight gradient) takes no bias: refused,
+/// naming where the bias gradient comes from, before anything is recorded (and before any
+/// f16 pipeline is needed, so on every adapter).
+#[test]
+fn gemm_of_two_f16_activations_refuses_a_bias() {
+    use effnet::gpu::Dtype;
+    use effnet::ops::gemm::{gemm, GemmSpec};
+    let gpu = common::gpu();
+    let s = GemmSpec::new(4, 3, 5);
+    let a = gpu.zeros_of(&[4, 5], Dtype::F16).unwrap();
+    let b = gpu.zeros_of(&[5, 3], Dtype::F16).unwrap();
+    let c = gpu.zeros(&[4, 3]).unwrap();
+    let bias = gpu.zeros(&[3]).unwrap();
+    let mut rec = Recorder::new(gpu);
+    err_contains(
+        gemm(&mut rec, &s, &a, &b, Some(&bias), &c),
+        "takes no bias; add the bias gradient with reduce::sum_axis",
+    );
+    assert_eq!(rec.dispatch_count(), 0);
+}
+
 #[test]
 fn activations_need_equal_lengths() {
     let gpu = common::gpu();

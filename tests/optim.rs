@@ -147,10 +147,19 @@ fn ema_warm_up_rule() {
 /// Dynamic loss scaling on the GPU, step by step against the host rule
 /// (`ScalerState::step_ref`, GradScaler's): growth after `interval` finite steps, halving
 /// on an inf or NaN gradient down to the minimum, the skip counter, the count of overflows
-/// at the minimum and the stop it leads to; the scaled SGD update skips the weights and
-/// the weight average on overflow and otherwise divides the gradient by the scale.
+/// at the minimum and the stop it leads to. The scaled update (SGD with momentum and
+/// weight decay, and AdamW) leaves the weights, both optimizer slots and the weight
+/// average untouched on overflow and otherwise divides the gradient by the scale; AdamW's
+/// bias correction counts only the steps applied, as PyTorch's GradScaler skips
+/// `optimizer.step()`.
 #[test]
 fn loss_scaler_follows_grad_scaler() {
+    for opt in ["sgd", "adamw"] {
+        scaled_steps(Optimizer::parse(opt).unwrap());
+    }
+}
+
+fn scaled_steps(opt: Optimizer) {
     use effnet::train::loss_scale::{LossScaler, ScalerConfig, ScalerState};
     let gpu = common::gpu();
     let cfg = ScalerConfig {
@@ -160,28 +169,29 @@ fn loss_scaler_follows_grad_scaler() {
         max_scale: 32.0,
         ..ScalerConfig::default()
     };
-    let scaler = LossScaler::new(gpu, cfg, &ScalerState::initial(&cfg)).unwrap();
+    let scaler = LossScaler::new(gpu, cfg, &ScalerState::initial(&cfg), &opt, 19).unwrap();
     let n = 300;
     let shapes = vec![vec![n]];
     let arena = || Arena::new(gpu, &shapes).unwrap();
     let (w, g, s1, s2, avg) = (arena(), arena(), arena(), arena(), arena());
     let mut rng = Rng::new(5);
     let mut hw: Vec<f64> = rng.normals_f32(n, 1.0);
-    let mut hm = vec![0.0; n];
+    let (mut h1, mut h2) = (vec![0.0; n], vec![opt.s2_init() as f64; n]);
     let mut havg = vec![0.0; n];
     gpu.write_f32(
         &w.tensors[0],
         &hw.iter().map(|&v| v as f32).collect::<Vec<_>>(),
     )
     .unwrap();
-    let opt = Optimizer::parse("sgd").unwrap();
+    gpu.write_f32(&s2.tensors[0], &vec![opt.s2_init(); n])
+        .unwrap();
     let segs = [Segment {
         chunk: 0,
         start: 0,
         end: n,
-        decay: false,
+        decay: true,
     }];
-    let lr = 0.1f32;
+    let (lr, wd) = (0.1f32, 0.01f32);
     // 3 finite steps grow 8 -> 16; then overflows down to the minimum and two at it
     // (inf and NaN alternate), a finite step, growth capped at max_scale.
     let bad = [
@@ -189,6 +199,8 @@ fn loss_scaler_follows_grad_scaler() {
         false, false, false, false, false,
     ];
     let mut host = ScalerState::initial(&cfg);
+    let mut applied = 0;
+    let read = |t: &Arena| -> Vec<f32> { gpu.read(&t.tensors[0]).unwrap() };
     for (t, &is_bad) in bad.iter().enumerate() {
         let raw: Vec<f64> = rng.normals_f32(n, 1.0);
         // The scaled gradient the backward would produce (exact: powers of two).
@@ -197,6 +209,7 @@ fn loss_scaler_follows_grad_scaler() {
             scaled[17] = if t % 2 == 0 { f32::INFINITY } else { f32::NAN };
         }
         gpu.write_f32(&g.tensors[0], &scaled).unwrap();
+        let before = [read(&w), read(&s1), read(&s2), read(&avg)];
         let mut rec = Recorder::new(gpu);
         scaler.record_check(&mut rec, &g.chunks).unwrap();
         optim::update_scaled(
@@ -208,7 +221,7 @@ fn loss_scaler_follows_grad_scaler() {
             &s1.chunks,
             &s2.chunks,
             lr,
-            0.0,
+            wd,
             t as u64 + 1,
             1.0,
             &scaler,
@@ -217,33 +230,34 @@ fn loss_scaler_follows_grad_scaler() {
         optim::ema_scaled(&mut rec, &w.chunks, &avg.chunks, 0.5, &scaler).unwrap();
         scaler.record_update(&mut rec).unwrap();
         rec.submit().unwrap().wait(gpu).unwrap();
-        if !is_bad {
+        let after = [read(&w), read(&s1), read(&s2), read(&avg)];
+        if is_bad {
+            assert_eq!(
+                before, after,
+                "{opt:?} step {t}: a skipped step changed state"
+            );
+        } else {
+            // Adam's step count: the updates applied, this one included.
+            applied += 1;
             for i in 0..n {
-                let (a, b, _) = opt.step_ref(hw[i], raw[i], hm[i], 0.0, lr as f64, 0.0, 1);
-                hw[i] = a;
-                hm[i] = b;
+                let (a, b, c) =
+                    opt.step_ref(hw[i], raw[i], h1[i], h2[i], lr as f64, wd as f64, applied);
+                (hw[i], h1[i], h2[i]) = (a, b, c);
                 havg[i] = 0.5 * havg[i] + 0.5 * hw[i];
             }
         }
         host = host.step_ref(u32::from(is_bad), &cfg);
         let dev = scaler.read(gpu).unwrap();
         assert_eq!(dev, host, "step {t}");
-        let got: Vec<f64> = gpu
-            .read(&w.tensors[0])
-            .unwrap()
+        for ((name, got), want) in ["weights", "slot 1", "slot 2", "weight average"]
             .iter()
-            .map(|&v| v as f64)
-            .collect();
-        let err = effnet::ops::harness::normalized_error(&got, &hw);
-        assert!(err < 1e-6, "step {t}: weights off by {err}");
-        let got: Vec<f64> = gpu
-            .read(&avg.tensors[0])
-            .unwrap()
-            .iter()
-            .map(|&v| v as f64)
-            .collect();
-        let err = effnet::ops::harness::normalized_error(&got, &havg);
-        assert!(err < 1e-6, "step {t}: weight average off by {err}");
+            .zip(&after)
+            .zip([&hw, &h1, &h2, &havg])
+        {
+            let got: Vec<f64> = got.iter().map(|&v| v as f64).collect();
+            let err = effnet::ops::harness::normalized_error(&got, want);
+            assert!(err < 1e-6, "{opt:?} step {t}: {name} off by {err}");
+        }
         if t == 2 {
             assert_eq!(dev.scale, 16.0, "grew after 3 finite steps");
         }
@@ -257,6 +271,49 @@ fn loss_scaler_follows_grad_scaler() {
     }
     assert_eq!(host.scale, 8.0, "1 -> 2 -> 4 -> 8 over 9 finite steps");
     assert_eq!(host.at_min, 0);
+}
+
+/// AdamW's bias-correction table for mixed precision: the f32 values of
+/// 1 / (1 - beta^t) step by step, cut at the run's length, or where both reach 1 (and
+/// stay 1 in f32 ever after, which the update relies on past the table's end); SGD has
+/// none; betas too close to 1 for a long run are refused with the way out.
+#[test]
+fn adamw_bias_table() {
+    let opt = Optimizer::parse("adamw").unwrap();
+    // As the f32 update computes them, in f64 from the f32 betas.
+    let c = |beta: f32, t: u64| (1.0 / (1.0 - (beta as f64).powi(t as i32))) as f32;
+    let (short, done) = optim::bias_corrections(&opt, 5).unwrap().unwrap();
+    assert_eq!(short.len(), 10);
+    assert!(!done);
+    assert_eq!(short[8..], [c(0.9, 5), c(0.999, 5)]);
+    let (full, done) = optim::bias_corrections(&opt, u64::MAX).unwrap().unwrap();
+    assert!(done);
+    let steps = (full.len() / 2) as u64;
+    // beta2 = 0.999 decides: 0.999^t falls below 2^-24 after about 16.6k steps.
+    assert!((16_000..17_000).contains(&steps), "{steps}");
+    assert_eq!(full[..10], short[..]);
+    assert_eq!(full[full.len() - 2..], [1.0, 1.0]);
+    assert!(
+        full[full.len() - 3] > 1.0,
+        "the table ends at the first (1, 1)"
+    );
+    for t in [steps, steps + 1, 10 * steps] {
+        assert_eq!((c(0.9, t), c(0.999, t)), (1.0, 1.0), "step {t}");
+    }
+    assert!(
+        optim::bias_corrections(&Optimizer::parse("sgd").unwrap(), 9)
+            .unwrap()
+            .is_none()
+    );
+    let slow = Optimizer::Adamw {
+        beta1: 0.9,
+        beta2: 0.9999999,
+        eps: 1e-8,
+    };
+    let e = optim::bias_corrections(&slow, u64::MAX)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("--precision f32"), "{e}");
 }
 
 /// Scaler states that cannot be used are refused with the reason: a checkpoint's words of

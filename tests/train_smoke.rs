@@ -24,37 +24,18 @@ struct Wrap {
 }
 
 fn args(extra: &[&str]) -> TrainArgs {
-    let mut v = vec![
-        "t",
-        "--model",
-        "b0-g16",
-        "--width",
-        "0.25",
-        "--depth",
-        "0.25",
-        "--image-size",
-        "16",
-        "--batch",
-        "16",
+    let mut v = vec!["t"];
+    v.extend(common::TINY_TRAIN);
+    v.extend([
         "--optimizer",
         "adamw",
-        "--lr",
-        "0.003",
-        "--warmup-epochs",
-        "0",
-        "--schedule",
-        "constant",
-        "--log-every",
-        "1",
         "--eval-limit",
         "64",
-        "--eval-every",
-        "0",
         // Exact f32 results (bit-exact resumes, trainer and eval agreeing); the mixed
         // tests override it.
         "--precision",
         "f32",
-    ];
+    ]);
     v.extend_from_slice(extra);
     Wrap::parse_from(v).a
 }

@@ -4,11 +4,12 @@
 //! Written: `logits` [N, classes] (of the same forward pass as the loss), `loss` [] (mean
 //! cross-entropy, no label smoothing), `grad.<timm name>` for every parameter in its
 //! PyTorch layout, `grad.input` [N, C, H, W], and in train mode `state_after.<buffer>` for
-//! every BatchNorm `running_mean`, `running_var` and `num_batches_tracked` (f32, shape [])
-//! after the step's update. Dropout and drop-connect are off (timm: `drop_rate=0`,
-//! `drop_path_rate=0`). Train mode is timm's `model.train()` (BatchNorm on batch
-//! statistics, running statistics updated); eval mode is `model.eval()` (BatchNorm on its
-//! running statistics, which stay unchanged, gradients flowing through them).
+//! every BatchNorm `running_mean`, `running_var` (f32) and `num_batches_tracked` (I64,
+//! shape [], timm's dtype as `effnet export` writes it) after the step's update. Dropout
+//! and drop-connect are off (timm: `drop_rate=0`, `drop_path_rate=0`). Train mode is timm's
+//! `model.train()` (BatchNorm on batch statistics, running statistics updated); eval mode
+//! is `model.eval()` (BatchNorm on its running statistics, which stay unchanged, gradients
+//! flowing through them).
 
 use std::path::{Path, PathBuf};
 
@@ -245,7 +246,7 @@ pub fn run(gpu: &Gpu, a: &GradsArgs) -> Result<SafeTensors> {
             );
             if let Some(layer) = m.name.strip_suffix(".running_var") {
                 let t = format!("{layer}.num_batches_tracked");
-                st.insert(format!("state_after.{t}"), &[], w[&t].clone());
+                st.insert_i64(format!("state_after.{t}"), &[], w[&t].clone());
             }
         }
     }

@@ -79,7 +79,8 @@ pub fn run(gpu: &Gpu, a: &ProfileArgs) -> Result<()> {
     let t_build = Instant::now();
     let size = ImageSize::square(a.image_size);
     let mut m = EfficientNet::with_precision(gpu, &cfg, a.batch, size, chosen.precision)?;
-    let scaler = LossScaler::for_precision(gpu, chosen.precision)?;
+    let opt = Optimizer::parse("nesterov")?;
+    let scaler = LossScaler::for_precision(gpu, chosen.precision, &opt, 1)?;
     m.set_loss_scale(scaler.as_ref().map(|s| s.state.clone()));
     let mut rng = Rng::new(1);
     m.store().initialize(gpu, &mut rng, 0.0)?;
@@ -88,7 +89,6 @@ pub fn run(gpu: &Gpu, a: &ProfileArgs) -> Result<()> {
     let labels: Vec<u32> = (0..a.batch).map(|i| (i % a.classes) as u32).collect();
     gpu.write_u32(m.labels(), &labels)?;
     gpu.write_f32(m.loss_weights(), &vec![1.0 / a.batch as f32; a.batch])?;
-    let opt = Optimizer::parse("nesterov")?;
     let segs = m.store().segments.clone();
     let record =
         |m: &mut EfficientNet, rec: &mut Recorder, rng: &mut Rng| -> Result<(usize, usize)> {

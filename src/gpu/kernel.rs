@@ -205,7 +205,8 @@ impl KernelDef {
                     None => act = Some((b, t.dtype())),
                     Some((b0, d)) if d != t.dtype() => {
                         return Err(self.error(format!(
-                            "binding {b0} holds an {} tensor and binding {b} an {} one: a                              kernel's activations are all f32 or all f16",
+                            "binding {b0} holds an {} tensor and binding {b} an {} one: a \
+                             kernel's activations are all f32 or all f16",
                             d.name(),
                             t.dtype().name()
                         )))
@@ -214,7 +215,8 @@ impl KernelDef {
                 }
             } else if t.dtype() == Dtype::F16 {
                 return Err(self.error(format!(
-                    "binding {b} takes 4-byte words (f32 or u32) but holds an f16 tensor of                      shape {:?}",
+                    "binding {b} takes 4-byte words (f32 or u32) but holds an f16 tensor of \
+                     shape {:?}",
                     t.shape()
                 )));
             }
@@ -311,7 +313,8 @@ impl Gpu {
         }
         if act == Dtype::F16 && !self.features.shader_f16 {
             return Err(def.error(format!(
-                "its f16 variant needs SHADER_F16, which adapter '{}' does not offer; use                  --precision f32",
+                "its f16 variant needs SHADER_F16, which adapter '{}' does not offer; use \
+                 --precision f32",
                 self.info.name
             )));
         }

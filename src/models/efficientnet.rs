@@ -485,7 +485,8 @@ impl EfficientNet {
     pub fn freeze_bn_where(&mut self, frozen: impl Fn(&str) -> bool) -> Result<FrozenBn> {
         if self.cfg.norm != NormChoice::Bn {
             return Err(Error::Config(format!(
-                "model {} uses {} normalization: only BatchNorm has running statistics to                  freeze",
+                "model {} uses {} normalization: only BatchNorm has running statistics to \
+                 freeze",
                 self.cfg.name,
                 self.cfg.norm.name()
             )));

@@ -89,20 +89,10 @@ impl FixresConfig {
         check_fixres(self.recipe.image_size, self.test_size)
             .map_err(|e| Error::Config(format!("--test-size: {e}")))?;
         self.recipe.validate()?;
-        let mut dirs = Vec::new();
-        for s in 0..self.seeds {
-            for arm in [Arm::Low, Arm::Native] {
-                let dir = self.run_dir(arm, s);
-                let mut argv = self.run_args(arm, s);
-                argv.extend(["--run-dir".into(), dir.display().to_string()]);
-                runs::check_train_args(&argv)?;
-                dirs.push(dir);
-            }
-        }
-        if self.mode == Mode::Fresh {
-            runs::check_fresh(&dirs)?;
-        }
-        Ok(())
+        let all = (0..self.seeds).flat_map(|s| {
+            [Arm::Low, Arm::Native].map(|arm| (self.run_dir(arm, s), self.run_args(arm, s)))
+        });
+        runs::check_runs(all, self.mode)
     }
 }
 
@@ -233,18 +223,6 @@ pub fn run(gpu: &Gpu, cfg: &FixresConfig, command: &str) -> Result<Report> {
             ft_s,
         ),
     ];
-    let columns = [
-        "variant",
-        "test top-1 % (mean ± std)",
-        "top-1 % per seed",
-        "train s",
-        "fine-tune s",
-        "total s",
-        "time vs native",
-        "forward MMACs / image",
-    ]
-    .map(String::from)
-    .to_vec();
     let rows = variants
         .iter()
         .map(|v| {
@@ -297,12 +275,18 @@ pub fn run(gpu: &Gpu, cfg: &FixresConfig, command: &str) -> Result<Report> {
             gpu.info.name
         ),
     ];
+    let columns = [
+        "variant",
+        "test top-1 % (mean ± std)",
+        "top-1 % per seed",
+        "train s",
+        "fine-tune s",
+        "total s",
+        "time vs native",
+        "forward MMACs / image",
+    ];
+    let title = format!("Reduced-resolution training + FixRes fine-tune ({lo} -> {hi} px)");
     let report = Report {
-        title: format!("Reduced-resolution training + FixRes fine-tune ({lo} -> {hi} px)"),
-        command: command.into(),
-        adapter: format!("{} ({:?})", gpu.info.name, gpu.info.backend),
-        seconds: t0.elapsed().as_secs_f64(),
-        columns,
         rows,
         notes,
         results: serde_json::json!({
@@ -316,6 +300,7 @@ pub fn run(gpu: &Gpu, cfg: &FixresConfig, command: &str) -> Result<Report> {
             "macs_ratio": macs_lo as f64 / macs_hi as f64,
             "runs": low.iter().chain(&native).collect::<Vec<_>>(),
         }),
+        ..Report::new(title, command, gpu, t0, &columns)
     };
     report.write(&cfg.out, "fixres")?;
     save_png(

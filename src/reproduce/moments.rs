@@ -521,17 +521,6 @@ pub fn run(gpu: &Gpu, cfg: &MomentsConfig, input: &InputSource, command: &str) -
                 .map(|(t, r)| r.is_finite() && (r - 1.0).abs() <= t),
         });
     }
-    let columns = [
-        "experiment",
-        "quantity",
-        "paper",
-        "effnet",
-        "effnet / paper",
-        "within tolerance",
-        "paper source",
-    ]
-    .map(String::from)
-    .to_vec();
     let rows = compared
         .iter()
         .map(|c| {
@@ -577,12 +566,17 @@ pub fn run(gpu: &Gpu, cfg: &MomentsConfig, input: &InputSource, command: &str) -
          unless the source says otherwise; effnet's are means over the simulations above."
             .into(),
     );
+    let columns = [
+        "experiment",
+        "quantity",
+        "paper",
+        "effnet",
+        "effnet / paper",
+        "within tolerance",
+        "paper source",
+    ];
+    let title = "Moments of signal and sensitivity at initialization (papers 2 and 3)";
     let report = Report {
-        title: "Moments of signal and sensitivity at initialization (papers 2 and 3)".into(),
-        command: command.into(),
-        adapter: format!("{} ({:?})", gpu.info.name, gpu.info.backend),
-        seconds: t0.elapsed().as_secs_f64(),
-        columns,
         rows,
         notes,
         results: serde_json::json!({
@@ -596,6 +590,7 @@ pub fn run(gpu: &Gpu, cfg: &MomentsConfig, input: &InputSource, command: &str) -
                 "fits": r.fits,
             })).collect::<Vec<_>>(),
         }),
+        ..Report::new(title, command, gpu, t0, &columns)
     };
     report.write(&cfg.out, "moments")?;
     save_png(&cfg.out.join("moments.png"), &charts(&done))?;

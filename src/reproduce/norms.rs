@@ -65,20 +65,11 @@ impl NormsConfig {
             ));
         }
         self.recipe.validate()?;
-        let mut dirs = Vec::new();
-        for &n in &self.norms {
-            for s in 0..self.seeds {
-                let dir = self.run_dir(n, s);
-                let mut argv = self.run_args(n, s);
-                argv.extend(["--run-dir".into(), dir.display().to_string()]);
-                runs::check_train_args(&argv)?;
-                dirs.push(dir);
-            }
-        }
-        if self.mode == Mode::Fresh {
-            runs::check_fresh(&dirs)?;
-        }
-        Ok(())
+        let all = self
+            .norms
+            .iter()
+            .flat_map(|&n| (0..self.seeds).map(move |s| (self.run_dir(n, s), self.run_args(n, s))));
+        runs::check_runs(all, self.mode)
     }
 }
 
@@ -145,17 +136,6 @@ pub fn run(gpu: &Gpu, cfg: &NormsConfig, command: &str) -> Result<Report> {
             }
         })
         .collect();
-    let columns = [
-        "norm",
-        "test top-1 % (mean ± std)",
-        "top-1 % per seed",
-        "test loss",
-        "last train loss",
-        "img/s",
-        "train s / run",
-    ]
-    .map(String::from)
-    .to_vec();
     let rows = results
         .iter()
         .map(|r| {
@@ -199,12 +179,17 @@ pub fn run(gpu: &Gpu, cfg: &NormsConfig, command: &str) -> Result<Report> {
             gpu.info.name
         ),
     ];
+    let columns = [
+        "norm",
+        "test top-1 % (mean ± std)",
+        "top-1 % per seed",
+        "test loss",
+        "last train loss",
+        "img/s",
+        "train s / run",
+    ];
+    let title = "Normalizations compared at equal recipe and seeds";
     let report = Report {
-        title: "Normalizations compared at equal recipe and seeds".into(),
-        command: command.into(),
-        adapter: format!("{} ({:?})", gpu.info.name, gpu.info.backend),
-        seconds: t0.elapsed().as_secs_f64(),
-        columns,
         rows,
         notes,
         results: serde_json::json!({
@@ -214,6 +199,7 @@ pub fn run(gpu: &Gpu, cfg: &NormsConfig, command: &str) -> Result<Report> {
             "norms": results,
             "runs": all.iter().flat_map(|(_, r)| r.iter()).collect::<Vec<_>>(),
         }),
+        ..Report::new(title, command, gpu, t0, &columns)
     };
     report.write(&cfg.out, "norms")?;
     save_png(&cfg.out.join("norms.png"), &charts(&all))?;

@@ -2,10 +2,12 @@
 //! (`<name>.json`, with every number unrounded), next to its PNG.
 
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use serde::Serialize;
 
 use crate::error::{Error, Result};
+use crate::gpu::Gpu;
 
 /// A reproduction's result table and what produced it.
 #[derive(Clone, Debug, Serialize)]
@@ -29,6 +31,27 @@ pub struct Report {
 }
 
 impl Report {
+    /// The report of a reproduction started at `t0` on `gpu` (adapter and wall time from
+    /// them), its table headed by `columns`; no rows, notes or results yet.
+    pub fn new(
+        title: impl Into<String>,
+        command: &str,
+        gpu: &Gpu,
+        t0: Instant,
+        columns: &[&str],
+    ) -> Self {
+        Self {
+            title: title.into(),
+            command: command.into(),
+            adapter: format!("{} ({:?})", gpu.info.name, gpu.info.backend),
+            seconds: t0.elapsed().as_secs_f64(),
+            columns: columns.iter().map(|c| c.to_string()).collect(),
+            rows: Vec::new(),
+            notes: Vec::new(),
+            results: serde_json::Value::Null,
+        }
+    }
+
     /// The markdown text: heading, provenance, table, notes.
     pub fn to_markdown(&self) -> String {
         let mut s = format!("# {}\n\n", self.title);

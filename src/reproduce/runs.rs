@@ -151,6 +151,25 @@ fn holds_run(dir: &Path) -> bool {
     .any(|f| dir.join(f).exists())
 }
 
+/// Check every run of a reproduction before anything trains: each `(run folder, effnet
+/// train flags)` as `effnet train` would ([`check_train_args`]), and in `Mode::Fresh` that
+/// no folder holds a previous run ([`check_fresh`]).
+pub fn check_runs(
+    runs: impl IntoIterator<Item = (PathBuf, Vec<String>)>,
+    mode: Mode,
+) -> Result<()> {
+    let mut dirs = Vec::new();
+    for (dir, mut argv) in runs {
+        argv.extend(["--run-dir".into(), dir.display().to_string()]);
+        check_train_args(&argv)?;
+        dirs.push(dir);
+    }
+    if mode == Mode::Fresh {
+        check_fresh(&dirs)?;
+    }
+    Ok(())
+}
+
 /// Check, before anything trains, that `Mode::Fresh` finds no previous run in `dirs`.
 pub fn check_fresh(dirs: &[PathBuf]) -> Result<()> {
     let held: Vec<String> = dirs

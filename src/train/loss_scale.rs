@@ -15,6 +15,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::optim::{BiasTable, Optimizer};
 use crate::error::{Error, Result};
 use crate::gpu::{
     uniform_block, Access, Cost, Gpu, Grid, Kernel, KernelDef, Precision, Readback, Recorder,
@@ -221,25 +222,45 @@ pub struct LossScaler {
     pub state: Tensor,
     /// The rule's constants.
     pub config: ScalerConfig,
+    /// AdamW's bias corrections by applied step (None for the other optimizers): a
+    /// skipped step leaves Adam's step count as it was.
+    pub bias: Option<BiasTable>,
 }
 
 impl LossScaler {
-    /// A scaler in `state` (the initial one, or one restored from a checkpoint).
-    pub fn new(gpu: &Gpu, config: ScalerConfig, state: &ScalerState) -> Result<Self> {
+    /// A scaler in `state` (the initial one, or one restored from a checkpoint) for
+    /// updates by `opt` over a run of at most `steps` steps.
+    pub fn new(
+        gpu: &Gpu,
+        config: ScalerConfig,
+        state: &ScalerState,
+        opt: &Optimizer,
+        steps: u64,
+    ) -> Result<Self> {
         config.validate()?;
+        let bias = BiasTable::new(gpu, opt, steps)?;
         let state = gpu.upload_u32(&state.to_words(), &[STATE_WORDS])?;
-        Ok(Self { state, config })
+        Ok(Self {
+            state,
+            config,
+            bias,
+        })
     }
 
     /// A scaler with GradScaler's constants at its initial state for a model at
-    /// `precision`, or none in f32 (benchmarks and profiles; the trainer restores its
-    /// state from checkpoints).
-    pub fn for_precision(gpu: &Gpu, precision: Precision) -> Result<Option<Self>> {
+    /// `precision` updated by `opt` for up to `steps` steps, or none in f32 (benchmarks
+    /// and profiles; the trainer restores its state from checkpoints).
+    pub fn for_precision(
+        gpu: &Gpu,
+        precision: Precision,
+        opt: &Optimizer,
+        steps: u64,
+    ) -> Result<Option<Self>> {
         match precision {
             Precision::F32 => Ok(None),
             Precision::Mixed => {
                 let c = ScalerConfig::default();
-                Self::new(gpu, c, &ScalerState::initial(&c)).map(Some)
+                Self::new(gpu, c, &ScalerState::initial(&c), opt, steps).map(Some)
             }
         }
     }

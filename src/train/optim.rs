@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::loss_scale::{LossScaler, STATE_WORDS};
 use crate::error::{Error, Result};
 use crate::gpu::{
-    groups_for, uniform_block, Access, Cost, Grid, Kernel, KernelDef, Recorder, Tensor,
+    groups_for, uniform_block, Access, Cost, Gpu, Grid, Kernel, KernelDef, Recorder, Tensor,
 };
 pub use crate::nn::params::Segment;
 use crate::nn::ParamStore;
@@ -30,6 +30,10 @@ uniform_block! {
         pub c2: f32,
         /// Multiplies the gradient (e.g. loss-scale undo).
         pub gscale: f32,
+        /// The step (1-based) `c1` and `c2` are for.
+        pub step: u32,
+        /// Steps the AdamW bias table covers (mixed precision; 0 when none is bound).
+        pub bias_steps: u32,
     }
 }
 
@@ -49,6 +53,7 @@ static UPDATE: Kernel<UpdateParams> = Kernel::new(
         Access::Read,
         Access::ReadWrite,
         Access::ReadWrite,
+        Access::Read,
         Access::Read,
     ],
     &[("ALGO", &[0.0, 1.0, 2.0, 3.0]), ("SCALED", &[0.0, 1.0])],
@@ -214,6 +219,68 @@ impl Optimizer {
     }
 }
 
+/// Most steps a [`BiasTable`] may cover (32 MiB of corrections), for betas so close to 1
+/// that their corrections stay above 1 in f32 for longer than that.
+const MAX_BIAS_STEPS: u64 = 1 << 22;
+
+/// AdamW's bias corrections `(c1, c2)` of steps 1, 2, ... on the GPU, for the
+/// mixed-precision update: there the loss scaler decides on the GPU whether a step is
+/// skipped, and as in PyTorch (whose `GradScaler` skips `optimizer.step()`, so Adam's
+/// step count stays) a skipped step does not count. The update of step `s` after `k`
+/// skipped ones reads the corrections of step `s - k` here, values exactly as
+/// [`Optimizer`] computes them for the f32 update.
+#[derive(Debug)]
+pub struct BiasTable {
+    /// `c1, c2` of step 1, then step 2, ...
+    table: Tensor,
+    /// Steps covered.
+    steps: u32,
+    /// Whether the last step's corrections are both 1 in f32 (then so are all later ones).
+    complete: bool,
+}
+
+impl BiasTable {
+    /// The table of `opt` for a run of `steps` steps: up to `steps`, or to the first step
+    /// whose corrections both round to 1 in f32 if that comes sooner. None for SGD and
+    /// RMSProp (no step count); an error for betas whose corrections stay above 1 for
+    /// more steps than [`MAX_BIAS_STEPS`] when the run is longer.
+    pub fn new(gpu: &Gpu, opt: &Optimizer, steps: u64) -> Result<Option<Self>> {
+        let Some((values, complete)) = bias_corrections(opt, steps)? else {
+            return Ok(None);
+        };
+        let table = gpu.upload(&values, &[values.len()])?;
+        Ok(Some(Self {
+            table,
+            steps: (values.len() / 2) as u32,
+            complete,
+        }))
+    }
+}
+
+/// The corrections of [`BiasTable::new`] as `c1, c2` per step, and whether they end at
+/// `(1, 1)`. None unless `opt` is AdamW.
+pub fn bias_corrections(opt: &Optimizer, steps: u64) -> Result<Option<(Vec<f32>, bool)>> {
+    if !matches!(opt, Optimizer::Adamw { .. }) {
+        return Ok(None);
+    }
+    let mut values = Vec::new();
+    for t in 1..=steps.clamp(1, u32::MAX as u64) {
+        if t > MAX_BIAS_STEPS {
+            return Err(Error::Config(format!(
+                "optimizer {opt:?}: its bias corrections stay above 1 for more than \
+                 {MAX_BIAS_STEPS} steps, too many to tabulate for mixed precision; use \
+                 betas further from 1, or --precision f32"
+            )));
+        }
+        let [_, _, _, c1, c2] = opt.consts(t);
+        values.extend([c1, c2]);
+        if c1 == 1.0 && c2 == 1.0 {
+            return Ok(Some((values, true)));
+        }
+    }
+    Ok(Some((values, false)))
+}
+
 /// Record one optimizer step over every segment. `w`, `g`, `s1`, `s2` are the chunk
 /// tensors of the parameter, gradient and two state arenas (same layout).
 #[allow(clippy::too_many_arguments)]
@@ -281,6 +348,8 @@ pub fn ema_step(
 /// [`update`] for gradients that carry the dynamic loss scale of `scaler` (mixed
 /// precision): the whole step is skipped when the scaler's check found a non-finite
 /// gradient, else each gradient is multiplied by `gscale / scale`. Decided on the GPU.
+/// AdamW's step count leaves out the steps skipped before (its corrections come from the
+/// scaler's [`BiasTable`]), as PyTorch's `GradScaler` skips `optimizer.step()`.
 #[allow(clippy::too_many_arguments)]
 pub fn update_scaled(
     rec: &mut Recorder,
@@ -308,7 +377,7 @@ pub fn update_scaled(
         wd,
         step,
         gscale,
-        Some(&scaler.state),
+        Some((&scaler.state, scaler.bias.as_ref())),
     )
 }
 
@@ -341,9 +410,32 @@ fn update_with(
     wd: f32,
     step: u64,
     gscale: f32,
-    scaler: Option<&Tensor>,
+    scaler: Option<(&Tensor, Option<&BiasTable>)>,
 ) -> Result<()> {
-    let [b1, b2, eps, c1, c2] = opt.consts(step.max(1));
+    let step = step.max(1);
+    let [b1, b2, eps, c1, c2] = opt.consts(step);
+    // Mixed-precision AdamW reads the corrections of its own step count from the table.
+    let bias = match (scaler, opt) {
+        (Some((_, table)), Optimizer::Adamw { .. }) => {
+            let b = table.ok_or_else(|| {
+                Error::Config(
+                    "mixed-precision AdamW needs the loss scaler's bias table (LossScaler::new \
+                     with the optimizer)"
+                        .into(),
+                )
+            })?;
+            if step > b.steps as u64 && !b.complete {
+                return Err(Error::Config(format!(
+                    "AdamW bias table covers {} steps, step {step} was recorded (the loss \
+                     scaler was made for a shorter run)",
+                    b.steps
+                )));
+            }
+            Some(b)
+        }
+        _ => None,
+    };
+    let state = scaler.map(|(s, _)| s);
     for s in segments {
         let c = s.chunk;
         // The kernel touches [start, end) of all four chunks: keep that in bounds.
@@ -358,7 +450,8 @@ fn update_with(
             continue;
         }
         let wdv = if s.decay { wd } else { 0.0 };
-        let (sc, scaled) = scaler_binding(scaler, &g[c])?;
+        let (sc, scaled) = scaler_binding(state, &g[c])?;
+        let table = bias.map_or(&g[c], |b| &b.table);
         rec.dispatch(
             &UPDATE,
             &[("ALGO", opt.algo()), ("SCALED", scaled)],
@@ -373,8 +466,10 @@ fn update_with(
                 c1,
                 c2,
                 gscale,
+                step: step.min(u32::MAX as u64) as u32,
+                bias_steps: bias.map_or(0, |b| b.steps),
             },
-            &[&w[c], &g[c], &s1[c], &s2[c], sc],
+            &[&w[c], &g[c], &s1[c], &s2[c], sc, table],
             Grid::Linear(groups_for(n, 256)),
             // w, g and both state slots read, w and the state slots written.
             Cost::f32s(opt.flops_per_param() * n as f64, 4 * n, 3 * n),

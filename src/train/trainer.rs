@@ -1190,7 +1190,7 @@ fn train_in(
         Precision::Mixed => {
             let c = cfg.loss_scale.unwrap_or_default();
             let st = scaler_state.unwrap_or_else(|| ScalerState::initial(&c));
-            Some(LossScaler::new(gpu, c, &st)?)
+            Some(LossScaler::new(gpu, c, &st, &cfg.optimizer, total as u64)?)
         }
     };
     if let (Some(sc), Some(_)) = (&scaler, par) {
@@ -1201,7 +1201,6 @@ fn train_in(
         gpu.write_u32(&sc.state, &w)?;
     }
     model.set_loss_scale(scaler.as_ref().map(|s| s.state.clone()));
-    let scaler_cfg = scaler.as_ref().map(|s| s.config);
     let mut lc = loader_config(cfg, &train_ds, true);
     lc.batch = shard.len;
     let mut elc = loader_config(cfg, test_ds, false);
@@ -1214,7 +1213,7 @@ fn train_in(
         true => MetricsLog::open(dir, name),
         false => Ok(MetricsLog::discard()),
     };
-    let mut steps_log = open_log("metrics.jsonl")?;
+    let steps_log = open_log("metrics.jsonl")?;
     let eval_path = dir.join("eval.jsonl");
     let mut eval_log = open_log("eval.jsonl")?;
     let swap = AverageSwap::new(gpu, model)?;
@@ -1225,10 +1224,7 @@ fn train_in(
         .map(|((_, t), (_, a))| (t, a))
         .unzip();
 
-    let mut pending: VecDeque<Pending> = VecDeque::new();
     let mut inflight: VecDeque<Submitted> = VecDeque::new();
-    let mut last_loss = f64::NAN;
-    let mut last_good_step = step;
     let mut images = 0usize;
     let mut train_time = 0.0f64;
     let mut first_step_seconds = 0.0;
@@ -1238,11 +1234,20 @@ fn train_in(
     let cpu_adapter = gpu.info.device_type == wgpu::DeviceType::Cpu;
     let tty = std::io::IsTerminal::is_terminal(&std::io::stdout());
     let mut final_eval = None;
-    let mut ctx = Context {
-        start,
-        start_step,
-        lr: cfg.lr,
-        last_ckpt,
+    let mut track = Tracker {
+        pending: VecDeque::new(),
+        last_loss: f64::NAN,
+        last_good: step,
+        log: steps_log,
+        schedule: &schedule,
+        rate: 0.0,
+        ctx: Context {
+            start,
+            start_step,
+            lr: cfg.lr,
+            last_ckpt,
+        },
+        scaler: scaler.as_ref().map(|s| s.config),
     };
 
     // Evaluations come at the end and every --eval-every epochs, rounded to whole steps (at
@@ -1325,20 +1330,8 @@ fn train_in(
         };
         if let Some(sig) = sig {
             // The previous step is complete; save it unless that just happened.
-            for p in inflight.drain(..) {
-                p.wait(gpu)?;
-            }
-            let mut track = Tracker::new(
-                &mut last_loss,
-                &mut last_good_step,
-                &mut steps_log,
-                &schedule,
-                0.0,
-                ctx,
-                scaler_cfg,
-            );
-            drain(gpu, &mut pending, true, &mut track)?;
-            if root && step > start_step && ctx.last_ckpt != Some(step) {
+            track.drain_all(gpu, &mut inflight)?;
+            if root && step > start_step && track.ctx.last_ckpt != Some(step) {
                 save_checkpoint(
                     gpu,
                     model,
@@ -1348,7 +1341,7 @@ fn train_in(
                     cfg,
                     &fixed_meta,
                     &history,
-                    &ctx,
+                    &track.ctx,
                     scaler.as_ref(),
                 )?;
             }
@@ -1450,7 +1443,7 @@ fn train_in(
             first_done = Some(Instant::now());
         }
         if want_loss {
-            pending.push_back(Pending {
+            track.pending.push_back(Pending {
                 step,
                 loss: match host_loss {
                     Some(mean) => Loss::Mean(mean),
@@ -1464,21 +1457,13 @@ fn train_in(
         let rate = window.1 as f64 / window_s;
         // Share of the window's wall time spent blocked on the loader.
         let wait_share = ((loader.waited() - window.2).as_secs_f64() / window_s).min(1.0);
-        let mut track = Tracker::new(
-            &mut last_loss,
-            &mut last_good_step,
-            &mut steps_log,
-            &schedule,
-            rate,
-            ctx,
-            scaler_cfg,
-        );
-        drain(gpu, &mut pending, false, &mut track)?;
+        track.rate = rate;
+        track.drain(gpu, false)?;
         train_time += t0.elapsed().as_secs_f64();
         if want_ckpt {
             // Never write a checkpoint before this step's loss is known to be finite.
             let tw = Instant::now();
-            drain(gpu, &mut pending, true, &mut track)?;
+            track.drain(gpu, true)?;
             if root {
                 save_checkpoint(
                     gpu,
@@ -1489,11 +1474,11 @@ fn train_in(
                     cfg,
                     &fixed_meta,
                     &history,
-                    &ctx,
+                    &track.ctx,
                     scaler.as_ref(),
                 )?;
             }
-            ctx.last_ckpt = Some(step);
+            track.ctx.last_ckpt = Some(step);
             train_time += tw.elapsed().as_secs_f64();
         }
         // Seconds per step since the first (which includes pipeline builds).
@@ -1521,7 +1506,7 @@ fn train_in(
                 step,
                 total,
                 epoch: step as f64 / per_epoch as f64,
-                loss: (!last_loss.is_nan()).then_some((last_loss, last_good_step)),
+                loss: (!track.last_loss.is_nan()).then_some((track.last_loss, track.last_good)),
                 lr: lr as f64,
                 img_per_s: rate,
                 data_wait: wait_share,
@@ -1554,19 +1539,7 @@ fn train_in(
             final_eval = Some(run_eval(model, step)?);
         }
     }
-    for p in inflight.drain(..) {
-        p.wait(gpu)?;
-    }
-    let mut track = Tracker::new(
-        &mut last_loss,
-        &mut last_good_step,
-        &mut steps_log,
-        &schedule,
-        0.0,
-        ctx,
-        scaler_cfg,
-    );
-    drain(gpu, &mut pending, true, &mut track)?;
+    track.drain_all(gpu, &mut inflight)?;
     let workers = loader.workers;
     let data_wait = loader.waited().as_secs_f64() / train_time.max(1e-9);
     drop(loader);
@@ -1578,7 +1551,7 @@ fn train_in(
     }
     Ok(TrainSummary {
         steps: step,
-        last_loss,
+        last_loss: track.last_loss,
         eval: final_eval,
         img_per_s: images as f64 / train_time.max(1e-9),
         train_seconds: train_time,
@@ -1766,76 +1739,71 @@ fn save_checkpoint(
     checkpoint::save(ckpt, gpu, model, meta)
 }
 
-/// What consuming loss readbacks updates: the last loss and the last step whose loss was
-/// finite, the step log, and what its records are computed from.
+/// The loss readbacks on their way to the host and what consuming them updates: the last
+/// loss and the last step whose loss was finite, the step log, and what its records are
+/// computed from.
 struct Tracker<'a> {
-    last_loss: &'a mut f64,
-    last_good: &'a mut u64,
-    log: &'a mut MetricsLog,
+    /// Readbacks not yet consumed, oldest first.
+    pending: VecDeque<Pending>,
+    /// Latest loss read back (NaN before the first).
+    last_loss: f64,
+    /// The step of `last_loss` (the run's start step before the first).
+    last_good: u64,
+    /// `metrics.jsonl`.
+    log: MetricsLog,
     schedule: &'a Schedule,
+    /// Images per second, for the records written next.
     rate: f64,
     ctx: Context,
     /// Mixed precision: the loss scaler's constants.
     scaler: Option<ScalerConfig>,
 }
 
-impl<'a> Tracker<'a> {
-    /// A tracker over the run's loss state and log; `rate` (img/s) goes into the records
-    /// it writes, `scaler` is the loss scaler's constants in mixed precision.
-    fn new(
-        last_loss: &'a mut f64,
-        last_good: &'a mut u64,
-        log: &'a mut MetricsLog,
-        schedule: &'a Schedule,
-        rate: f64,
-        ctx: Context,
-        scaler: Option<ScalerConfig>,
-    ) -> Self {
-        Self {
-            last_loss,
-            last_good,
-            log,
-            schedule,
-            rate,
-            ctx,
-            scaler,
-        }
-    }
-
+impl Tracker<'_> {
     /// The learning rate of (1-based) step `step`.
     fn lr_of(&self, step: u64) -> f64 {
         self.schedule.lr_at(step as usize - 1)
     }
-}
 
-/// Consume finished loss readbacks in order (all of them, waiting, when `block`).
-fn drain(gpu: &Gpu, pending: &mut VecDeque<Pending>, block: bool, t: &mut Tracker) -> Result<()> {
-    while let Some(p) = pending.front() {
-        let ready = match &p.loss {
-            Loss::Mean(_) => None,
-            Loss::Rows(_) if block => None,
-            Loss::Rows(rb) => match rb.try_take(gpu)? {
-                Some(v) => Some(v),
-                None => break,
-            },
-        };
-        let p = pending.pop_front().expect("non-empty");
-        let mean = match (p.loss, ready) {
-            (Loss::Mean(m), _) => m,
-            (Loss::Rows(_), Some(v)) => row_mean(&v, p.valid),
-            (Loss::Rows(rb), None) => row_mean(&rb.wait(gpu)?, p.valid),
-        };
-        // Submitted with the loss's readback, so ready at about the same time.
-        let scaler = match p.scaler {
-            Some(rb) => {
-                let words: Vec<u32> = rb.wait(gpu)?.iter().map(|v| v.to_bits()).collect();
-                Some(ScalerState::from_words(&words)?)
-            }
-            None => None,
-        };
-        finish(mean, p.step, scaler, t)?;
+    /// Consume finished loss readbacks in order (all of them, waiting, when `block`).
+    fn drain(&mut self, gpu: &Gpu, block: bool) -> Result<()> {
+        while let Some(p) = self.pending.front() {
+            let ready = match &p.loss {
+                Loss::Mean(_) => None,
+                Loss::Rows(_) if block => None,
+                Loss::Rows(rb) => match rb.try_take(gpu)? {
+                    Some(v) => Some(v),
+                    None => break,
+                },
+            };
+            let p = self.pending.pop_front().expect("non-empty");
+            let mean = match (p.loss, ready) {
+                (Loss::Mean(m), _) => m,
+                (Loss::Rows(_), Some(v)) => row_mean(&v, p.valid),
+                (Loss::Rows(rb), None) => row_mean(&rb.wait(gpu)?, p.valid),
+            };
+            // Submitted with the loss's readback, so ready at about the same time.
+            let scaler = match p.scaler {
+                Some(rb) => {
+                    let words: Vec<u32> = rb.wait(gpu)?.iter().map(|v| v.to_bits()).collect();
+                    Some(ScalerState::from_words(&words)?)
+                }
+                None => None,
+            };
+            finish(mean, p.step, scaler, self)?;
+        }
+        Ok(())
     }
-    Ok(())
+
+    /// Wait for every submitted step, then consume every readback (at a stop and at the
+    /// end of the run; the records written carry no image rate).
+    fn drain_all(&mut self, gpu: &Gpu, inflight: &mut VecDeque<Submitted>) -> Result<()> {
+        for p in inflight.drain(..) {
+            p.wait(gpu)?;
+        }
+        self.rate = 0.0;
+        self.drain(gpu, true)
+    }
 }
 
 /// The mean of the first `valid` per-row losses.
@@ -1849,7 +1817,7 @@ fn row_mean(v: &[f32], valid: usize) -> f64 {
 
 fn finish(mean: f64, step: u64, scaler: Option<ScalerState>, t: &mut Tracker) -> Result<()> {
     let (lr, rate, per_epoch) = (t.lr_of(step), t.rate, t.schedule.steps_per_epoch);
-    let (last_loss, last_good, log) = (&mut *t.last_loss, &mut *t.last_good, &mut *t.log);
+    let (last_loss, last_good, log) = (&mut t.last_loss, &mut t.last_good, &mut t.log);
     if !mean.is_finite() {
         let since = if step == *last_good + 1 || step == t.ctx.start_step + 1 {
             format!("at step {step}")

@@ -6,6 +6,33 @@ use std::sync::OnceLock;
 
 use effnet::{Gpu, GpuOptions};
 
+/// The tiny training run of the end-to-end tests (`effnet train` flags): G16-B0 at width
+/// and depth 0.25 on 16 px images, batch 16, a constant learning rate of 0.003 without
+/// warm-up, the loss logged every step, evaluation only at the end. Each test adds its
+/// evaluation size, precision and the rest.
+pub const TINY_TRAIN: [&str; 20] = [
+    "--model",
+    "b0-g16",
+    "--width",
+    "0.25",
+    "--depth",
+    "0.25",
+    "--image-size",
+    "16",
+    "--batch",
+    "16",
+    "--lr",
+    "0.003",
+    "--warmup-epochs",
+    "0",
+    "--schedule",
+    "constant",
+    "--log-every",
+    "1",
+    "--eval-every",
+    "0",
+];
+
 /// The shared device.
 pub fn gpu() -> &'static Gpu {
     static GPU: OnceLock<Gpu> = OnceLock::new();
