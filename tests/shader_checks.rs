@@ -16,6 +16,8 @@
 //! robustBufferAccess2, the checks would clamp buffer indices too; run
 //! `EFFNET_SHADER_CHECKS=1 effnet selftest` there against a plain run to compare.
 
+use std::sync::OnceLock;
+
 use effnet::cli::bench_train::Bencher;
 use effnet::gpu::Precision;
 use effnet::models::{ModelConfig, NormChoice};
@@ -33,13 +35,22 @@ fn device(checks: bool) -> Gpu {
     g
 }
 
+/// The device pair both tests share, with the runtime checks and without. Each device
+/// builds a pipeline once (its cache is per device), so the kernels the training step and
+/// the harness cases have in common are compiled once per mode, not once per test; on
+/// lavapipe, compiling pipelines (LLVM) is most of this binary's time.
+fn devices() -> &'static (Gpu, Gpu) {
+    static DEVICES: OnceLock<(Gpu, Gpu)> = OnceLock::new();
+    DEVICES.get_or_init(|| (device(true), device(false)))
+}
+
 fn bits(v: &[f32]) -> Vec<u32> {
     v.iter().map(|x| x.to_bits()).collect()
 }
 
 #[test]
 fn every_case_is_bit_identical_with_and_without_runtime_checks() {
-    let (checked, unchecked) = (device(true), device(false));
+    let (checked, unchecked) = devices();
     let f16 = checked.features.shader_f16 && unchecked.features.shader_f16;
     if !f16 {
         println!(
@@ -54,8 +65,8 @@ fn every_case_is_bit_identical_with_and_without_runtime_checks() {
             skipped += 1;
             continue;
         }
-        let a = gpu_results(&checked, case.as_ref(), effnet::selftest::SEED).unwrap();
-        let b = gpu_results(&unchecked, case.as_ref(), effnet::selftest::SEED).unwrap();
+        let a = gpu_results(checked, case.as_ref(), effnet::selftest::SEED).unwrap();
+        let b = gpu_results(unchecked, case.as_ref(), effnet::selftest::SEED).unwrap();
         let same_fwd =
             a.0.len() == b.0.len() && a.0.iter().zip(&b.0).all(|(x, y)| bits(x) == bits(y));
         let same_bwd = a.1.len() == b.1.len()
@@ -99,10 +110,10 @@ fn one_step(gpu: &Gpu, norm: NormChoice) -> Vec<Vec<u32>> {
 
 #[test]
 fn a_training_step_is_bit_identical_with_and_without_runtime_checks() {
-    let (checked, unchecked) = (device(true), device(false));
+    let (checked, unchecked) = devices();
     for norm in [NormChoice::Bn, NormChoice::LnPn] {
-        let a = one_step(&checked, norm);
-        let b = one_step(&unchecked, norm);
+        let a = one_step(checked, norm);
+        let b = one_step(unchecked, norm);
         assert_eq!(a.len(), b.len());
         assert!(
             a == b,
